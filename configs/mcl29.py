@@ -1,0 +1,14 @@
+r"""MCL, 29 points, on COFW (Shao et al.; SPEC §2).
+
+  python -m lmjax.main --config=configs/mcl29.py --workdir=runs/mcl29 \
+      --config.data.manual_dir=/path/to/cofw
+Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=cofw`.
+"""
+
+from lmjax import config_lib
+from lmjax.mcl_config import mcl_config
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, runlocal=False, data='cofw')
+  return mcl_config(num_points=29, width=512, data=arg.data, runlocal=arg.runlocal)

@@ -1,0 +1,17 @@
+r"""MCL, 5 points, on MTFL / AFLW-5 (Shao et al.; SPEC §2).
+
+Paper-scale run (GPU):
+  python -m lmjax.main --config=configs/mcl5.py --workdir=runs/mcl5 \
+      --config.data.manual_dir=/path/to/mtfl
+CPU run on the embedded synthetic faces:
+  python -m lmjax.main --config=configs/mcl5.py:runlocal,data=synthetic --workdir=runs/mcl5_synth
+Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=mtfl|synthetic`.
+"""
+
+from lmjax import config_lib
+from lmjax.mcl_config import mcl_config
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, runlocal=False, data='mtfl')
+  return mcl_config(num_points=5, width=512, data=arg.data, runlocal=arg.runlocal)

@@ -1,0 +1,17 @@
+r"""MCL, 68 points, on 300-W (Shao et al.; SPEC §2).
+
+Paper-scale run (GPU):
+  python -m lmjax.main --config=configs/mcl68.py --workdir=runs/mcl68 \
+      --config.data.manual_dir=/path/to/300w
+CPU quickstart on the embedded synthetic faces (no download, a few minutes on 2 cores):
+  python -m lmjax.main --config=configs/mcl68.py:runlocal,data=synthetic --workdir=runs/quickstart
+Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=300w|synthetic`.
+"""
+
+from lmjax import config_lib
+from lmjax.mcl_config import mcl_config
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, runlocal=False, data='300w')
+  return mcl_config(num_points=68, width=1024, data=arg.data, runlocal=arg.runlocal)

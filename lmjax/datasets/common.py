@@ -1,0 +1,156 @@
+"""Shared pieces of the landmark tfds builders: feature specs, image I/O, base class.
+
+Every builder yields the same per-face features:
+
+  image     uint8 [H, W, 3] (stored encoded: PNG or the original JPEG bytes)
+  landmarks float32 [K, 2], 0-based pixel coordinates (pixel centres on integers)
+  visible   bool [K] (False only where the annotation says the point is not labelled)
+  bbox      float32 [4] = (x0, y0, x1, y1), the protocol's face box
+  image_id  text
+
+Multi-face scenes (the synthetic `multiface` config, AFW-style folders) carry `image`,
+`image_id` and a sequence `faces` of {landmarks, visible, bbox}.
+
+Images are handed to tfds already encoded so that building never needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class DatasetFormatError(ValueError):
+  """A file of a dataset is missing, unreadable or not in the expected format."""
+
+
+def face_features(num_points: int) -> tfds.features.FeaturesDict:
+  """Feature spec of a single-face example with `num_points` landmarks."""
+  return tfds.features.FeaturesDict(
+    {
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
+      **_face_fields(num_points),
+      'image_id': tfds.features.Text(),
+    }
+  )
+
+
+def multiface_features(num_points: int) -> tfds.features.FeaturesDict:
+  """Feature spec of a scene with any number of faces."""
+  return tfds.features.FeaturesDict(
+    {
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
+      'faces': tfds.features.Sequence(_face_fields(num_points)),
+      'image_id': tfds.features.Text(),
+    }
+  )
+
+
+def _face_fields(num_points: int) -> dict:
+  return {
+    'landmarks': tfds.features.Tensor(shape=(num_points, 2), dtype=np.float32),
+    'visible': tfds.features.Tensor(shape=(num_points,), dtype=np.bool_),
+    'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+  }
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads an image file as uint8 RGB [H, W, 3]; greyscale is replicated to 3 channels.
+
+  Raises:
+    DatasetFormatError: the file is missing or cannot be decoded.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DatasetFormatError(f'{path}: image file not found')
+  data = np.fromfile(path, np.uint8)
+  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+  if image is None:
+    raise DatasetFormatError(f'{path}: cannot decode image (expected a JPEG/PNG/PPM file)')
+  return to_rgb(image, path)
+
+
+def to_rgb(image: np.ndarray, where: str = 'image') -> np.ndarray:
+  """OpenCV-decoded array (grey, BGR or BGRA; uint8 or uint16) -> uint8 RGB [H, W, 3]."""
+  if image.dtype == np.uint16:
+    image = (image >> 8).astype(np.uint8)
+  if image.dtype != np.uint8:
+    raise DatasetFormatError(f'{where}: expected an 8-bit image, got dtype {image.dtype}')
+  if image.ndim == 2:
+    return np.repeat(image[:, :, None], 3, axis=2)
+  if image.ndim == 3 and image.shape[2] == 1:
+    return np.repeat(image, 3, axis=2)
+  if image.ndim == 3 and image.shape[2] in (3, 4):
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+  raise DatasetFormatError(f'{where}: unsupported image shape {image.shape}')
+
+
+def encode_png(image: np.ndarray) -> bytes:
+  """uint8 RGB [H, W, 3] -> PNG bytes (lossless)."""
+  ok, buf = cv2.imencode('.png', cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+  if not ok:
+    raise ValueError('PNG encoding failed')
+  return buf.tobytes()
+
+
+def image_bytes_for_tfds(path: str | os.PathLike) -> tuple[bytes, tuple[int, int]]:
+  """Validated, tfds-ready encoded bytes of an image file, and its (height, width).
+
+  Three-channel JPEG/PNG files are passed through unchanged (no re-compression); other
+  files (greyscale, RGBA, PPM, 16-bit) are converted to RGB and stored as PNG.
+  """
+  path = os.fspath(path)
+  raw = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
+  if raw is None:
+    raise DatasetFormatError(f'{path}: image file not found')
+  decoded = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+  if decoded is None:
+    raise DatasetFormatError(f'{path}: cannot decode image (expected a JPEG/PNG/PPM file)')
+  head = raw[:8].tobytes()
+  is_jpeg_or_png = head[:3] == b'\xff\xd8\xff' or head == b'\x89PNG\r\n\x1a\n'
+  if is_jpeg_or_png and decoded.ndim == 3 and decoded.shape[2] == 3 and decoded.dtype == np.uint8:
+    return raw.tobytes(), decoded.shape[:2]
+  rgb = to_rgb(decoded, path)
+  return encode_png(rgb), rgb.shape[:2]
+
+
+def tight_box(points: np.ndarray) -> np.ndarray:
+  """Tight box (x0, y0, x1, y1) of points [..., K, 2] (300-W `bb_ground_truth`)."""
+  return np.concatenate([points.min(axis=-2), points.max(axis=-2)], axis=-1).astype(np.float32)
+
+
+def check_landmarks(landmarks: np.ndarray, num_points: int, where: str) -> np.ndarray:
+  """Validates a [K, 2] landmark array and returns it as float32."""
+  landmarks = np.asarray(landmarks, np.float32)
+  if landmarks.shape != (num_points, 2):
+    raise DatasetFormatError(
+      f'{where}: expected {num_points} landmarks of (x, y), got an array of shape {landmarks.shape}'
+    )
+  if not np.all(np.isfinite(landmarks)):
+    raise DatasetFormatError(f'{where}: landmark coordinates contain NaN/Inf')
+  return landmarks
+
+
+class LandmarkBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base class: builds `DatasetInfo` directly (no per-package metadata files needed)."""
+
+  NUM_POINTS: int = 0
+  MULTIFACE: bool = False
+  DESCRIPTION: str = ''
+  HOMEPAGE: str = ''
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # A builder config may override the class defaults with `num_points` / `multiface`.
+    num_points = getattr(self.builder_config, 'num_points', None) or self.NUM_POINTS
+    multiface = getattr(self.builder_config, 'multiface', self.MULTIFACE)
+    features = multiface_features(num_points) if multiface else face_features(num_points)
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=self.DESCRIPTION,
+      features=features,
+      homepage=self.HOMEPAGE,
+      metadata=tfds.core.MetadataDict(),
+    )

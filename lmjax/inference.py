@@ -1,0 +1,108 @@
+"""Landmark prediction from a trained model folder (what notebooks and CLIs call).
+
+    predictor = FacePredictor('pretrained/mcl68')
+    points = predictor.predict(image, box)              # [K, 2] image pixels
+    points = predictor.predict_batch(images, boxes)     # [N, K, 2]
+
+A model folder holds `model.json` (architecture and input protocol) and `variables/` (orbax
+params + batch_stats). Only the variables are restored, into an abstract tree built with
+`jax.eval_shape`, so no optimizer state or training code is needed. Batches are padded to a
+few fixed sizes, so the forward pass compiles once per size bucket.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax import checkpoint, landmarks, pp
+from lmjax.models.mcl import MCL
+
+BATCH_BUCKETS = (1, 8, 32, 128)
+
+
+def build_model(spec: dict) -> MCL:
+  """The flax module described by a `model.json` spec."""
+  if spec.get('experiment') != 'mcl':
+    raise ValueError(f'unsupported model experiment {spec.get("experiment")!r}')
+  return MCL(
+    num_points=spec['num_points'],
+    width=spec['width'],
+    num_heads=spec['num_heads'],
+    variant=spec['variant'],
+  )
+
+
+def load_model(directory: str) -> tuple[MCL, dict, dict]:
+  """(module, variables, spec) of a model folder."""
+  spec = checkpoint.read_model_spec(directory)
+  model = build_model(spec)
+  channels = 1 if spec['grayscale'] else 3
+  dummy = jnp.zeros((1, spec['size'], spec['size'], channels), jnp.float32)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, train=False))
+  variables = checkpoint.restore_variables(
+    os.path.join(directory, checkpoint.VARIABLES_DIR), dict(abstract)
+  )
+  return model, variables, spec
+
+
+class FacePredictor:
+  """Predicts the landmarks of faces given their boxes (the MCL face-crop protocol)."""
+
+  def __init__(self, directory: str, head: int = 0):
+    self.model, self.variables, self.spec = load_model(directory)
+    self.schema = landmarks.get_schema(self.spec['num_points'])
+    self.head = head
+    self._forward = jax.jit(lambda v, x: self.model.apply(v, x, train=False)[:, self.head])
+
+  def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Network input [S, S, C] and the image -> crop affine [2, 3] for one face box."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:
+      raise ValueError(
+        f'expected a uint8 [H, W, 3] RGB or [H, W, 1] image, got {image.dtype} {image.shape}'
+      )
+    box = np.asarray(box, np.float64)
+    if box.shape != (4,) or not (box[2] > box[0] and box[3] > box[1]):
+      raise ValueError(f'expected a face box (x0, y0, x1, y1) with x1 > x0, y1 > y0; got {box}')
+    if not self.spec['grayscale'] and image.shape[2] == 1:
+      image = np.repeat(image, 3, axis=2)
+    return pp.mcl_crop(
+      image, box, self.spec['size'], self.spec['grayscale'], self.spec['crop_scale']
+    )
+
+  def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+    """Crop-pixel landmarks [N, K, 2] for network inputs [N, S, S, C], padded to a bucket."""
+    n = len(crops)
+    out = []
+    for start in range(0, n, BATCH_BUCKETS[-1]):
+      chunk = crops[start : start + BATCH_BUCKETS[-1]]
+      bucket = next(b for b in BATCH_BUCKETS if b >= len(chunk))
+      padded = np.zeros((bucket, *chunk.shape[1:]), np.float32)
+      padded[: len(chunk)] = chunk
+      out.append(np.asarray(self._forward(self.variables, padded))[: len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, self.schema.num_points, 2), np.float32)
+
+  def predict_batch(
+    self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]]
+  ) -> np.ndarray:
+    """Image-pixel landmarks [N, K, 2] of N faces (image i, box i)."""
+    if len(images) != len(boxes):
+      raise ValueError(f'{len(images)} images but {len(boxes)} boxes')
+    if not len(images):
+      return np.zeros((0, self.schema.num_points, 2), np.float32)
+    crops, affines = zip(
+      *(self.crop(im, b) for im, b in zip(images, boxes, strict=True)), strict=True
+    )
+    points = self.predict_crops(np.stack(crops))
+    return pp.to_image_coords(points, np.stack(affines)).astype(np.float32)
+
+  def predict(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """Image-pixel landmarks [K, 2] of one face."""
+    return self.predict_batch([image], [box])[0]

@@ -1,0 +1,52 @@
+"""Config -> optax chain: SGD + momentum, decoupled-from-BN weight decay, step decay, freezing.
+
+The chain is `add_decayed_weights (kernels only) -> sgd(momentum) -> freeze(frozen)`: the
+freeze comes last, so neither weight decay nor momentum can move a frozen leaf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from lmjax import surgery
+
+# Weight decay applies to conv / dense kernels only: not to biases, not to BatchNorm.
+DECAY_PATTERN = r'(^|/)kernel$'
+
+
+def learning_rate_schedule(base_lr: float, decay_every: int, decay_factor: float) -> optax.Schedule:
+  """`base_lr × decay_factor ** floor(step / decay_every)` (Caffe's `step` policy)."""
+  return optax.exponential_decay(
+    base_lr, transition_steps=decay_every, decay_rate=decay_factor, staircase=True
+  )
+
+
+def make_optimizer(
+  params: Any,
+  *,
+  learning_rate: float,
+  decay_every: int,
+  decay_factor: float,
+  momentum: float,
+  weight_decay: float,
+  frozen: str | None = None,
+) -> optax.GradientTransformation:
+  """SGD with momentum, weight decay on kernels, and the leaves matching `frozen` frozen.
+
+  Args:
+    params: the parameter tree (for the path masks).
+    learning_rate: initial learning rate.
+    decay_every: steps between learning-rate decays.
+    decay_factor: multiplicative decay (0.3 in MCL).
+    momentum: SGD momentum.
+    weight_decay: L2 coefficient added to the gradient of every kernel.
+    frozen: regex over leaf names (`conv11/kernel`, `heads/0/bias`, ...); None freezes
+      nothing.
+  """
+  return optax.chain(
+    optax.add_decayed_weights(weight_decay, mask=surgery.path_mask(params, DECAY_PATTERN)),
+    optax.sgd(learning_rate_schedule(learning_rate, decay_every, decay_factor), momentum=momentum),
+    optax.freeze(surgery.path_mask(params, frozen)),
+  )

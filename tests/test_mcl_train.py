@@ -1,0 +1,264 @@
+"""MCL Algorithm 1 end to end on tiny synthetic data: stages, assembling, resume after kill."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lmjax import evaluate, inference, optim, surgery
+from lmjax.datasets import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / 'configs').glob('*.py'))
+
+
+def load_config(name: str, arg: str | None = None):
+  spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize('arg', [None, 'runlocal'])
+def test_every_config_loads(path, arg):
+  config = load_config(path.stem, arg)
+  assert config.experiment == 'mcl' and config.batch_size > 0
+
+
+def test_config_args():
+  config = load_config('mcl68', 'runlocal,data=synthetic')
+  assert config.data.name == 'synthetic' and config.data.builder_config == 'face68'
+  assert config.stages.bm.steps < 1000
+  with pytest.raises(ValueError, match='unknown config argument'):
+    load_config('mcl68', 'fast')
+
+
+# Tiny run: 5 points (4 clusters), narrow network, a handful of steps per stage.
+TINY = [
+  '--config.model.width=32',
+  '--config.batch_size=8',
+  '--config.eval_batch_size=16',
+  '--config.data.synthetic_train=48',
+  '--config.data.synthetic_validation=16',
+  '--config.stages.bm.steps=6',
+  '--config.stages.wm_partial.steps=2',
+  '--config.stages.wm.steps=2',
+  '--config.stages.mc.steps=2',
+  '--config.log_every=1',
+  '--config.checkpoint_every=3',
+]
+
+
+def run_main(workdir, data_dir, extra=(), wait=True):
+  cmd = [
+    sys.executable,
+    '-m',
+    'lmjax.main',
+    '--config=configs/mcl5.py:runlocal,data=synthetic',
+    f'--workdir={workdir}',
+    f'--config.data.data_dir={data_dir}',
+    *TINY,
+    *extra,
+  ]
+  env = {**os.environ, 'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cpu'}
+  if wait:
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.Popen(
+    cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+
+
+def losses_by_step(workdir, stage='bm'):
+  out = {}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    for line in f:
+      record = json.loads(line)
+      if record['stage'] == stage:
+        out[record['step']] = record['loss']
+  return out
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('mcl')
+  result = run_main(root / 'run', root / 'tfds')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return root, result
+
+
+def test_algorithm1_runs_every_stage_and_assembles(full_run):
+  root, result = full_run
+  work = root / 'run'
+  stages = json.loads((work / 'stages.json').read_text())
+  expected = ['am', 'bm', 'mc_0', 'mc_1', 'mc_2', 'mc_3', 'wm', 'wm_partial']
+  assert sorted(stages) == expected
+  for name in expected:
+    assert (work / 'models' / name / 'model.json').is_file()
+    assert stages[name]['num_faces'] == 16
+  table = (work / 'table.txt').read_text()
+  assert all(row in table for row in ('BM', 'WM', 'AM')) and 'nme_ipd' in table
+  assert 'AM' in result.stdout
+  # The assembled model reproduces each cluster's head of the last multi-center model.
+  mc = inference.load_model(str(work / 'models' / 'mc_3'))
+  am = inference.load_model(str(work / 'models' / 'am'))
+  x = jax.random.normal(jax.random.key(0), (2, 50, 50, 1))
+  multi = mc[0].apply(mc[1], x)
+  single = am[0].apply(am[1], x)
+  for i, cluster in enumerate([(0,), (1,), (2,), (3, 4)]):
+    np.testing.assert_allclose(single[:, 0, list(cluster)], multi[:, i, list(cluster)], atol=1e-5)
+  # The multi-center stages train head i only: the trunk equals WM's bit for bit.
+  wm = inference.load_model(str(work / 'models' / 'wm'))
+  np.testing.assert_array_equal(
+    mc[1]['params']['conv43']['kernel'], wm[1]['params']['conv43']['kernel']
+  )
+
+
+def test_rerun_skips_finished_stages(full_run):
+  root, _ = full_run
+  before = (root / 'run' / 'metrics.jsonl').read_text()
+  result = run_main(root / 'run', root / 'tfds')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (root / 'run' / 'metrics.jsonl').read_text() == before  # no step was re-run
+  assert 'finished earlier; skipping' in result.stderr
+
+
+def test_kill_mid_stage_and_resume_gives_identical_losses(full_run, tmp_path):
+  root, _ = full_run
+  reference = losses_by_step(root / 'run')  # the uninterrupted run: bm steps 1..6
+  work = tmp_path / 'killed'
+  extra = ['--config.stages.bm.steps=400']  # long enough to be killed mid-stage
+  proc = run_main(work, root / 'tfds', extra, wait=False)
+  ckpt = work / 'ckpt' / 'bm'
+  deadline = time.time() + 300
+  while time.time() < deadline and not (ckpt.is_dir() and any(ckpt.glob('3'))):
+    time.sleep(0.5)
+  while time.time() < deadline and max(losses_by_step(work) or [0]) < 4:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert max(losses_by_step(work)) >= 4  # it ran past the checkpoint at step 3
+  assert not (work / 'stages.json').exists()
+  result = run_main(work, root / 'tfds', ['--config.stages.bm.steps=6', '--config.stop_after=bm'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in result.stderr
+  resumed = {}
+  with open(work / 'metrics.jsonl') as f:
+    for line in f:
+      record = json.loads(line)
+      if record['stage'] == 'bm':
+        resumed[record['step']] = record['loss']  # later records overwrite earlier ones
+  for step in range(1, 7):
+    assert resumed[step] == reference[step], step
+
+
+def test_evaluate_cli_and_predictor(full_run, tmp_path):
+  root, _ = full_run
+  model_dir = str(root / 'run' / 'models' / 'am')
+  out = tmp_path / 'metrics.json'
+  results = evaluate.evaluate_model(
+    model_dir,
+    'synthetic',
+    'validation',
+    str(out),
+    data_dir=str(root / 'tfds'),
+    predictions=str(tmp_path / 'preds.npz'),
+    batch_size=5,
+    dataset_config=synthetic.make_config('face5', num_train=48, num_validation=16, num_test=16),
+  )
+  saved = json.loads(out.read_text())
+  for key in (
+    'num_faces',
+    'nme_ioc',
+    'nme_ipd',
+    'nme_box',
+    'fr_8_ioc',
+    'fr_10_ipd',
+    'auc_8_ioc',
+    'auc_10_ipd',
+  ):
+    assert key in saved
+  assert saved['num_faces'] == 16 and saved['nme_ipd'] == pytest.approx(results['nme_ipd'])
+  preds = np.load(tmp_path / 'preds.npz')
+  assert preds['pred'].shape == (16, 5, 2) and len(preds['image_ids']) == 16
+  assert (tmp_path / 'metrics_ced_ioc.png').stat().st_size > 1000
+  # The predictor maps crops back to image pixels: single and batched calls agree.
+  predictor = inference.FacePredictor(model_dir)
+  image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+  one = predictor.predict(image, [20, 10, 80, 70])
+  batch = predictor.predict_batch([image, image], [[20, 10, 80, 70], [20, 10, 80, 70]])
+  np.testing.assert_allclose(batch[0], one, atol=1e-4)
+  assert results['num_faces'] == 16
+  with pytest.raises(ValueError, match='face box'):
+    predictor.predict(image, [50, 10, 20, 70])
+
+
+def test_frozen_leaves_are_bit_identical_after_training_steps():
+  params = {
+    'conv11': {'kernel': jnp.ones((3, 3)), 'bias': jnp.ones(3)},
+    'heads': {'0': {'kernel': jnp.ones((4, 2)), 'bias': jnp.ones(2)}},
+  }
+  tx = optim.make_optimizer(
+    params,
+    learning_rate=0.1,
+    decay_every=10,
+    decay_factor=0.3,
+    momentum=0.9,
+    weight_decay=0.5,
+    frozen=r'^conv11/',
+  )
+  state = tx.init(params)
+  p = params
+  for _ in range(5):
+    grads = jax.tree_util.tree_map(jnp.ones_like, p)
+    updates, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, updates)
+  np.testing.assert_array_equal(p['conv11']['kernel'], params['conv11']['kernel'])
+  np.testing.assert_array_equal(p['conv11']['bias'], params['conv11']['bias'])
+  assert not np.allclose(p['heads']['0']['kernel'], 1.0)
+  # Weight decay touches kernels only: with zero gradients a bias stays, a kernel shrinks.
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  tx2 = optim.make_optimizer(
+    params, learning_rate=0.1, decay_every=10, decay_factor=0.3, momentum=0.0, weight_decay=0.5
+  )
+  updates, _ = tx2.update(zero, tx2.init(params), params)
+  assert float(updates['heads']['0']['bias'][0]) == 0.0
+  assert float(updates['heads']['0']['kernel'][0, 0]) == pytest.approx(-0.05)
+  assert surgery.path_mask(params, optim.DECAY_PATTERN)['conv11'] == {'kernel': True, 'bias': False}
+
+
+def test_learning_rate_schedule_steps_by_factor():
+  schedule = optim.learning_rate_schedule(0.02, 30, 0.3)
+  assert float(schedule(29)) == pytest.approx(0.02)
+  assert float(schedule(30)) == pytest.approx(0.006)
+  assert float(schedule(65)) == pytest.approx(0.0018)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'lmjax.main',
+      '--config=configs/mcl68.py',
+      f'--workdir={tmp_path}',
+      f'--config.data.manual_dir={tmp_path / "no_300w"}',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode != 0
+  assert 'data=synthetic' in result.stderr and 'no_300w' in result.stderr
+  assert 'Traceback' not in result.stderr

@@ -238,3 +238,50 @@ def test_real_mtfl_train(shared_data, tmp_path):
     ex = datasets.decode(source[i])
     darker += _darker_than(ex['image'], ex['landmarks'][0], ex['landmarks'][2])
   assert darker / len(idx) > 0.75, darker / len(idx)
+
+
+def _write_cofw(path, images, phis, boxes, suffix='Tr'):
+  """A tiny MATLAB-v7.3-like COFW file: column-major matrices, a cell array of references."""
+  import h5py
+
+  with h5py.File(path, 'w') as f:
+    refs = []
+    for i, image in enumerate(images):
+      refs.append(f.create_dataset(f'#refs#/{i}', data=image.T).ref)
+    f.create_dataset(f'Is{suffix}', data=np.array(refs, dtype=h5py.ref_dtype)[None, :])
+    f.create_dataset(f'phis{suffix}', data=np.asarray(phis, np.float64).T)
+    f.create_dataset(f'bboxes{suffix}', data=np.asarray(boxes, np.float64).T)
+
+
+def test_cofw_builder_reads_hdf5_mat(tmp_path):
+  root = tmp_path / 'cofw'
+  root.mkdir()
+  images = [RNG.integers(0, 255, (60, 80, 3), dtype=np.uint8),
+            RNG.integers(0, 255, (50, 40), dtype=np.uint8)]  # one greyscale image
+  phis = np.zeros((2, 87))
+  phis[:, :29] = RNG.uniform(10, 30, (2, 29))
+  phis[:, 29:58] = RNG.uniform(10, 30, (2, 29))
+  phis[0, 58:60] = 1  # points 0 and 1 of image 0 occluded
+  boxes = [[5, 6, 30, 32], [3, 4, 20, 21]]
+  _write_cofw(root / 'COFW_train_color.mat', images, phis, boxes)
+  source = _load('cofw', 'train', root, tmp_path)
+  assert len(source) == 2 and datasets.schema_of(source).num_points == 29
+  by_id = {datasets.decode(source[i])['image_id']: datasets.decode(source[i]) for i in range(2)}
+  ex = by_id['train/0001']
+  np.testing.assert_array_equal(ex['image'], images[0])
+  np.testing.assert_allclose(ex['landmarks'][:, 0], phis[0, :29] - 1, rtol=1e-6)
+  np.testing.assert_allclose(ex['landmarks'][:, 1], phis[0, 29:58] - 1, rtol=1e-6)
+  np.testing.assert_allclose(ex['bbox'], [4, 5, 34, 37])
+  assert ex['visible'].all() and ex['occluded'][:2].all() and not ex['occluded'][2:].any()
+  grey = by_id['train/0002']['image']
+  assert grey.shape == (50, 40, 3) and (grey[..., 0] == images[1]).all()
+  with pytest.raises(DatasetFormatError, match=r'COFW_test_color\.mat'):
+    _load('cofw', 'test', root, tmp_path)
+
+
+def test_cofw_bad_file(tmp_path):
+  root = tmp_path / 'cofw'
+  root.mkdir()
+  (root / 'COFW_train_color.mat').write_bytes(b'MATLAB 5.0 MAT-file, not HDF5')
+  with pytest.raises(DatasetFormatError, match='cannot open as HDF5'):
+    _load('cofw', 'train', root, tmp_path)

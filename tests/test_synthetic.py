@@ -39,6 +39,9 @@ def test_same_seed_same_example_and_different_seeds_differ():
   np.testing.assert_array_equal(a['landmarks'], b['landmarks'])
   assert not np.array_equal(a['image'], c['image'])
   assert np.abs(a['landmarks'] - c['landmarks']).max() > 1.0
+  s1, s2 = synthface.render_scene((1, 5)), synthface.render_scene((1, 5))
+  np.testing.assert_array_equal(s1['image'], s2['image'])
+  assert len(s1['faces']) == len(s2['faces'])
 
 
 def test_clean_rendering_keeps_the_geometry():

@@ -28,6 +28,7 @@ MODULES = {
   'the300w': 'lmjax.datasets.the300w',
   'mtfl': 'lmjax.datasets.mtfl',
   'synthetic': 'lmjax.datasets.synthetic',
+  'cofw': 'lmjax.datasets.cofw',
 }
 ALIASES = {'300w': 'the300w', '300-w': 'the300w'}
 

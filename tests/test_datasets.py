@@ -256,8 +256,10 @@ def _write_cofw(path, images, phis, boxes, suffix='Tr'):
 def test_cofw_builder_reads_hdf5_mat(tmp_path):
   root = tmp_path / 'cofw'
   root.mkdir()
-  images = [RNG.integers(0, 255, (60, 80, 3), dtype=np.uint8),
-            RNG.integers(0, 255, (50, 40), dtype=np.uint8)]  # one greyscale image
+  images = [
+    RNG.integers(0, 255, (60, 80, 3), dtype=np.uint8),
+    RNG.integers(0, 255, (50, 40), dtype=np.uint8),
+  ]  # one greyscale image
   phis = np.zeros((2, 87))
   phis[:, :29] = RNG.uniform(10, 30, (2, 29))
   phis[:, 29:58] = RNG.uniform(10, 30, (2, 29))

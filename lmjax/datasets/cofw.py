@@ -81,8 +81,9 @@ def read_mat(path: str, suffix: str):
       image = np.asarray(f[ref]).T  # MATLAB is column-major: (W, H) or (3, W, H) on disk
       where = f'{path}: image {i + 1}'
       if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise common.DatasetFormatError(f'{where}: expected uint8 [H, W(, 3)], got '
-                                        f'{image.dtype} {image.shape}')
+        raise common.DatasetFormatError(
+          f'{where}: expected uint8 [H, W(, 3)], got {image.dtype} {image.shape}'
+        )
       rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
       points = np.stack([phis[i, :NUM_POINTS], phis[i, NUM_POINTS : 2 * NUM_POINTS]], axis=1)
       points = common.check_landmarks(points - 1.0, NUM_POINTS, where)
@@ -132,19 +133,21 @@ class Cofw(common.LandmarkBuilder):
         generators[split] = self._generate_examples(path, suffix, split)
     if not generators:
       raise common.DatasetFormatError(
-        f'no COFW .mat file in the manual directory {manual_dir!r}.\n'
-        f'{MANUAL_DOWNLOAD_INSTRUCTIONS}'
+        f'no COFW .mat file in the manual directory {manual_dir!r}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}'
       )
     return generators
 
   def _generate_examples(self, path: str, suffix: str, split: str):
     for i, image, points, occluded, box in read_mat(path, suffix):
       image_id = f'{split}/{i + 1:04d}'
-      yield image_id, {
-        'image': common.encode_png(image),
-        'landmarks': points,
-        'visible': np.ones(NUM_POINTS, np.bool_),
-        'occluded': occluded,
-        'bbox': box,
-        'image_id': image_id,
-      }
+      yield (
+        image_id,
+        {
+          'image': common.encode_png(image),
+          'landmarks': points,
+          'visible': np.ones(NUM_POINTS, np.bool_),
+          'occluded': occluded,
+          'bbox': box,
+          'image_id': image_id,
+        },
+      )

@@ -3,4 +3,4 @@
 source "$(dirname "$0")/_venv.sh"
 ruff check lmjax tests benchmarks configs
 ruff format --check lmjax tests benchmarks configs
-python -m pytest -n 2 --durations=15 tests "$@"
+python -m pytest -n 2 --dist loadfile --durations=15 tests "$@"

@@ -321,8 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       box = None if args.box is None else parse_box(args.box)
       draw_image(args.checkpoint, args.image, args.out, box, head=args.head, scale=args.scale)
       print(args.out)
-  except (DrawError, FileNotFoundError) as e:
+  except DrawError as e:
     parser.exit(2, f'{parser.prog}: error: {e}\n')
+  except FileNotFoundError as e:  # from reading the model folder
+    parser.exit(2, f'{parser.prog}: error: --checkpoint: {e}\n')
   return 0
 
 

@@ -46,7 +46,7 @@ def test_split_train_validation_is_deterministic_and_disjoint():
     _source(10), region_size=16, region_scale=2.2, grayscale=True, progress=False
   )
   train, val = input_pipeline.split_train_validation(cache, 3, seed=1)
-  train2, val2 = input_pipeline.split_train_validation(cache, 3, seed=1)
+  _, val2 = input_pipeline.split_train_validation(cache, 3, seed=1)
   assert val.image_ids == val2.image_ids and len(train) == 7 and len(val) == 3
   assert not set(train.image_ids) & set(val.image_ids)
   # Independent of the order the source stored the faces in.

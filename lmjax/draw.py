@@ -89,7 +89,8 @@ def draw_landmarks(
 
   Args:
     image: uint8 [H, W, 3] RGB, [H, W, 1] or [H, W] grey (grey is drawn on in colour).
-    points: [K, 2] landmarks (x, y) in image pixels; NaN points are not drawn.
+    points: [K, 2] landmarks (x, y) in image pixels; NaN points (and points too far outside
+      the image to touch it) are not drawn.
     box: optional face box (x0, y0, x1, y1) in image pixels.
     schema: landmark schema (or its point count); with MCL clusters every cluster gets its own
       colour (`PALETTE`), otherwise all points are `POINT_COLOR`.
@@ -129,17 +130,22 @@ def draw_landmarks(
     if box is not None:
       box = (box + 0.5) * np.tile(factor, 2) - 0.5
 
+  h, w = out.shape[:2]
+  if box is not None:  # clipped far outside the image: same drawing, no int32 overflow in cv2
+    box = np.clip(box, -w - h, 2 * (w + h))
   finite = np.isfinite(points).all(axis=1)
   if radius is None:
     if box is not None:
       extent = float(np.max(box[2:] - box[:2]))
     elif finite.any():
-      extent = float(np.max(points[finite].max(axis=0) - points[finite].min(axis=0)))
+      inside = np.clip(points[finite], -w - h, 2 * (w + h))
+      extent = float(np.max(inside.max(axis=0) - inside.min(axis=0)))
     else:
       extent = 0.0
     radius = max(1.0, 0.012 * extent)
   if not radius > 0:
     raise ValueError(f'radius: expected a positive number, got {radius}')
+  radius = min(radius, w + h)
   line = max(1.0, radius / 2)  # width of the box line and of the dots' dark rim
 
   if box is not None:
@@ -148,7 +154,9 @@ def draw_landmarks(
       cv2.rectangle(out, (x0, y0), (x1, y1), color, round(width), cv2.LINE_AA, _SHIFT)
   colors = point_colors(len(points), schema)
   rim, fill = round((radius + 0.5 * line) * _ONE), round(radius * _ONE)
-  for point, color in zip(points[finite], colors[finite], strict=True):
+  margin = radius + line
+  shown = finite & (np.abs(points - np.array([w, h]) / 2) < np.array([w, h]) / 2 + margin).all(1)
+  for point, color in zip(points[shown], colors[shown], strict=True):
     centre = tuple(_fixed(point))
     cv2.circle(out, centre, rim, OUTLINE_COLOR, -1, cv2.LINE_AA, _SHIFT)
     cv2.circle(out, centre, fill, tuple(int(c) for c in color), -1, cv2.LINE_AA, _SHIFT)
@@ -274,10 +282,11 @@ def draw_folder(
     raise DrawError(f'--out: {out_dir!r} exists and is not a directory (expected a folder)')
   os.makedirs(out_dir, exist_ok=True)
   outputs = [os.path.join(out_dir, n) for n in output_names(paths)]
+  pairs = list(zip(paths, outputs, strict=True))
   predictor = FacePredictor(checkpoint, head=head)
   with tqdm(total=len(paths), desc='drawing', unit='image', disable=not progress) as bar:
-    for start in range(0, len(paths), batch_size):
-      chunk = list(zip(paths, outputs, strict=True))[start : start + batch_size]
+    for start in range(0, len(pairs), batch_size):
+      chunk = pairs[start : start + batch_size]
       images = [read_image(p, '--folder') for p, _ in chunk]
       boxes = [whole_image_box(im) for im in images]
       points = predictor.predict_batch(images, boxes)

@@ -107,9 +107,8 @@ def run_stage(
         rate,
         (num_steps - done) / rate / 60,
       )
-      _append_json(
-        log_path, {'stage': name, 'step': done, **{k: float(v) for k, v in metrics.items()}}
-      )
+      record = {'stage': name, 'step': done, 'time': round(time.time(), 1)}
+      _append_json(log_path, {**record, **{k: float(v) for k, v in metrics.items()}})
       t0, last_step = time.time(), done
     if done % checkpoint_every == 0 or done == num_steps:
       ckpts.save(done, state, force=done == num_steps)

@@ -117,6 +117,15 @@ def test_algorithm1_runs_every_stage_and_assembles(full_run):
   single = am[0].apply(am[1], x)
   for i, cluster in enumerate([(0,), (1,), (2,), (3, 4)]):
     np.testing.assert_allclose(single[:, 0, list(cluster)], multi[:, i, list(cluster)], atol=1e-5)
+  # wm_partial froze conv11…conv32 (and their BN scale/bias): bit-identical to BM's.
+  bm = inference.load_model(str(work / 'models' / 'bm'))
+  wm_partial = inference.load_model(str(work / 'models' / 'wm_partial'))
+  for layer in ('conv11', 'conv32', 'bn21'):
+    for name, value in bm[1]['params'][layer].items():
+      np.testing.assert_array_equal(wm_partial[1]['params'][layer][name], value)
+  assert not np.array_equal(
+    wm_partial[1]['params']['conv41']['kernel'], bm[1]['params']['conv41']['kernel']
+  )
   # The multi-center stages train head i only: the trunk equals WM's bit for bit.
   wm = inference.load_model(str(work / 'models' / 'wm'))
   np.testing.assert_array_equal(

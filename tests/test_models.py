@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lmjax import mcl_config, surgery
-from lmjax.models.mcl import MCL
+from lmjax.models.mcl import MCL, fold_batch_norm
 
 
 def _count(tree):
@@ -61,3 +61,37 @@ def test_init_is_normal_001_with_zero_bias():
   kernel = np.asarray(params['conv43']['kernel'])
   assert abs(kernel.std() - 0.01) < 5e-4 and abs(kernel.mean()) < 5e-4
   assert not np.any(params['conv43']['bias']) and not np.any(params['heads']['0']['bias'])
+
+
+@pytest.mark.parametrize('variant', ['gap', 'pre_bm'])
+def test_fold_batch_norm_matches_eval_mode(variant):
+  model = MCL(5, width=32, num_heads=2, variant=variant)
+  x = jax.random.uniform(jax.random.key(1), (4, 50, 50, 1), minval=-1, maxval=1)
+  variables = model.init(jax.random.key(0), x)
+  # Non-trivial BN: random scale/bias and running statistics.
+  keys = iter(jax.random.split(jax.random.key(2), 1000))
+  perturb = lambda t, lo: jax.tree_util.tree_map(
+    lambda a: jax.random.uniform(next(keys), a.shape, minval=lo, maxval=2.0), t
+  )
+  params = dict(variables['params'])
+  for name in params:
+    if name.startswith('bn'):
+      params[name] = perturb(params[name], 0.5)
+  variables = {'params': params, 'batch_stats': perturb(variables['batch_stats'], 0.1)}
+  expected = model.apply(variables, x, train=False)
+  folded = fold_batch_norm(variables)
+  assert not any(k.startswith('bn') for k in folded['params'])
+  assert 'batch_stats' not in folded
+  lean = MCL(5, width=32, num_heads=2, variant=variant, batch_norm=False)
+  np.testing.assert_allclose(lean.apply(folded, x), expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(
+    folded['params']['heads']['1']['kernel'], params['heads']['1']['kernel']
+  )
+
+
+def test_fold_batch_norm_rejects_missing_statistics():
+  model = MCL(5, width=16)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 50, 50, 1)))
+  stats = {k: v for k, v in variables['batch_stats'].items() if k != 'bn22'}
+  with pytest.raises(ValueError, match='conv22 has no BatchNorm bn22'):
+    fold_batch_norm({'params': variables['params'], 'batch_stats': stats})

@@ -131,6 +131,29 @@ def test_warp_antialiases_strong_downscaling_and_keeps_geometry():
   np.testing.assert_allclose(centroid, pp.apply_affine(np.array([[179.5, 149.5]]), A)[0], atol=0.15)
 
 
+def test_warp_reads_only_the_faces_window_of_a_large_photo(monkeypatch):
+  rng = np.random.default_rng(4)
+  photo = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), np.uint8), (0, 0), 3)
+  whole = lambda image, A, size: (image, A)
+  for box, size in (((300.0, 200.0, 340.0, 240.0), 50), ((100.0, 50.0, 420.0, 370.0), 50)):
+    A = pp.crop_affine(np.array(box), size, scale=1.1)
+    window = pp.warp(photo, A, size)
+    with monkeypatch.context() as m:
+      m.setattr(pp, '_source_window', whole)
+      reference = pp.warp(photo, A, size)
+    diff = np.abs(window.astype(int) - reference)
+    if box[2] - box[0] < 1.5 * size:  # bilinear only: same up to cv2's fixed-point rounding
+      assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    else:  # area pre-shrink: the resize factor is rounded on the window
+      assert diff.mean() < 3, diff.mean()
+  # The window is a small part of the photo; a crop entirely outside the photo is all border.
+  A = pp.crop_affine(np.array([300.0, 200.0, 340.0, 240.0]), 50, scale=1.1)
+  cut, _ = pp._source_window(photo, A, 50)
+  assert cut.shape[0] * cut.shape[1] < 60 * 60
+  far = pp.warp(photo, pp.crop_affine(np.array([2000.0, 0.0, 2040.0, 40.0]), 50), 50)
+  assert (far == pp.BORDER_VALUE).all()
+
+
 def test_grey_matches_opencv():
   image = smooth_image(3)
   ours = pp.rgb_to_grey(image)

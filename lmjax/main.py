@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging as logging_std
 import os
+import shlex
+import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -32,6 +35,9 @@ def main(argv):
   logging.info('config:\n%s', config)
   with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
     f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # for model cards
+    command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
+    f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
   from lmjax import datasets, mcl_train
 
   runners = {'mcl': mcl_train.run}

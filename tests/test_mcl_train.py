@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from lmjax import evaluate, inference, optim, surgery
+from lmjax import evaluate, inference, model_card, optim, surgery
 from lmjax.datasets import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -210,6 +210,41 @@ def test_evaluate_cli_and_predictor(full_run, tmp_path):
   assert results['num_faces'] == 16
   with pytest.raises(ValueError, match='face box'):
     predictor.predict(image, [50, 10, 20, 70])
+
+
+def test_folded_predictor_matches_the_trained_model(full_run):
+  root, _ = full_run
+  model_dir = str(root / 'run' / 'models' / 'mc_3')  # four heads, trained BN statistics
+  image = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+  for head in (0, 3):
+    folded = inference.FacePredictor(model_dir, head=head).predict(image, [20, 10, 80, 70])
+    plain = inference.FacePredictor(model_dir, head=head, fold_bn=False).predict(
+      image, [20, 10, 80, 70]
+    )
+    np.testing.assert_allclose(folded, plain, atol=1e-3)
+  with pytest.raises(ValueError, match='4 heads'):
+    inference.FacePredictor(model_dir, head=4)
+
+
+def test_model_card_from_the_run(full_run, tmp_path):
+  root, _ = full_run
+  work = root / 'run'
+  assert (
+    'lmjax.main --config=configs/mcl5.py:runlocal,data=synthetic'
+    in (work / 'commands.txt').read_text()
+  )
+  out = tmp_path / 'pretrained' / 'tiny5'
+  card_path = model_card.publish(str(work), str(out), hardware='test machine')
+  card = pathlib.Path(card_path).read_text()
+  stages = json.loads((work / 'stages.json').read_text())
+  assert '--config.stages.bm.steps=6' in card and 'test machine' in card
+  assert 'bm 6, wm_partial 2, wm 2, mc 2' in card
+  for stage in ('bm', 'wm_partial', 'wm', 'mc_0', 'mc_3', 'am'):
+    assert f'\n{stage} ' in card, stage  # a row of the validation table
+  assert f'{stages["am"]["nme_ipd"]:.2f}' in card
+  assert model_card.wall_time_s(str(work)) > 0
+  assert (out / 'model.json').is_file() and (out / 'variables').is_dir()
+  inference.FacePredictor(str(out))  # the published folder loads
 
 
 def test_frozen_leaves_are_bit_identical_after_training_steps():

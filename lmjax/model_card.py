@@ -1,0 +1,194 @@
+"""Publishes a trained model folder with its model card (`pretrained/<name>/`).
+
+    python -m lmjax.model_card --workdir=runs/mcl68_300w --out=pretrained/mcl68 \
+        --hardware="2-core Intel Xeon (AVX-512) CPU, no GPU"
+
+Copies `<workdir>/models/<stage>` (default `am`: the assembled model) to `--out` and writes
+`--out/MODEL_CARD.md` from what the run recorded: the command (`commands.txt`, written by
+`lmjax.main`; `--command` overrides it), the config (`config.json`), the validation metrics of
+every stage (`stages.json`), the steps per stage and the training wall time (the absl log files
+`train.*.log.INFO.<date>-<time>.<pid>`, one per invocation: first to last line). Nothing in the
+card is typed in by hand except `--hardware` and `--notes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+
+from lmjax import evaluate
+
+MAX_BYTES = 10 * 1024 * 1024  # the repository's limit for a committed model
+_LOG_NAME = re.compile(r'\.log\.INFO\.(\d{8}-\d{6})\.\d+$')
+_LOG_LINE = re.compile(r'^[IWEF]\d{4} (\d\d:\d\d:\d\d)\.\d+ ')
+
+
+def wall_time_s(workdir: str) -> float:
+  """Seconds the run's invocations took, summed (each: its log's first to last line)."""
+  total = 0.0
+  for path in sorted(glob.glob(os.path.join(workdir, '*.log.INFO.*'))):
+    match = _LOG_NAME.search(path)
+    if not match:
+      continue
+    start = datetime.datetime.strptime(match.group(1), '%Y%m%d-%H%M%S')
+    last = None
+    with open(path, encoding='utf-8', errors='replace') as f:
+      for line in f:
+        m = _LOG_LINE.match(line)
+        if m:
+          last = m.group(1)
+    if last is None:
+      continue
+    end = datetime.datetime.combine(start.date(), datetime.time.fromisoformat(last))
+    if end < start:  # ran past midnight
+      end += datetime.timedelta(days=1)
+    total += (end - start).total_seconds()
+  return total
+
+
+def _command(workdir: str) -> str:
+  path = os.path.join(workdir, 'commands.txt')
+  if not os.path.isfile(path):
+    raise SystemExit(f'{path} is missing (written by lmjax.main); pass --command')
+  with open(path, encoding='utf-8') as f:
+    commands = {line.rstrip('\n').split('\t', 1)[-1] for line in f if line.strip()}
+  if len(commands) != 1:
+    raise SystemExit(f'{path} records {len(commands)} different commands; pass --command')
+  return commands.pop()
+
+
+def _folder_bytes(path: str) -> int:
+  return sum(
+    os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names
+  )
+
+
+def render_card(
+  name: str,
+  command: str,
+  config: dict,
+  stages: dict,
+  wall_s: float,
+  hardware: str,
+  stage: str,
+  size_bytes: int,
+  notes: str = '',
+) -> str:
+  """The MODEL_CARD.md text."""
+  data = config['data']
+  steps = {k: v['steps'] for k, v in config['stages'].items()}
+  order = [s for s in ('bm', 'wm_partial', 'wm') if s in stages]
+  order += sorted((s for s in stages if s.startswith('mc_')), key=lambda s: int(s[3:]))
+  order += ['am'] if 'am' in stages else []
+  keys = ['num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_10_ipd']
+  table = evaluate.format_table({s: stages[s] for s in order}, keys)
+  schedule = ', '.join(f'{k} {v}' for k, v in steps.items())
+  lines = [
+    f'# {name}: MCL, {config["model"]["num_points"]} points',
+    '',
+    f'The `{stage}` model of an `lmjax.main` run (Shao et al., Deep Multi-Center Learning;',
+    f'`lmjax/mcl_train.py`), exported by `python -m lmjax.model_card`. Size {size_bytes / 1e6:.2f}'
+    ' MB.',
+    '',
+    '## Command',
+    '',
+    '```bash',
+    command,
+    '```',
+    '',
+    '## Data',
+    '',
+    f'* dataset `{data["name"]}`, split `{data["train_split"]}`, manual directory '
+    f'`{data["manual_dir"]}`',
+    f'* validation: {stages[order[0]]["num_faces"]} faces held out of the training split '
+    f'(split seed {data["split_seed"]}); the test sets were not used',
+    f'* input: {config["input"]["size"]}×{config["input"]["size"]} '
+    f'{"grey" if config["input"]["grayscale"] else "RGB"} crop of '
+    f'{config["input"]["crop_scale"]} × the face box',
+    '',
+    '## Training',
+    '',
+    f'* steps per stage: {schedule} (mc = each of the multi-center stages); batch '
+    f'{config["batch_size"]}',
+    f'* wall time: {wall_s / 3600:.2f} h ({wall_s / 60:.0f} min) over all invocations of the '
+    'command (resumed runs included)',
+    f'* hardware: {hardware}',
+    '',
+    '## Validation metrics (percent; normaliser in the name)',
+    '',
+    '```',
+    table,
+    '```',
+    '',
+    'Use it:',
+    '',
+    '```python',
+    'from lmjax.inference import FacePredictor',
+    f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
+    '```',
+  ]
+  if notes:
+    lines += ['', '## Notes', '', notes]
+  return '\n'.join(lines) + '\n'
+
+
+def publish(
+  workdir: str,
+  out: str,
+  hardware: str,
+  stage: str = 'am',
+  command: str | None = None,
+  notes: str = '',
+) -> str:
+  """Copies the model folder and writes its card; returns the card's path."""
+  source = os.path.join(workdir, 'models', stage)
+  if not os.path.isfile(os.path.join(source, 'model.json')):
+    raise SystemExit(f'{source}: no model folder (has the run finished stage {stage!r}?)')
+  size = _folder_bytes(source)
+  if size > MAX_BYTES:
+    raise SystemExit(f'{source} is {size / 1e6:.1f} MB; the limit is {MAX_BYTES / 1e6:.0f} MB')
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    config = json.load(f)
+  with open(os.path.join(workdir, 'stages.json'), encoding='utf-8') as f:
+    stages = json.load(f)
+  if os.path.exists(out):
+    shutil.rmtree(out)
+  shutil.copytree(source, out)
+  card = render_card(
+    os.path.basename(os.path.normpath(out)),
+    command or _command(workdir),
+    config,
+    stages,
+    wall_time_s(workdir),
+    hardware,
+    stage,
+    size,
+    notes,
+  )
+  path = os.path.join(out, 'MODEL_CARD.md')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(card)
+  return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog='python -m lmjax.model_card', description=__doc__)
+  parser.add_argument('--workdir', required=True, help='workdir of a finished lmjax.main run')
+  parser.add_argument('--out', required=True, help='destination, e.g. pretrained/mcl68')
+  parser.add_argument('--hardware', required=True, help='what the run ran on')
+  parser.add_argument('--stage', default='am', help='model folder to publish (default am)')
+  parser.add_argument('--command', help='the training command (default: commands.txt)')
+  parser.add_argument('--notes', default='', help='free text appended to the card')
+  args = parser.parse_args(argv)
+  print(publish(args.workdir, args.out, args.hardware, args.stage, args.command, args.notes))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -5,6 +5,9 @@ MCL (Shao et al., eq. 4): per sample
 with d that sample's ground-truth inter-ocular (eye-centre) distance, invisible points
 masked out, averaged over the (unpadded) batch. Its gradient w.r.t. a predicted coordinate
 is u_j (ŷ_k − y_k) / d² per sample (eq. 10), divided by the batch size for the mean.
+
+BB-FCN (§III-D): squared error on response maps, restricted to the positive pixels plus as
+many random (or, for hard negative mining, highest-scoring) negatives; see `selective_loss`.
 """
 
 from __future__ import annotations
@@ -79,3 +82,94 @@ def multi_center_weights(errors: jax.Array, cluster: jax.Array, alpha: float) ->
   in_p = u_p * size_p * errors / sum_p
   in_q = u_q * (n - size_p) * errors / jnp.where(sum_q > 0, sum_q, 1.0)
   return jnp.where(cluster, in_p, in_q)
+
+
+def selective_mask(
+  pred: jax.Array,
+  target: jax.Array,
+  key: jax.Array,
+  *,
+  empty_neg_ratio: float,
+  hard: bool | jax.Array,
+) -> jax.Array:
+  """BB-FCN's selective scheme (§III-D): which pixels of each map propagate errors.
+
+  Per (example, map): every positive pixel, plus as many negatives as there are positives (all
+  negatives if there are fewer). A map with no positives (invisible landmark, background image)
+  gets round-half-up(empty_neg_ratio × H × W) negatives, at least one if the ratio is > 0.
+  Negatives are ranked, highest first, by uniform random keys, or with `hard` (hard negative
+  mining) by `pred` with the random keys breaking ties; the first `count` ranks are kept. The
+  ranks come from one fixed-shape sort per map, so every map can take a different count.
+
+  Args:
+    pred: [B, H, W, K] predicted maps (only ranks negatives when `hard`; no gradient).
+    target: [B, H, W, K] binary ground-truth maps (positive where > 0).
+    key: PRNG key for the random negatives and tie-breaking.
+    empty_neg_ratio: static fraction of pixels to select in maps without positives.
+    hard: Python bool or traced bool scalar. A traced flag switches hard negative mining on or off
+      inside one compiled function, with no retrace (both rankings share one sort).
+
+  Returns:
+    float32 [B, H, W, K] mask, 1 on selected pixels.
+  """
+  if pred.shape != target.shape or pred.ndim != 4:
+    raise ValueError(f'pred {pred.shape} and target {target.shape} must both be [B, H, W, K]')
+  if not 0.0 <= empty_neg_ratio <= 1.0:
+    raise ValueError(f'empty_neg_ratio {empty_neg_ratio} must be in [0, 1]')
+  b, h, w, k = pred.shape
+  num_empty = int(empty_neg_ratio * h * w + 0.5)
+  if empty_neg_ratio > 0:
+    num_empty = max(num_empty, 1)
+  to_maps = lambda a: jnp.moveaxis(a, -1, 1).reshape(b, k, h * w)  # [B, H, W, K] → [B, K, H*W]
+  positive = to_maps(target) > 0  # [B, K, H*W]
+  score = to_maps(jax.lax.stop_gradient(pred)).astype(jnp.float32)
+  num_pos = jnp.sum(positive, axis=-1)  # [B, K]
+  num_neg = h * w - num_pos
+  count = jnp.minimum(jnp.where(num_pos > 0, num_pos, num_empty), num_neg)  # [B, K]
+  # Ascending sort on (primary, random): positives last, hard negatives by descending score.
+  primary = jnp.where(positive, jnp.inf, jnp.where(hard, -score, 0.0))
+  noise = jax.random.uniform(key, positive.shape)
+  iota = jnp.broadcast_to(jnp.arange(h * w), positive.shape)
+  order = jax.lax.sort((primary, noise, iota), num_keys=2)[2]  # [B, K, H*W]
+  rank = jnp.argsort(order, axis=-1)  # rank of each pixel among its map's negatives
+  chosen = positive | (rank < count[..., None])
+  return jnp.moveaxis(chosen.reshape(b, k, h, w), 1, -1).astype(jnp.float32)
+
+
+def selective_loss(
+  pred: jax.Array,
+  target: jax.Array,
+  key: jax.Array,
+  *,
+  empty_neg_ratio: float = 0.01,
+  hard: bool | jax.Array = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """BB-FCN selective response-map loss (eqs. 5-6 restricted by §III-D).
+
+  Squared error summed over the pixels chosen by `selective_mask`, divided by the number of
+  chosen pixels in the batch. Eqs. (5) and (6) are plain sums in which every pixel counts alike,
+  and the selective scheme only keeps some pixels from propagating errors; dividing the sum by a
+  per-batch constant keeps that equal weighting (a per-map mean would instead give the few
+  negatives of an empty map as much weight as a whole landmark disc) while making the scale,
+  hence the learning rate, independent of K and the map size. Multiply by
+  `aux['num_selected'] / B` to get the paper's per-image sum averaged over the batch.
+
+  Args:
+    pred: [B, H, W, K] predicted maps.
+    target: [B, H, W, K] binary ground-truth maps.
+    key: PRNG key for the random negatives.
+    empty_neg_ratio: static fraction of pixels selected in maps without positives.
+    hard: hard negative mining; Python bool or traced bool scalar (see `selective_mask`).
+
+  Returns:
+    (scalar loss, aux) with aux float32 scalars `num_pos`, `num_neg` (selected negatives) and
+    `num_selected`, summed over the batch. No gradient flows through the mask.
+  """
+  mask = jax.lax.stop_gradient(
+    selective_mask(pred, target, key, empty_neg_ratio=empty_neg_ratio, hard=hard)
+  )  # [B, H, W, K]
+  num_selected = jnp.sum(mask)
+  num_pos = jnp.sum(mask * (target > 0))
+  loss = jnp.sum(mask * (pred - target) ** 2) / jnp.maximum(num_selected, 1.0)
+  aux = {'num_pos': num_pos, 'num_neg': num_selected - num_pos, 'num_selected': num_selected}
+  return loss, aux

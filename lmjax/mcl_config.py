@@ -36,7 +36,11 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
   c = ml_collections.ConfigDict()
   c.experiment = 'mcl'
   c.seed = 0
-  c.model = dict(num_points=num_points, width=width, variant='gap', dtype='float32')
+  # head_bias_init: 'mean_shape' (heads start at the training faces' mean shape; removes the
+  # ~500-step plateau of learning it through the bias) or 'zeros'; kernels are N(0, 0.01).
+  c.model = dict(
+    num_points=num_points, width=width, variant='gap', dtype='float32', head_bias_init='mean_shape'
+  )
   c.data = dict(
     name=tfds_name,
     manual_dir=manual_dir,
@@ -94,7 +98,7 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
     c.batch_size = 32
     c.eval_batch_size = 128
     c.input.jpeg_variants = 0
-    c.stages.bm.steps = 400
+    c.stages.bm.steps = 600
     c.stages.wm_partial.steps = 60
     c.stages.wm.steps = 60
     c.stages.mc.steps = 25

@@ -237,7 +237,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     model = build_model(model_spec(config, num_heads))
     head = int(stage[3:]) if stage.startswith('mc_') else 0
     init_vars, weights, frozen, stage_cfg = _stage_setup(
-      stage, config, model, variables, done, schema, num_heads
+      stage, config, model, variables, done, schema, num_heads, train_cache
     )
     tx = optim.make_optimizer(
       init_vars['params'],
@@ -303,11 +303,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return done
 
 
-def _stage_setup(stage, config, model, variables, done, schema, num_heads):
+def _stage_setup(stage, config, model, variables, done, schema, num_heads, train_cache):
   """(initial variables, landmark weights, frozen regex, stage config) of one stage."""
   n = schema.num_points
   if stage == 'bm':
     init_vars = _init_variables(model, config)
+    if config.model.head_bias_init == 'mean_shape':
+      init_vars = with_head_bias(init_vars, mean_crop_shape(train_cache, config))
+    elif config.model.head_bias_init != 'zeros':
+      raise ValueError(
+        f'model.head_bias_init={config.model.head_bias_init!r}; expected mean_shape or zeros'
+      )
     return init_vars, np.ones(n, np.float32), config.stages.bm.frozen, config.stages.bm
   if stage in ('wm_partial', 'wm'):
     errors = np.asarray(done['bm']['per_landmark_ipd'], np.float32)
@@ -323,6 +329,30 @@ def _stage_setup(stage, config, model, variables, done, schema, num_heads):
   cluster = np.isin(np.arange(n), schema.clusters[i])
   weights = np.asarray(losses.multi_center_weights(errors, cluster, config.alpha))
   return variables, weights, config.stages.mc.frozen.format(head=i), config.stages.mc
+
+
+def mean_crop_shape(cache: input_pipeline.RegionCache, config) -> np.ndarray:
+  """[K, 2] mean ground-truth landmarks of `cache` in un-augmented crop pixels (visible only)."""
+  A = pp.crop_affine(cache.bbox.astype(np.float64), config.input.size, config.input.crop_scale)
+  points = pp.apply_affine(cache.landmarks.astype(np.float64), A)  # [N, K, 2]
+  weight = cache.visible[..., None].astype(np.float64)
+  count = weight.sum(axis=0)
+  if (count == 0).any():
+    missing = np.flatnonzero(count[:, 0] == 0).tolist()
+    raise ValueError(f'landmarks {missing} are invisible in every training face')
+  return ((points * weight).sum(axis=0) / count).astype(np.float32)
+
+
+def with_head_bias(variables: dict[str, Any], shape: np.ndarray) -> dict[str, Any]:
+  """`variables` with every head's bias set to `shape` [K, 2] (flattened as x1, y1, ...).
+
+  The heads regress crop pixels (0…49); starting from zero they spend the first ~500 steps
+  learning the mean shape through a bias gradient of (ŷ − y)/d², the plateau seen in short
+  runs. Starting at the mean shape removes it. The paper does not say how biases start.
+  """
+  params = dict(variables['params'])
+  heads = {k: {**v, 'bias': jnp.asarray(shape.reshape(-1))} for k, v in params['heads'].items()}
+  return {**variables, 'params': {**params, 'heads': heads}}
 
 
 def _init_variables(model: MCL, config) -> dict[str, Any]:

@@ -27,24 +27,15 @@ import subprocess
 import sys
 import time
 
-ONE_THREAD_XLA_FLAGS = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+from _settings import child_env, pin_to_one_core
+
 SETTINGS = ('cpu_all', 'cpu_1thread', 'gpu')
 REGIONS = ((100, 1), (128, 1), (128, 3))  # (region size R, region channels)
 
 
-def _child_env(setting: str) -> dict[str, str]:
-  env = dict(os.environ)
-  if setting.startswith('cpu'):
-    env['JAX_PLATFORMS'] = 'cpu'
-  if setting == 'cpu_1thread':
-    env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} {ONE_THREAD_XLA_FLAGS}'.strip()
-  return env
-
-
 def measure(setting: str, batch: int, repeats: int) -> list[dict]:
   """Runs inside the child process: times every region configuration."""
-  if setting == 'cpu_1thread' and hasattr(os, 'sched_setaffinity'):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  pin_to_one_core(setting)
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -100,7 +91,7 @@ def run_child(setting: str, batch: int, repeats: int) -> list[dict]:
   """Runs `measure` for one setting in a fresh process; [] when unavailable."""
   cmd = [sys.executable, __file__, '--child', setting, f'--batch={batch}', f'--repeats={repeats}']
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = _child_env(setting)
+  env = child_env(setting)
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
   if proc.returncode != 0:

@@ -35,20 +35,12 @@ import sys
 import tempfile
 import time
 
-ONE_THREAD_XLA_FLAGS = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+from _settings import child_env, pin_to_one_core
+
 SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
 PHOTO_SIZE = (480, 640)  # H, W
 FACE_BOX = (220.0, 140.0, 420.0, 340.0)  # a 200-pixel face box inside the photo
 BIG_BATCH = 128
-
-
-def _child_env(setting: str) -> dict[str, str]:
-  env = dict(os.environ)
-  if setting.startswith('cpu'):
-    env['JAX_PLATFORMS'] = 'cpu'
-  if setting == 'cpu_1thread':
-    env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} {ONE_THREAD_XLA_FLAGS}'.strip()
-  return env
 
 
 def _model_folder(directory: str) -> str:
@@ -102,8 +94,7 @@ def _rate(fn, faces_per_call: int, repeats: int, budget_s: float = 1.0) -> float
 
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   """Runs inside the child process: every row for one setting."""
-  if setting == 'cpu_1thread' and hasattr(os, 'sched_setaffinity'):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  pin_to_one_core(setting)
   import jax
   import numpy as np
 
@@ -170,7 +161,7 @@ def main() -> None:
     cmd = [sys.executable, __file__, f'--child={setting}', f'--repeats={args.repeats}']
     if args.checkpoint:
       cmd.append(f'--checkpoint={args.checkpoint}')
-    proc = subprocess.run(cmd, env=_child_env(setting), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=child_env(setting), capture_output=True, text=True)
     if proc.returncode != 0:
       print(f'{setting}: failed\n{proc.stderr[-3000:]}', file=sys.stderr)
       continue

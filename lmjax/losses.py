@@ -131,8 +131,11 @@ def selective_mask(
   noise = jax.random.uniform(key, positive.shape)
   iota = jnp.broadcast_to(jnp.arange(h * w), positive.shape)
   order = jax.lax.sort((primary, noise, iota), num_keys=2)[2]  # [B, K, H*W]
-  rank = jnp.argsort(order, axis=-1)  # rank of each pixel among its map's negatives
-  chosen = positive | (rank < count[..., None])
+  # Scatter "within the first `count` ranks" back to pixel positions (no second sort).
+  first = jnp.arange(h * w) < count[..., None]  # [B, K, H*W], in sorted order
+  chosen = positive | jnp.put_along_axis(
+    jnp.zeros_like(positive), order, first, axis=-1, inplace=False
+  )
   return jnp.moveaxis(chosen.reshape(b, k, h, w), 1, -1).astype(jnp.float32)
 
 

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from lmjax import landmarks
+from lmjax.datasets import common
 
 # Distinct colours (RGB) that stay visible on skin, hair and dark backgrounds; cluster i uses
 # PALETTE[i % len(PALETTE)]. Points of a schema without clusters use POINT_COLOR.
@@ -165,20 +166,21 @@ def draw_landmarks(
 
 # ----------------------------------------------------------------------------- file I/O
 def read_image(path: str, flag: str = '--image') -> np.ndarray:
-  """uint8 [H, W, 3] RGB image at `path` (grey and alpha images are converted).
+  """uint8 [H, W, 3] RGB image at `path` (`datasets.common.read_image`: grey, alpha and 16-bit
+  images are converted).
 
   Raises:
     DrawError: the file is missing or OpenCV cannot decode it; the message names `flag`.
   """
   if not os.path.isfile(path):
     raise DrawError(f'{flag}: no such file {path!r} (expected an image file)')
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None or image.size == 0:
+  try:
+    return common.read_image(path)
+  except common.DatasetFormatError:
     raise DrawError(
       f'{flag}: cannot read {path!r} as an image (expected a file OpenCV can decode, e.g. '
       f'{", ".join(IMAGE_EXTENSIONS)})'
-    )
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    ) from None
 
 
 def write_image(path: str, image: np.ndarray) -> None:

@@ -48,10 +48,11 @@ def _model_folder(directory: str) -> str:
   import jax
   import jax.numpy as jnp
 
-  from lmjax import checkpoint
-  from lmjax.models.mcl import MCL
+  from lmjax import checkpoint, mcl_config, mcl_train
+  from lmjax.inference import build_model
 
-  model = MCL(num_points=68, width=1024)
+  spec = mcl_train.model_spec(mcl_config.mcl_config(68, 1024, 'synthetic', runlocal=False), 1)
+  model = build_model(spec)
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 50, 50, 1)), train=False))(
     jax.random.key(0)
   )
@@ -60,17 +61,6 @@ def _model_folder(directory: str) -> str:
     lambda a: jax.random.uniform(next(keys), a.shape, minval=0.1, maxval=2.0),
     variables['batch_stats'],
   )
-  spec = {
-    'experiment': 'mcl',
-    'num_points': 68,
-    'width': 1024,
-    'variant': 'gap',
-    'num_heads': 1,
-    'size': 50,
-    'crop_scale': 1.1,
-    'grayscale': True,
-    'dataset': 'synthetic',
-  }
   path = os.path.join(directory, 'mcl68')
   checkpoint.export_model(path, {'params': variables['params'], 'batch_stats': stats}, spec)
   return path

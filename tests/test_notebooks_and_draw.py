@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import checkpoint, draw, landmarks, synthface
-from lmjax.models.mcl import MCL
+from lmjax import checkpoint, draw, landmarks, mcl_config, mcl_train, synthface
+from lmjax.inference import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
@@ -60,18 +60,8 @@ def run_notebook(path: pathlib.Path, monkeypatch) -> dict:
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory) -> str:
   """A freshly initialised 5-point MCL (width 16) exported as a model folder."""
-  spec = {
-    'experiment': 'mcl',
-    'num_points': 5,
-    'width': 16,
-    'variant': 'gap',
-    'num_heads': 1,
-    'size': 50,
-    'crop_scale': 1.1,
-    'grayscale': True,
-    'dataset': 'synthetic',
-  }
-  model = MCL(num_points=5, width=16, num_heads=1, variant='gap')
+  spec = mcl_train.model_spec(mcl_config.mcl_config(5, 16, 'synthetic', runlocal=True), 1)
+  model = build_model(spec)
   # Jitted, with an `rbg` key: threefry's many initialiser draws compile 3× slower on a CPU.
   init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 50, 50, 1)), train=False))
   variables = init(jax.random.key(0, impl='rbg'))

@@ -256,9 +256,9 @@ def draw_image(
   if box is None:
     box = whole_image_box(image)
   check_box_in_image(box, image, image_path)
-  from lmjax.inference import FacePredictor
+  from lmjax.inference import load_predictor
 
-  predictor = FacePredictor(checkpoint, head=head)
+  predictor = load_predictor(checkpoint, head=head)
   points = predictor.predict(image, box)
   write_image(out, draw_landmarks(image, points, box, predictor.schema, scale=scale))
   return points
@@ -277,7 +277,7 @@ def draw_folder(
   """Draws every image of `folder` (whole image as the box) into `out_dir`; returns the PNGs."""
   from tqdm import tqdm
 
-  from lmjax.inference import FacePredictor
+  from lmjax.inference import load_predictor
 
   paths = image_files(folder)
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -285,7 +285,7 @@ def draw_folder(
   os.makedirs(out_dir, exist_ok=True)
   outputs = [os.path.join(out_dir, n) for n in output_names(paths)]
   pairs = list(zip(paths, outputs, strict=True))
-  predictor = FacePredictor(checkpoint, head=head)
+  predictor = load_predictor(checkpoint, head=head)
   with tqdm(total=len(paths), desc='drawing', unit='image', disable=not progress) as bar:
     for start in range(0, len(pairs), batch_size):
       chunk = pairs[start : start + batch_size]

@@ -185,6 +185,29 @@ def format_table(
   )
 
 
+def per_landmark_table(
+  rows: Mapping[str, Mapping[str, Any]], schema: Schema, normaliser: str, precision: int = 2
+) -> str:
+  """Per-landmark mean errors, one row per landmark type, one column per model.
+
+  Args:
+    rows: model name -> metrics dict with `per_landmark_<normaliser>`.
+    schema: landmark schema (row names).
+    normaliser: ioc / ipd / box.
+    precision: decimals.
+  """
+  key = f'per_landmark_{normaliser}'
+  names = list(schema.names) if schema.names else [str(i) for i in range(schema.num_points)]
+  per_model = {model: m[key] for model, m in rows.items()}
+  table_rows = {
+    f'{i:>2} {name}': {model: values[i] for model, values in per_model.items()}
+    for i, name in enumerate(names)
+  }
+  table_rows['mean'] = {model: float(np.nanmean(v)) for model, v in per_model.items()}
+  header = f'per-landmark NME ({normaliser}), percent'
+  return header + '\n' + format_table(table_rows, list(per_model), precision)
+
+
 def save_predictions(
   path_npz: str | os.PathLike, image_ids: Sequence[str], pred: np.ndarray
 ) -> None:
@@ -221,11 +244,17 @@ def evaluate_model(
   predictions: str | None = None,
   batch_size: int = 128,
   dataset_config: Any = None,
+  viz: str | None = None,
+  viz_count: int = 16,
 ) -> dict[str, Any]:
   """Runs a model folder on a dataset split and writes metrics JSON, CED PNG (+ predictions).
 
-  The protocol is the model's own (the MCL face crop around each example's face box);
-  predictions are mapped back to original-image pixels before scoring.
+  The protocol is the model's own (the face crop around each example's face box: MCL or
+  BB-FCN constrained); predictions are mapped back to original-image pixels before scoring.
+  For a BB-FCN model with branches the same faces are also scored with the backbone alone
+  (`backbone_only` in the JSON) and a per-landmark table of both is printed (paper Table V).
+  `viz` (BB-FCN only) writes input / coarse / fine map pictures of the first `viz_count`
+  faces into that folder.
 
   Returns:
     The metrics dict that was written to `output`.
@@ -233,9 +262,12 @@ def evaluate_model(
   from tqdm import tqdm
 
   from lmjax import datasets
-  from lmjax.inference import FacePredictor
+  from lmjax.inference import load_predictor
 
-  predictor = FacePredictor(checkpoint)
+  predictor = load_predictor(checkpoint)
+  is_bbfcn = hasattr(predictor, 'has_branches')
+  if viz and not is_bbfcn:
+    raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model')
   if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
     dataset_config = f'face{predictor.schema.num_points}'
   source = datasets.load(
@@ -247,12 +279,17 @@ def evaluate_model(
       f'{checkpoint} predicts {predictor.schema.num_points} landmarks but {dataset} has '
       f'{schema.num_points}'
     )
-  ids, preds, gts, boxes, visible = [], [], [], [], []
+  ids, preds, coarse, gts, boxes, visible = [], [], [], [], [], []
   batch_images, batch_boxes = [], []
+  compare = is_bbfcn and predictor.has_branches
 
   def flush():
     if batch_images:
       preds.append(predictor.predict_batch(batch_images, batch_boxes))
+      if compare:
+        coarse.append(predictor.predict_batch(batch_images, batch_boxes, refine=False))
+      if viz:
+        _write_viz(predictor, batch_images, batch_boxes, ids, sum(map(len, preds)), viz, viz_count)
       batch_images.clear()
       batch_boxes.clear()
 
@@ -270,6 +307,13 @@ def evaluate_model(
   pred, gt, bbox = np.concatenate(preds), np.stack(gts), np.stack(boxes)
   results = compute_metrics(pred, gt, bbox, schema, visible=np.stack(visible))
   results.update(dataset=dataset, split=split, checkpoint=os.path.abspath(checkpoint))
+  if compare:
+    results['backbone_only'] = compute_metrics(
+      np.concatenate(coarse), gt, bbox, schema, visible=np.stack(visible)
+    )
+    rows = {'backbone_only': results['backbone_only'], 'bbfcn': results}
+    for norm in ('ioc', 'ipd'):
+      print(per_landmark_table(rows, schema, norm))
   write_results(results, output)
   nmes = per_image_nmes(pred, gt, bbox, schema, visible=np.stack(visible))
   stem = os.path.splitext(os.fspath(output))[0]
@@ -284,6 +328,25 @@ def evaluate_model(
   if predictions:
     save_predictions(predictions, ids, pred)
   return results
+
+
+def _write_viz(predictor, images, boxes, ids, end: int, folder: str, count: int) -> None:
+  """Response-map pictures of the faces of one batch (global indices end - len(images) ...)."""
+  from lmjax import heatmap_viz
+
+  start = end - len(images)
+  take = max(0, min(len(images), count - start))
+  if not take:
+    return
+  os.makedirs(folder, exist_ok=True)
+  crops = np.stack(
+    [predictor.crop(im, b)[0] for im, b in zip(images[:take], boxes[:take], strict=True)]
+  )
+  out = predictor.predict_crops(crops)
+  for i in range(take):
+    face = {k: v[i] for k, v in out.items()}
+    name = f'{start + i:04d}_{str(ids[start + i]).replace("/", "_")}.png'
+    heatmap_viz.write_png(os.path.join(folder, name), heatmap_viz.prediction_panel(crops[i], face))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -301,6 +364,8 @@ def main(argv: Sequence[str]) -> None:
     predictions=f.predictions,
     batch_size=f.batch_size,
     dataset_config=f.dataset_config,
+    viz=f.viz,
+    viz_count=f.viz_count,
   )
   keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
   print(format_table({f'{f.dataset}/{f.split}': results}, keys))
@@ -318,6 +383,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('data_dir', None, 'Where prepared tfds datasets are cached.')
   flags.DEFINE_integer('batch_size', 128, 'Faces per forward pass.')
   flags.DEFINE_string('dataset_config', None, 'tfds builder config (synthetic: face5/face68).')
+  flags.DEFINE_string('viz', None, 'BB-FCN only: folder for response-map PNGs of the first faces.')
+  flags.DEFINE_integer('viz_count', 16, 'How many faces --viz draws.')
   flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 

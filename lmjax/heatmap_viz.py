@@ -81,6 +81,22 @@ def heatmap_panel(
   return np.concatenate(padded, axis=1)
 
 
+def prediction_panel(crop: np.ndarray, out: dict[str, np.ndarray], scale: int = 3) -> np.ndarray:
+  """`heatmap_panel` of one face from a BB-FCN prediction.
+
+  Args:
+    crop: float32 [R, R, 3] network input scaled as x / 128 - 1.
+    out: one face's `constrained_predict` outputs (`maps` [S, S, K], `points` [K, 2] in R
+      pixels, optional `fine_maps` [K, P, P]).
+    scale: panel enlargement.
+  """
+  image = np.clip((np.asarray(crop) + 1.0) * 128.0, 0, 255).astype(np.uint8)
+  size = image.shape[0]
+  maps = np.asarray(out['maps'], np.float32)
+  coarse = cv2.resize(maps, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1)
+  return heatmap_panel(image, coarse, out.get('fine_maps'), out['points'], scale=scale)
+
+
 def write_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 RGB image as PNG."""
   if not cv2.imwrite(path, cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2BGR)):

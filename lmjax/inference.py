@@ -52,6 +52,22 @@ def load_model(directory: str) -> tuple[MCL, dict, dict]:
   return model, variables, spec
 
 
+def load_predictor(directory: str, head: int = 0):
+  """The predictor of a model folder: `FacePredictor` (MCL) or `BBFCNPredictor` (BB-FCN).
+
+  Both have `schema`, `spec`, `crop`, `predict` and `predict_batch` with the same meaning.
+  `head` selects an MCL shape-prediction head; BB-FCN models have none.
+  """
+  spec = checkpoint.read_model_spec(directory)
+  if spec.get('experiment') == 'bbfcn':
+    if head:
+      raise ValueError(f'head {head}: {directory} is a BB-FCN model (no shape-prediction heads)')
+    from lmjax.bbfcn_predictor import BBFCNPredictor
+
+    return BBFCNPredictor(directory)
+  return FacePredictor(directory, head=head)
+
+
 class FacePredictor:
   """Predicts the landmarks of faces given their boxes (the MCL face-crop protocol)."""
 

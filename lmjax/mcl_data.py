@@ -34,7 +34,7 @@ def load_caches(
   """
   d = config.data
   kwargs = dict(
-    manual_dir=d.manual_dir or None, data_dir=d.data_dir or None, config=_builder_config(d)
+    manual_dir=d.manual_dir or None, data_dir=d.data_dir or None, config=builder_config(d)
   )
   try:
     train_source = datasets.load(d.name, d.train_split, **kwargs)
@@ -65,7 +65,7 @@ def load_caches(
   return train, val
 
 
-def _builder_config(d: ml_collections.ConfigDict):
+def builder_config(d: ml_collections.ConfigDict):
   """The tfds builder config: a config name, or a resized synthetic config."""
   if d.name == 'synthetic' and (d.synthetic_train or d.synthetic_validation):
     from lmjax.datasets import synthetic

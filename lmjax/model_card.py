@@ -83,18 +83,43 @@ def render_card(
 ) -> str:
   """The MODEL_CARD.md text."""
   data = config['data']
-  steps = {k: v['steps'] for k, v in config['stages'].items()}
-  order = [s for s in ('bm', 'wm_partial', 'wm') if s in stages]
-  order += sorted((s for s in stages if s.startswith('mc_')), key=lambda s: int(s[3:]))
-  order += ['am'] if 'am' in stages else []
+  steps = {k: v['steps'] for k, v in config['stages'].items() if v['steps']}
+  bbfcn = config.get('experiment') == 'bbfcn'
+  if bbfcn:
+    order = [s for s in ('backbone', 'bbfcn', 'bbfcn_wm', 'regression') if s in stages]
+    title, paper, module = 'BB-FCN', 'Liu et al., backbone-branches FCN', 'bbfcn_train'
+    size, big = config['model']['size'], config['model']['refine_size']
+    crop = f'{big}×{big} RGB face crop (backbone: its {size}×{size} downsample)'
+    use = [
+      'from lmjax.inference import load_predictor',
+      f"points = load_predictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
+    ]
+    batch = (
+      f'{config["batch_size"]} (positives per stage: '
+      + ', '.join(f'{k} {v["positives"]}' for k, v in config['stages'].items() if v['steps'])
+      + ')'
+    )
+  else:
+    order = [s for s in ('bm', 'wm_partial', 'wm') if s in stages]
+    order += sorted((s for s in stages if s.startswith('mc_')), key=lambda s: int(s[3:]))
+    order += ['am'] if 'am' in stages else []
+    title, paper, module = 'MCL', 'Shao et al., Deep Multi-Center Learning', 'mcl_train'
+    size = config['input']['size']
+    grey = 'grey' if config['input']['grayscale'] else 'RGB'
+    crop = f'{size}×{size} {grey} crop'
+    use = [
+      'from lmjax.inference import FacePredictor',
+      f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
+    ]
+    batch = str(config['batch_size'])
   keys = ['num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_10_ipd']
   table = evaluate.format_table({s: stages[s] for s in order}, keys)
   schedule = ', '.join(f'{k} {v}' for k, v in steps.items())
   lines = [
-    f'# {name}: MCL, {config["model"]["num_points"]} points',
+    f'# {name}: {title}, {config["model"]["num_points"]} points',
     '',
-    f'The `{stage}` model of an `lmjax.main` run (Shao et al., Deep Multi-Center Learning;',
-    f'`lmjax/mcl_train.py`), exported by `python -m lmjax.model_card`. Size {size_bytes / 1e6:.2f}'
+    f'The `{stage}` model of an `lmjax.main` run ({paper};',
+    f'`lmjax/{module}.py`), exported by `python -m lmjax.model_card`. Size {size_bytes / 1e6:.2f}'
     ' MB.',
     '',
     '## Command',
@@ -109,14 +134,13 @@ def render_card(
     f'`{data["manual_dir"]}`',
     f'* validation: {stages[order[0]]["num_faces"]} faces held out of the training split '
     f'(split seed {data["split_seed"]}); the test sets were not used',
-    f'* input: {config["input"]["size"]}×{config["input"]["size"]} '
-    f'{"grey" if config["input"]["grayscale"] else "RGB"} crop of '
-    f'{config["input"]["crop_scale"]} × the face box',
+    f'* input: {crop} of {config["input"]["crop_scale"]} × the face box',
     '',
     '## Training',
     '',
-    f'* steps per stage: {schedule} (mc = each of the multi-center stages); batch '
-    f'{config["batch_size"]}',
+    f'* steps per stage: {schedule}'
+    + ('' if bbfcn else ' (mc = each of the multi-center stages)')
+    + f'; batch {batch}',
     f'* wall time: {wall_s / 3600:.2f} h ({wall_s / 60:.0f} min) over all invocations of the '
     'command (resumed runs included)',
     f'* hardware: {hardware}',
@@ -130,8 +154,7 @@ def render_card(
     'Use it:',
     '',
     '```python',
-    'from lmjax.inference import FacePredictor',
-    f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
+    *use,
     '```',
   ]
   if notes:
@@ -143,19 +166,24 @@ def publish(
   workdir: str,
   out: str,
   hardware: str,
-  stage: str = 'am',
+  stage: str | None = None,
   command: str | None = None,
   notes: str = '',
 ) -> str:
-  """Copies the model folder and writes its card; returns the card's path."""
+  """Copies the model folder and writes its card; returns the card's path.
+
+  `stage` defaults to the experiment's final model: `am` (MCL) or `bbfcn` (BB-FCN).
+  """
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    config = json.load(f)
+  if stage is None:
+    stage = 'bbfcn' if config.get('experiment') == 'bbfcn' else 'am'
   source = os.path.join(workdir, 'models', stage)
   if not os.path.isfile(os.path.join(source, 'model.json')):
     raise SystemExit(f'{source}: no model folder (has the run finished stage {stage!r}?)')
   size = _folder_bytes(source)
   if size > MAX_BYTES:
     raise SystemExit(f'{source} is {size / 1e6:.1f} MB; the limit is {MAX_BYTES / 1e6:.0f} MB')
-  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-    config = json.load(f)
   with open(os.path.join(workdir, 'stages.json'), encoding='utf-8') as f:
     stages = json.load(f)
   if os.path.exists(out):
@@ -183,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--workdir', required=True, help='workdir of a finished lmjax.main run')
   parser.add_argument('--out', required=True, help='destination, e.g. pretrained/mcl68')
   parser.add_argument('--hardware', required=True, help='what the run ran on')
-  parser.add_argument('--stage', default='am', help='model folder to publish (default am)')
+  parser.add_argument(
+    '--stage', help='model folder to publish (default: am for MCL, bbfcn for BB-FCN)'
+  )
   parser.add_argument('--command', help='the training command (default: commands.txt)')
   parser.add_argument('--notes', default='', help='free text appended to the card')
   args = parser.parse_args(argv)

@@ -28,7 +28,11 @@ State = dict[str, Any]
 
 
 def init_state(variables: dict[str, Any], tx) -> State:
-  """`{step, params, batch_stats, opt}` from model variables and an optax transformation."""
+  """`{step, params, batch_stats, opt}` from model variables and an optax transformation.
+
+  Experiments may add their own entries (e.g. BB-FCN's hard-negative-mining flag); they are
+  checkpointed and restored with the rest.
+  """
   return {
     'step': np.int32(0),
     'params': variables['params'],
@@ -51,6 +55,8 @@ def run_stage(
   mesh,
   log_every: int,
   checkpoint_every: int,
+  hook: Callable[[State], State] | None = None,
+  hook_every: int = 0,
 ) -> State:
   """Trains one stage to `num_steps`, resuming from its latest checkpoint.
 
@@ -68,6 +74,10 @@ def run_stage(
     mesh: the `('data',)` mesh.
     log_every: steps between log lines (loss, lr, speed, ETA; NaN check).
     checkpoint_every: steps between checkpoints.
+    hook: optional `state -> state` called every `hook_every` steps, before the checkpoint
+      of that step (e.g. a validation check that flips a flag kept in the state, so that
+      the flag is checkpointed with it and a resumed run sees it).
+    hook_every: steps between hook calls.
 
   Returns:
     The final state (also checkpointed).
@@ -110,6 +120,8 @@ def run_stage(
       record = {'stage': name, 'step': done, 'time': round(time.time(), 1)}
       _append_json(log_path, {**record, **{k: float(v) for k, v in metrics.items()}})
       t0, last_step = time.time(), done
+    if hook is not None and hook_every and done % hook_every == 0:
+      state = hook(state)
     if done % checkpoint_every == 0 or done == num_steps:
       ckpts.save(done, state, force=done == num_steps)
   ckpts.wait()

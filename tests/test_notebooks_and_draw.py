@@ -70,6 +70,18 @@ def model_dir(tmp_path_factory) -> str:
   return directory
 
 
+@pytest.fixture(scope='module')
+def bbfcn_model_dir(tmp_path_factory) -> str:
+  """A freshly initialised 5-point BB-FCN exported as a model folder."""
+  from lmjax import bbfcn_config, bbfcn_predictor, bbfcn_train
+
+  spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(5, 'synthetic', True), 'bbfcn')
+  model = bbfcn_predictor.build_model(spec)
+  directory = str(tmp_path_factory.mktemp('models') / 'bbfcn5')
+  checkpoint.export_model(directory, bbfcn_predictor.init_variables(model, spec), spec)
+  return directory
+
+
 @pytest.fixture
 def face_png(tmp_path) -> tuple[str, dict]:
   example = synthface.render_face_example((68, 3, 0))
@@ -95,12 +107,15 @@ def test_notebooks_are_clean_nbformat4():
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, model_dir, monkeypatch):
+def test_notebook_runs(path, model_dir, bbfcn_model_dir, monkeypatch):
   monkeypatch.setenv('LMJAX_MODEL_DIR', model_dir)
+  monkeypatch.setenv('LMJAX_BBFCN_MODEL_DIR', bbfcn_model_dir)
   namespace = run_notebook(path, monkeypatch)
-  if path.stem == 'mcl_inference':
+  if path.stem in ('mcl_inference', 'bbfcn_inference'):
     assert namespace['predictor'] is not None
     assert namespace['results']['num_faces'] > 0
+  if path.stem == 'bbfcn_inference':
+    assert 'backbone_only' in namespace['results'] and len(namespace['pictures']) == 2
 
 
 def test_inference_notebook_stops_cleanly_without_a_model(tmp_path, monkeypatch, capsys):

@@ -121,7 +121,7 @@ def test_loss_hand_computed():
   pred = jnp.array([0.5, 0.9, 0.1, -0.3]).reshape(1, 2, 2, 1)
   fn = jax.jit(functools.partial(losses.selective_loss, empty_neg_ratio=0.0))
   loss, aux = fn(pred, target, jax.random.key(0), hard=True)
-  # Selected: the positive and the hardest negative: ((0.5 - 1)² + 0.9²) / 2.
+  # Selected: the positive and the hardest negative: ((0.5 - 1)² + 0.9²) / (2 B), B = 1.
   assert float(loss) == pytest.approx((0.25 + 0.81) / 2)
   assert {k: float(v) for k, v in aux.items()} == {'num_pos': 1, 'num_neg': 1, 'num_selected': 2}
 
@@ -134,7 +134,21 @@ def test_gradient_does_not_flow_through_mask(hard):
   loss_fn = lambda p: losses.selective_loss(p, target, key, empty_neg_ratio=0.05, hard=hard)[0]
   grad = jax.jit(jax.grad(loss_fn))(pred)
   mask = losses.selective_mask(pred, target, key, empty_neg_ratio=0.05, hard=hard)
-  np.testing.assert_allclose(grad, 2 * (pred - target) * mask / mask.sum(), rtol=1e-5, atol=1e-8)
+  b = target.shape[0]  # d/dp of sum(mask (p - t)²) / (2 B)
+  np.testing.assert_allclose(grad, (pred - target) * mask / b, rtol=1e-5, atol=1e-8)
+
+
+def test_per_type_weights_scale_each_map():
+  target = _target()
+  pred = jax.random.normal(jax.random.key(1), target.shape)
+  key = jax.random.key(0)
+  k = target.shape[-1]
+  weights = jnp.arange(1, k + 1, dtype=jnp.float32)
+  mask = losses.selective_mask(pred, target, key, empty_neg_ratio=0.05, hard=False)
+  per_map = jnp.sum(mask * (pred - target) ** 2, axis=(0, 1, 2))  # [K]
+  loss, _ = losses.selective_loss(pred, target, key, empty_neg_ratio=0.05, weights=weights)
+  want = float(jnp.sum(per_map * weights)) / (2 * target.shape[0])
+  assert float(loss) == pytest.approx(want, rel=1e-5)
 
 
 def test_shape_errors():
@@ -146,3 +160,26 @@ def test_shape_errors():
       empty_neg_ratio=0.1,
       hard=False,
     )
+
+
+@pytest.mark.parametrize('hard', [False, True])
+def test_top_k_ranking_keeps_the_exact_counts(hard):
+  target = _target()
+  pred = jax.random.normal(jax.random.key(4), target.shape)
+  key = jax.random.key(0)
+  exact = losses.selective_mask(pred, target, key, empty_neg_ratio=0.05, hard=hard)
+  fast = jax.jit(functools.partial(losses.selective_mask, empty_neg_ratio=0.05, max_count=40))(
+    pred, target, key, hard=hard
+  )
+  np.testing.assert_array_equal(_counts(fast, target)[1], _counts(exact, target)[1])
+  np.testing.assert_array_equal(fast * target, target)  # every positive selected
+  if hard:  # the same highest-scoring negatives
+    np.testing.assert_array_equal(fast, exact)
+
+
+def test_disc_pixel_bound_covers_every_disc():
+  for radius in (0.72, 1.6, 1.92, 3.2, 3.84):
+    bound = losses.disc_pixel_bound(radius)
+    points = jax.random.uniform(jax.random.key(0), (1, 200, 2)) * 10 + 10
+    maps = heatmaps.disc_maps(points, jnp.ones((1, 200), bool), (32, 32), radius / 32)
+    assert int(maps.sum(axis=(1, 2)).max()) <= bound

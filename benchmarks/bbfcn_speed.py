@@ -1,0 +1,179 @@
+"""Inference speed of BB-FCN in the constrained setting: milliseconds per face.
+
+Each setting runs in its own subprocess (see `_settings.py`): cpu_1thread (one pinned core,
+single-threaded XLA), cpu_all (every core), gpu (when the default backend is a GPU).
+
+Rows (median over repeats of a timed loop with `block_until_ready`):
+
+  * full pipeline:  `BBFCNPredictor.predict(image, box)` on a 640×480 photo with a ~200-pixel
+                    face box: host crop at R, transfer, backbone on the S × S downsample,
+                    Ave{M, 13}, 24 × 24 patches, K branches in one batched call, Ave{M_f, 13},
+                    mapping back to the photo (the paper's 9 ms CPU / 1.8 ms GPU for 5 points);
+  * model:          the jitted network part alone on ready crops (backbone + branches);
+  * backbone only:  the same without the branches (the ablation);
+  * compile:        lower + compile of the batch-1 full model (seconds, reported separately).
+
+Batch-128 rows run 128 faces per call (`predict_batch`). Weights are a fresh initialisation
+(speed does not depend on their values) unless `--checkpoint` names a BB-FCN model folder.
+
+  python benchmarks/bbfcn_speed.py [--points 5|68] [--repeats 7] [--checkpoint pretrained/bbfcn5]
+
+The last line printed is one JSON object (`bbfcn5_ms_per_face_1thread` is the full pipeline at
+batch 1 on one CPU thread; goal ≤ 2 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from _settings import child_env, pin_to_one_core
+
+SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
+PHOTO_SIZE = (480, 640)  # H, W
+FACE_BOX = (220.0, 140.0, 420.0, 340.0)
+BIG_BATCH = 128
+
+
+def _model_folder(directory: str, points: int) -> str:
+  """Exports a freshly initialised BB-FCN for `points` landmarks; returns its path."""
+  from lmjax import bbfcn_config, bbfcn_predictor, bbfcn_train, checkpoint
+
+  spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(points, 'synthetic', False), 'bbfcn')
+  model = bbfcn_predictor.build_model(spec)
+  variables = bbfcn_predictor.init_variables(model, spec)
+  path = os.path.join(directory, f'bbfcn{points}')
+  checkpoint.export_model(path, variables, spec)
+  return path
+
+
+def _rate(fn, faces_per_call: int, repeats: int, budget_s: float = 1.0) -> float:
+  """Faces/s: median over `repeats` of a loop of calls lasting about `budget_s / repeats`."""
+  fn()
+  start = time.perf_counter()
+  fn()
+  once = max(time.perf_counter() - start, 1e-6)
+  calls = max(1, int(budget_s / repeats / once))
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(calls):
+      fn()
+    rates.append(calls * faces_per_call / (time.perf_counter() - start))
+  return sorted(rates)[len(rates) // 2]
+
+
+def measure(setting: str, repeats: int, points: int, checkpoint: str | None) -> dict:
+  """Runs inside the child process: every row for one setting."""
+  pin_to_one_core(setting)
+  import cv2
+  import jax
+  import numpy as np
+
+  from lmjax import bbfcn_predictor, synthface
+  from lmjax.bbfcn_predictor import BBFCNPredictor
+
+  device = jax.devices()[0]
+  if setting == 'gpu' and device.platform != 'gpu':
+    return {}
+  with tempfile.TemporaryDirectory() as tmp:
+    predictor = BBFCNPredictor(checkpoint or _model_folder(tmp, points))
+  if not predictor.has_branches:
+    raise SystemExit(f'--checkpoint: expected a BB-FCN model with branches, got {predictor.spec}')
+  face = synthface.render_face_example((68, 3, 0), image_size=(256, 256))
+  photo = np.random.default_rng(0).integers(0, 256, (*PHOTO_SIZE, 3), np.uint8)
+  photo = cv2.GaussianBlur(photo, (0, 0), 4)
+  x0, y0, x1, y1 = (int(v) for v in FACE_BOX)
+  photo[y0:y1, x0:x1] = cv2.resize(face['image'], (x1 - x0, y1 - y0))
+  box = np.array(FACE_BOX)
+
+  crop, _ = predictor.crop(photo, box)
+  one = jax.device_put(crop[None], device)
+  fn = bbfcn_predictor.predict_fn(predictor.model, predictor.spec, True)
+  start = time.perf_counter()
+  jax.jit(fn).lower(predictor.variables, one).compile()
+  compile_s = time.perf_counter() - start
+  rows = {}
+  for batch in (1, BIG_BATCH):
+    crops = jax.device_put(np.repeat(crop[None], batch, axis=0), device)
+    for name, refine in (('model', True), ('backbone only', False)):
+      fwd = lambda r=refine, c=crops: jax.block_until_ready(
+        predictor._forward[r](predictor.variables, c)
+      )
+      rows[(name, batch)] = _rate(fwd, batch, repeats)
+  rows[('full pipeline', 1)] = _rate(lambda: predictor.predict(photo, box), 1, repeats)
+  photos, boxes = [photo] * BIG_BATCH, [box] * BIG_BATCH
+  rows[('full pipeline', BIG_BATCH)] = _rate(
+    lambda: predictor.predict_batch(photos, boxes), BIG_BATCH, repeats, budget_s=3.0
+  )
+  return {
+    'device': f'{device.platform}: {device.device_kind}',
+    'rows': [[name, batch, rate] for (name, batch), rate in rows.items()],
+    'compile_s': compile_s,
+    'spec': predictor.spec,
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--repeats', type=int, default=7)
+  parser.add_argument('--points', type=int, default=5, choices=(5, 68))
+  parser.add_argument('--checkpoint', help='BB-FCN model folder (default: random weights)')
+  parser.add_argument('--settings', default=','.join(SETTINGS))
+  parser.add_argument('--child', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(measure(args.child, args.repeats, args.points, args.checkpoint)))
+    return
+
+  results = {}
+  for setting in args.settings.split(','):
+    cmd = [sys.executable, __file__, f'--child={setting}', f'--repeats={args.repeats}']
+    cmd.append(f'--points={args.points}')
+    if args.checkpoint:
+      cmd.append(f'--checkpoint={args.checkpoint}')
+    proc = subprocess.run(cmd, env=child_env(setting), capture_output=True, text=True)
+    if proc.returncode != 0:
+      print(f'{setting}: failed\n{proc.stderr[-3000:]}', file=sys.stderr)
+      continue
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out:
+      results[setting] = out
+
+  name = f'bbfcn{args.points}'
+  print(f'BB-FCN ({args.points} points) constrained inference (median of {args.repeats} repeats)')
+  print(f'{"setting":<12} {"device":<26} {"rows":<15} {"batch":>5} {"faces/s":>9} {"ms/face":>8}')
+  for setting, out in results.items():
+    for row, batch, rate in out['rows']:
+      print(
+        f'{setting:<12} {out["device"][:26]:<26} {row:<15} {batch:>5} {rate:>9.1f} '
+        f'{1000 / rate:>8.3f}'
+      )
+    print(
+      f'{setting:<12} {out["device"][:26]:<26} {"compile (b1)":<15} {"":>5} '
+      f'{out["compile_s"]:>8.2f}s'
+    )
+  summary = {}
+  keys = {
+    ('full pipeline', 1): f'{name}_ms_per_face',
+    ('model', 1): f'{name}_model_ms_per_face',
+    ('backbone only', 1): f'{name}_backbone_ms_per_face',
+    ('full pipeline', BIG_BATCH): f'{name}_ms_per_face_batch{BIG_BATCH}',
+    ('model', BIG_BATCH): f'{name}_model_ms_per_face_batch{BIG_BATCH}',
+  }
+  suffix = {'cpu_1thread': '1thread', 'cpu_all': 'cpu_all', 'gpu': 'gpu'}
+  for setting, out in results.items():
+    for row, batch, rate in out['rows']:
+      if (row, batch) in keys:
+        summary[f'{keys[row, batch]}_{suffix[setting]}'] = round(1000 / rate, 3)
+    summary[f'{name}_compile_s_{suffix[setting]}'] = round(out['compile_s'], 2)
+  print(json.dumps(summary))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,137 @@
+"""The BB-FCN experiment config, shared by `configs/bbfcn{5,68}.py` and `configs/regfcn{5,68}.py`.
+
+Paper settings (Liu et al. §III-E): batch 40, positive:negative images 1:1 for the backbone and
+4:1 for the branches, SGD momentum 0.9, weight decay 5e-4, N(0, 0.01) init; backbone lr 1e-3
+for 25k iterations; branches lr 1e-4 for 30k then 1e-5 for 20k; Rc = 5 %, Rf = 3 %.
+Imports only ml_collections (and the MCL data table), so config files stay cheap to load.
+
+Variants (`config.variant`):
+  bbfcn          backbone stage, then branch stage (the paper's model)
+  backbone_only  the backbone stage alone (the ablation "coarse" of Table I / Fig. 10)
+  regression     the §IV-C regression-FCN baseline, trained like the backbone
+`weighting=True` adds MCL's weighting fine-tuning (eq. 5) to the branches: a `branches_wm`
+stage that fine-tunes them with u_k from the branch model's validation errors.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lmjax.mcl_config import DATA
+
+VARIANTS = ('bbfcn', 'backbone_only', 'regression')
+
+
+def bbfcn_config(
+  num_points: int, data: str, runlocal: bool, variant: str = 'bbfcn', weighting: bool = False
+) -> ml_collections.ConfigDict:
+  """Full BB-FCN config for `num_points` landmark types on dataset `data`."""
+  if data not in DATA:
+    raise ValueError(f'unknown data={data!r}; known: {sorted(DATA)}')
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown variant={variant!r}; known: {VARIANTS}')
+  if weighting and variant != 'bbfcn':
+    raise ValueError('weighting fine-tuning applies to the branch stage: needs variant=bbfcn')
+  tfds_name, manual_dir, builder_configs, val_split, num_val, _ = DATA[data]
+  if builder_configs and num_points not in builder_configs:
+    raise ValueError(f'data={data} has no {num_points}-point variant')
+  dense = num_points > 5
+  c = ml_collections.ConfigDict()
+  c.experiment = 'bbfcn'
+  c.variant = variant
+  c.seed = 0
+  # size: backbone input S; refine_size: the branches' image R (4 × S... the paper's 64 for 32).
+  # init: 'paper' = N(0, 0.01) kernels, zero biases; 'he' = the same draws rescaled to
+  # N(0, 2 / fan_in) (a deviation that trains much faster from scratch; see he_rescale).
+  c.model = dict(
+    num_points=num_points,
+    size=64 if dense else 32,
+    refine_size=128 if dense else 64,
+    init='paper',
+  )
+  c.data = dict(
+    name=tfds_name,
+    manual_dir=manual_dir,
+    data_dir='',
+    builder_config=builder_configs.get(num_points, ''),
+    train_split='train',
+    val_split=val_split,
+    num_validation=num_val,
+    split_seed=0,  # the same validation faces as MCL's configs
+    synthetic_train=0,
+    synthetic_validation=0,
+  )
+  # Face regions cached once at 2 × R for 2.2 × the box; the test crop is crop_scale × the box.
+  region = 2 * (128 if dense else 64)
+  c.input = dict(
+    crop_scale=1.1,
+    region_size=region,
+    region_scale=2.2,
+    grayscale=False,
+    jpeg_variants=0,
+    jpeg_prob=0.0,
+    jpeg_quality_min=30,
+    jpeg_quality_max=90,
+  )
+  # Positive windows: square side max(w, h) × s, s log-uniform in 1/max_scale..max_scale, centre
+  # shifted by ≤ max_shift × side, kept only with IoU > 0.5 to the face box (paper §III-E).
+  c.aug = dict(
+    window_max_scale=1.3,
+    window_max_shift=0.15,
+    rotation_deg=15.0,
+    flip_prob=0.5,
+    brightness=25.6,
+    contrast_min=0.8,
+    contrast_max=1.2,
+  )
+  c.negatives = dict(
+    from_photos=3000,  # face-free windows cut from the training photos
+    per_photo=2,
+    min_side_frac=0.1,  # smallest window side / shorter photo side
+    synthetic=2000,  # procedural clutter backgrounds (stand-in for Pascal VOC)
+    num_validation=300,
+  )
+  c.loss = dict(
+    empty_neg_ratio=0.01,  # share of pixels selected in maps without positives
+    # Hard negative mining: 'auto' switches on when the validation loss has not improved for
+    # `patience` evaluations; 'on' / 'off' force it.
+    hnm='auto',
+    patience=3,
+    branch_jitter=2.0,  # ± R pixels added to the coarse location when cutting branch patches
+  )
+  c.batch_size = 40
+  c.eval_batch_size = 200
+  c.optim = dict(momentum=0.9, weight_decay=5e-4, decay_factor=0.1)
+  # Per stage: iterations, lr, lr × decay_factor every decay_every steps, positive share.
+  # The loss is the paper's per-image sum (see losses.selective_loss), so the paper's rates
+  # hold for its 5-point, 32-pixel model. Dense models sum ~K/5 × (disc area ratio) more pixels
+  # per image: 68 maps of 33-pixel discs at 64 px vs 5 of 13 at 32 px (×35 for the shared
+  # backbone), and 49- vs 13-pixel branch discs (×3.8 per branch); their rates are scaled down
+  # by those factors so that a step moves the weights as much as the paper's.
+  lr_backbone, lr_branch = (3e-5, 3e-5) if dense else (1e-3, 1e-4)
+  c.stages = dict(
+    backbone=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20),
+    branches=dict(steps=50_000, lr=lr_branch, decay_every=30_000, positives=32),
+    branches_wm=dict(
+      steps=20_000 if weighting else 0, lr=lr_branch / 10, decay_every=10**9, positives=32
+    ),
+    regression=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20),
+  )
+  c.validate_every = 1_000
+  c.log_every = 100
+  c.checkpoint_every = 2_000
+  if runlocal:
+    c.eval_batch_size = 100
+    c.negatives.from_photos = 300
+    c.negatives.synthetic = 200
+    c.negatives.num_validation = 60
+    c.stages.backbone.steps = 400
+    c.stages.regression.steps = 400
+    c.stages.branches.steps = 200
+    c.stages.branches.decay_every = 150
+    if weighting:
+      c.stages.branches_wm.steps = 60
+    c.validate_every = 100
+    c.log_every = 50
+    c.checkpoint_every = 100
+  return c

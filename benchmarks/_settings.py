@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 ONE_THREAD_XLA_FLAGS = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
 
@@ -26,3 +27,38 @@ def pin_to_one_core(setting: str) -> None:
   """Inside the child: restricts a `cpu_1thread` process to one core."""
   if setting == 'cpu_1thread' and hasattr(os, 'sched_setaffinity'):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+PHOTO_SIZE = (480, 640)  # H, W of the benchmark photo
+FACE_BOX = (220.0, 140.0, 420.0, 340.0)  # a 200-pixel face box inside it
+
+
+def photo_with_face():
+  """A blurred-noise 640×480 RGB photo with a synthetic face scaled into `FACE_BOX`."""
+  import cv2
+  import numpy as np
+
+  from lmjax import synthface
+
+  face = synthface.render_face_example((68, 3, 0), image_size=(256, 256))
+  photo = np.random.default_rng(0).integers(0, 256, (*PHOTO_SIZE, 3), np.uint8)
+  photo = cv2.GaussianBlur(photo, (0, 0), 4)
+  x0, y0, x1, y1 = (int(v) for v in FACE_BOX)
+  photo[y0:y1, x0:x1] = cv2.resize(face['image'], (x1 - x0, y1 - y0))
+  return photo, np.array(FACE_BOX)
+
+
+def rate(fn, items_per_call: int, repeats: int, budget_s: float = 1.0) -> float:
+  """Items/s: median over `repeats` of a loop of calls lasting about `budget_s / repeats`."""
+  fn()  # warm-up (and compilation)
+  start = time.perf_counter()
+  fn()
+  once = max(time.perf_counter() - start, 1e-6)
+  calls = max(1, int(budget_s / repeats / once))
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(calls):
+      fn()
+    rates.append(calls * items_per_call / (time.perf_counter() - start))
+  return sorted(rates)[len(rates) // 2]

@@ -35,11 +35,10 @@ import sys
 import tempfile
 import time
 
-from _settings import child_env, pin_to_one_core
+from _settings import child_env, photo_with_face, pin_to_one_core
+from _settings import rate as measure_rate
 
 SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
-PHOTO_SIZE = (480, 640)  # H, W
-FACE_BOX = (220.0, 140.0, 420.0, 340.0)  # a 200-pixel face box inside the photo
 BIG_BATCH = 128
 
 
@@ -66,29 +65,12 @@ def _model_folder(directory: str) -> str:
   return path
 
 
-def _rate(fn, faces_per_call: int, repeats: int, budget_s: float = 1.0) -> float:
-  """Faces/s: median over `repeats` of a loop of calls lasting about `budget_s / repeats`."""
-  fn()  # warm-up (and compilation)
-  start = time.perf_counter()
-  fn()
-  once = max(time.perf_counter() - start, 1e-6)
-  calls = max(1, int(budget_s / repeats / once))
-  rates = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(calls):
-      fn()
-    rates.append(calls * faces_per_call / (time.perf_counter() - start))
-  return sorted(rates)[len(rates) // 2]
-
-
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   """Runs inside the child process: every row for one setting."""
   pin_to_one_core(setting)
   import jax
   import numpy as np
 
-  from lmjax import synthface
   from lmjax.inference import FacePredictor
 
   device = jax.devices()[0]
@@ -101,15 +83,7 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   if lean.spec['num_points'] != 68:
     raise SystemExit(f'--checkpoint: expected a 68-point MCL model folder, got {lean.spec}')
 
-  # A 640×480 photo with a synthetic face scaled into FACE_BOX.
-  import cv2
-
-  face = synthface.render_face_example((68, 3, 0), image_size=(256, 256))
-  photo = np.random.default_rng(0).integers(0, 256, (*PHOTO_SIZE, 3), np.uint8)
-  photo = cv2.GaussianBlur(photo, (0, 0), 4)
-  x0, y0, x1, y1 = (int(v) for v in FACE_BOX)
-  photo[y0:y1, x0:x1] = cv2.resize(face['image'], (x1 - x0, y1 - y0))
-  box = np.array(FACE_BOX)
+  photo, box = photo_with_face()  # 640×480 with a 200-pixel synthetic face
 
   rows = {}
   crop, _ = lean.crop(photo, box)
@@ -121,10 +95,10 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
     crops = jax.device_put(np.repeat(crop[None], batch, axis=0), device)
     for name, predictor in (('model, BN kept', full), ('model, BN folded', lean)):
       fwd = lambda p=predictor, c=crops: p._forward(p.variables, c).block_until_ready()
-      rows[(name, batch)] = _rate(fwd, batch, repeats)
-  rows[('crop + model', 1)] = _rate(lambda: lean.predict(photo, box), 1, repeats)
+      rows[(name, batch)] = measure_rate(fwd, batch, repeats)
+  rows[('crop + model', 1)] = measure_rate(lambda: lean.predict(photo, box), 1, repeats)
   photos, boxes = [photo] * BIG_BATCH, [box] * BIG_BATCH
-  rows[('crop + model', BIG_BATCH)] = _rate(
+  rows[('crop + model', BIG_BATCH)] = measure_rate(
     lambda: lean.predict_batch(photos, boxes), BIG_BATCH, repeats, budget_s=3.0
   )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lmjax.mcl_config import DATA
+from lmjax.mcl_config import data_config
 
 VARIANTS = ('bbfcn', 'backbone_only', 'regression')
 
@@ -26,21 +26,17 @@ def bbfcn_config(
   num_points: int, data: str, runlocal: bool, variant: str = 'bbfcn', weighting: bool = False
 ) -> ml_collections.ConfigDict:
   """Full BB-FCN config for `num_points` landmark types on dataset `data`."""
-  if data not in DATA:
-    raise ValueError(f'unknown data={data!r}; known: {sorted(DATA)}')
+  data_fields = data_config(num_points, data)  # validates `data`
   if variant not in VARIANTS:
     raise ValueError(f'unknown variant={variant!r}; known: {VARIANTS}')
   if weighting and variant != 'bbfcn':
     raise ValueError('weighting fine-tuning applies to the branch stage: needs variant=bbfcn')
-  tfds_name, manual_dir, builder_configs, val_split, num_val, _ = DATA[data]
-  if builder_configs and num_points not in builder_configs:
-    raise ValueError(f'data={data} has no {num_points}-point variant')
   dense = num_points > 5
   c = ml_collections.ConfigDict()
   c.experiment = 'bbfcn'
   c.variant = variant
   c.seed = 0
-  # size: backbone input S; refine_size: the branches' image R (4 × S... the paper's 64 for 32).
+  # size: backbone input S; refine_size: the branches' image R = 2 S (the paper's 64 for 32).
   # init: 'paper' = N(0, 0.01) kernels, zero biases; 'he' = the same draws rescaled to
   # N(0, 2 / fan_in) (a deviation that trains much faster from scratch; see he_rescale).
   c.model = dict(
@@ -49,18 +45,7 @@ def bbfcn_config(
     refine_size=128 if dense else 64,
     init='paper',
   )
-  c.data = dict(
-    name=tfds_name,
-    manual_dir=manual_dir,
-    data_dir='',
-    builder_config=builder_configs.get(num_points, ''),
-    train_split='train',
-    val_split=val_split,
-    num_validation=num_val,
-    split_seed=0,  # the same validation faces as MCL's configs
-    synthetic_train=0,
-    synthetic_validation=0,
-  )
+  c.data = data_fields  # the same validation faces as the MCL configs (split seed 0)
   # Face regions cached once at 2 × R for 2.2 × the box; the test crop is crop_scale × the box.
   region = 2 * (128 if dense else 64)
   c.input = dict(
@@ -101,7 +86,8 @@ def bbfcn_config(
   )
   c.batch_size = 40
   c.eval_batch_size = 200
-  c.optim = dict(momentum=0.9, weight_decay=5e-4, decay_factor=0.1)
+  # clip_norm > 0 clips the global gradient norm first (not in the paper; 0 = off).
+  c.optim = dict(momentum=0.9, weight_decay=5e-4, decay_factor=0.1, clip_norm=0.0)
   # Per stage: iterations, lr, lr × decay_factor every decay_every steps, positive share.
   # The loss is the paper's per-image sum (see losses.selective_loss), so the paper's rates
   # hold for its 5-point, 32-pixel model. Dense models sum ~K/5 × (disc area ratio) more pixels

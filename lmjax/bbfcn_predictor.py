@@ -97,16 +97,7 @@ class BBFCNPredictor:
 
   def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Network input [R, R, 3] (x / 128 - 1) and the image -> crop affine [2, 3] of one box."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-      image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3) or image.dtype != np.uint8:
-      raise ValueError(
-        f'expected a uint8 [H, W, 3] RGB or [H, W, 1] image, got {image.dtype} {image.shape}'
-      )
-    box = np.asarray(box, np.float64)
-    if box.shape != (4,) or not (box[2] > box[0] and box[3] > box[1]):
-      raise ValueError(f'expected a face box (x0, y0, x1, y1) with x1 > x0, y1 > y0; got {box}')
+    image, box = pp.check_image_and_box(image, box)
     if image.shape[2] == 1:
       image = np.repeat(image, 3, axis=2)
     crop, A = pp.mcl_crop(image, box, self.spec['refine_size'], False, self.spec['crop_scale'])

@@ -270,7 +270,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   variant = config.variant
   model = bbfcn_predictor.build_model(model_spec(config, variant))
   stages_path = os.path.join(workdir, 'stages.json')
-  done: dict[str, Any] = _read_json(stages_path)
+  done: dict[str, Any] = train.read_json(stages_path)
   plan = {
     'bbfcn': ['backbone', 'branches']
     + (['branches_wm'] if config.stages.branches_wm.steps else []),
@@ -301,6 +301,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       momentum=config.optim.momentum,
       weight_decay=config.optim.weight_decay,
       frozen=FROZEN.get(stage),
+      clip_norm=config.optim.clip_norm,
     )
     update = make_update_fn(batch_loss, tx, config, schema, stage_cfg.positives, mesh)
     forced = config.loss.hnm == 'on'
@@ -329,7 +330,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     out_variant = {'backbone': 'backbone_only', 'regression': 'regression'}.get(stage, 'bbfcn')
     metrics = _finish(model, params, val_cache, config, schema, out_variant, workdir, name)
     done[name] = metrics
-    _write_json(stages_path, done)
+    train.write_json(stages_path, done)
   _write_tables(done, schema, workdir, len(val_cache))
   return done
 
@@ -406,17 +407,3 @@ def _write_tables(done, schema, workdir: str, num_val: int) -> None:
     f.write(text + '\n')
   logging.info('validation (%d faces), percent:\n%s', num_val, text)
   print(text, flush=True)
-
-
-def _read_json(path: str) -> dict[str, Any]:
-  if not os.path.isfile(path):
-    return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)

@@ -26,22 +26,14 @@ DATA = {
 }
 
 
-def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_collections.ConfigDict:
-  """Full MCL config for `num_points` landmarks on dataset `data`."""
+def data_config(num_points: int, data: str) -> dict:
+  """The `config.data` fields of dataset `data` (shared by the MCL and BB-FCN configs)."""
   if data not in DATA:
     raise ValueError(f'unknown data={data!r}; known: {sorted(DATA)}')
-  tfds_name, manual_dir, builder_configs, val_split, num_val, rebox = DATA[data]
+  tfds_name, manual_dir, builder_configs, val_split, num_val, _ = DATA[data]
   if builder_configs and num_points not in builder_configs:
     raise ValueError(f'data={data} has no {num_points}-point variant')
-  c = ml_collections.ConfigDict()
-  c.experiment = 'mcl'
-  c.seed = 0
-  # head_bias_init: 'mean_shape' (heads start at the training faces' mean shape; removes the
-  # ~500-step plateau of learning it through the bias) or 'zeros'; kernels are N(0, 0.01).
-  c.model = dict(
-    num_points=num_points, width=width, variant='gap', dtype='float32', head_bias_init='mean_shape'
-  )
-  c.data = dict(
+  return dict(
     name=tfds_name,
     manual_dir=manual_dir,
     data_dir='',
@@ -54,6 +46,21 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
     synthetic_train=0,
     synthetic_validation=0,
   )
+
+
+def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_collections.ConfigDict:
+  """Full MCL config for `num_points` landmarks on dataset `data`."""
+  data_fields = data_config(num_points, data)  # validates `data`
+  rebox = DATA[data][-1]
+  c = ml_collections.ConfigDict()
+  c.experiment = 'mcl'
+  c.seed = 0
+  # head_bias_init: 'mean_shape' (heads start at the training faces' mean shape; removes the
+  # ~500-step plateau of learning it through the bias) or 'zeros'; kernels are N(0, 0.01).
+  c.model = dict(
+    num_points=num_points, width=width, variant='gap', dtype='float32', head_bias_init='mean_shape'
+  )
+  c.data = data_fields
   # Face regions cached once (2.2× the box at twice the crop resolution: the evaluation crop
   # is then an exact sub-grid), with one JPEG-degraded copy picked with probability jpeg_prob.
   c.input = dict(

@@ -15,7 +15,6 @@ in `<workdir>/table.txt` and the log.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -197,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data = train_cache.device_arrays(mesh)
   aug = augment_params(config)
   stages_path = os.path.join(workdir, 'stages.json')
-  done: dict[str, Any] = _read_json(stages_path)
+  done: dict[str, Any] = train.read_json(stages_path)
   variables = None
 
   def finish(stage: str, model: MCL, new_vars: Any, num_heads: int, head: int = 0):
@@ -206,7 +205,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       os.path.join(workdir, 'models', stage), new_vars, model_spec(config, num_heads)
     )
     done[stage] = metrics
-    _write_json(stages_path, done)
+    train.write_json(stages_path, done)
     logging.info(
       '[%s] validation: NME ioc %.3f%%  ipd %.3f%%  box %.3f%%  FR@10 ipd %.2f%%',
       stage,
@@ -363,17 +362,3 @@ def _init_variables(model: MCL, config) -> dict[str, Any]:
 
 def _abstract_variables(model: MCL, config) -> Any:
   return jax.eval_shape(lambda: _init_variables(model, config))
-
-
-def _read_json(path: str) -> dict[str, Any]:
-  if not os.path.isfile(path):
-    return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)

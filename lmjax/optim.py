@@ -1,7 +1,8 @@
 """Config -> optax chain: SGD + momentum, decoupled-from-BN weight decay, step decay, freezing.
 
-The chain is `add_decayed_weights (kernels only) -> sgd(momentum) -> freeze(frozen)`: the
-freeze comes last, so neither weight decay nor momentum can move a frozen leaf.
+The chain is `[clip_by_global_norm] -> add_decayed_weights (kernels only) -> sgd(momentum) ->
+freeze(frozen)`: the freeze comes last, so neither weight decay nor momentum can move a frozen
+leaf. Clipping is optional and off unless a config asks for it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def make_optimizer(
   momentum: float,
   weight_decay: float,
   frozen: str | None = None,
+  clip_norm: float = 0.0,
 ) -> optax.GradientTransformation:
   """SGD with momentum, weight decay on kernels, and the leaves matching `frozen` frozen.
 
@@ -44,8 +46,12 @@ def make_optimizer(
     weight_decay: L2 coefficient added to the gradient of every kernel.
     frozen: regex over leaf names (`conv11/kernel`, `heads/0/bias`, ...); None freezes
       nothing.
+    clip_norm: if > 0, gradients are first clipped to this global norm (not in either paper;
+      BB-FCN's dense configs use it against the large first gradients of He-scaled kernels).
   """
+  clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
   return optax.chain(
+    *clip,
     optax.add_decayed_weights(weight_decay, mask=surgery.path_mask(params, DECAY_PATTERN)),
     optax.sgd(learning_rate_schedule(learning_rate, decay_every, decay_factor), momentum=momentum),
     optax.freeze(surgery.path_mask(params, frozen)),

@@ -137,3 +137,19 @@ def _stage_salt(name: str) -> int:
 def _append_json(path: str, record: dict[str, Any]) -> None:
   with open(path, 'a', encoding='utf-8') as f:
     f.write(json.dumps(record) + '\n')
+
+
+def read_json(path: str) -> dict[str, Any]:
+  """A JSON file's object, or {} when the file does not exist (e.g. a run's `stages.json`)."""
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes JSON atomically (temporary file + rename), so a kill never leaves half a file."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)

@@ -161,3 +161,17 @@ def test_regression_fcn():
   wide = jax.ShapeDtypeStruct((1, 40, 56, 3), jnp.float32)
   scores, points = jax.eval_shape(lambda v, x: model.apply(v, x, method='dense'), variables, wide)
   assert scores.shape == (1, 10, 14, k) and points.shape == (1, 10, 14, k, 2)
+
+
+@pytest.mark.parametrize('k', [3, 5])
+def test_block_diagonal_and_im2col_lowerings_agree(k):
+  # Same parameters, two lowerings: outputs and gradients must match.
+  model, params, patches = _branch_params(k, size=12)
+  im2col = bbfcn.Branches(k, block_diagonal_max_k=0)
+  block = bbfcn.Branches(k, block_diagonal_max_k=k)
+  a = im2col.apply({'params': params}, patches)
+  b = block.apply({'params': params}, patches)
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, patches) ** 2)
+  ga, gb = jax.grad(loss(im2col))(params), jax.grad(loss(block))(params)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-3), ga, gb)

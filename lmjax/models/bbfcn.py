@@ -19,7 +19,8 @@ Branches (K branches with the same structure, parameters stacked on a leading K 
     conv1 .. conv4           5, 5×5     -> [B, K, P, P, 5]
     map (linear)             1, 1×1     -> [B, K, P, P] fine response maps
 
-(computed for all K at once as im2col + a matmul batched over K, `StackedConv`).
+(computed for all K at once by `StackedConv`: a block-diagonal dense conv for small K, im2col
++ a matmul batched over K otherwise).
 `RegressionFCN` is the paper's §IV-C coordinate-regression baseline (see its docstring).
 
 Every conv is stride 1, SAME, with bias; ReLU follows every conv and deconv except the last
@@ -115,38 +116,60 @@ class Branch(nn.Module):
 
 
 class StackedConv(nn.Module):
-  """K independent stride-1 SAME convolutions, conv k applied to slice k of the leading axis.
+  """K independent stride-1 SAME convolutions, conv k applied to the slice k of the K axis.
 
-  im2col (s² shifted views concatenated on channels) and one matmul batched over K. The obvious
-  alternatives, `nn.vmap(Branch)` or a `feature_group_count=K` conv (vmap lowers to exactly that
-  grouped conv), are slow on XLA:CPU, which has no fast grouped-conv kernel. At B=16, K=68,
-  P=24 on the (loaded) 2-core dev box: forward 2.2 s for both vs 1.2 s here; forward +
-  backward > 250 s (not finished) vs 2.3 s here (at K=4: 1.5 s vs 0.12 s).
+  Two lowerings of the same parameters (kernel [K, s, s, C, O], bias [K, O]):
+
+  * `block_diagonal=False`, input [K, B, H, W, C]: im2col (s² shifted views concatenated on
+    channels) and one matmul batched over K. The obvious alternatives, `nn.vmap(Branch)` or a
+    `feature_group_count=K` conv (vmap lowers to exactly that grouped conv), are slow on
+    XLA:CPU, which has no fast grouped-conv kernel. At B=16, K=68, P=24 on the (loaded) 2-core
+    dev box: forward 2.2 s for both vs 1.2 s here; forward + backward > 250 s (not finished)
+    vs 2.3 s here (at K=4: 1.5 s vs 0.12 s).
+  * `block_diagonal=True`, input [B, H, W, K, C]: one ordinary conv over the K·C stacked
+    channels with a block-diagonal [s, s, K·C, K·O] kernel. It does K× the useful FLOPs but runs
+    on XLA's fast dense conv kernels, without im2col's s² copies: the faster choice for small K
+    (5 points), where im2col is memory-bound.
 
   Attributes:
     features: output channels per branch.
     kernel_size: s (square kernel).
+    block_diagonal: which lowering (and input layout) to use.
     dtype: computation dtype (parameters stay float32).
   """
 
   features: int
   kernel_size: int
+  block_diagonal: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """[K, B, H, W, C] -> [K, B, H, W, features]."""
-    k, h, w, c = x.shape[0], *x.shape[2:]
-    s = self.kernel_size
-    kernel = self.param('kernel', WEIGHT_INIT, (k, s, s, c, self.features))
-    bias = self.param('bias', nn.initializers.zeros, (k, self.features))
+    """[K, B, H, W, C] -> [K, B, H, W, O], or [B, H, W, K, C] -> [B, H, W, K, O] (block)."""
+    k = x.shape[3] if self.block_diagonal else x.shape[0]
+    c, s, o = x.shape[-1], self.kernel_size, self.features
+    kernel = self.param('kernel', WEIGHT_INIT, (k, s, s, c, o))
+    bias = self.param('bias', nn.initializers.zeros, (k, o))
+    kernel, bias, x = kernel.astype(self.dtype), bias.astype(self.dtype), x.astype(self.dtype)
     lo, hi = (s - 1) // 2, s // 2  # SAME padding, as nn.Conv
-    x = jnp.pad(x.astype(self.dtype), ((0, 0), (0, 0), (lo, hi), (lo, hi), (0, 0)))
+    if self.block_diagonal:
+      b, h, w = x.shape[:3]
+      eye = jnp.eye(k, dtype=self.dtype)[:, None, None, None, :, None]  # [K, 1, 1, 1, K, 1]
+      block = (kernel[:, :, :, :, None, :] * eye).transpose(1, 2, 0, 3, 4, 5)  # [s,s,K,C,K,O]
+      y = jax.lax.conv_general_dilated(
+        x.reshape(b, h, w, k * c),
+        block.reshape(s, s, k * c, k * o),
+        (1, 1),
+        ((lo, hi), (lo, hi)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      )
+      return y.reshape(b, h, w, k, o) + bias
+    h, w = x.shape[2:4]
+    x = jnp.pad(x, ((0, 0), (0, 0), (lo, hi), (lo, hi), (0, 0)))
     cols = [x[:, :, i : i + h, j : j + w] for i in range(s) for j in range(s)]
     cols = jnp.concatenate(cols, axis=-1)  # [K, B, H, W, s·s·C], ordered as the kernel
-    kernel = kernel.reshape(k, s * s * c, self.features).astype(self.dtype)
-    y = jnp.einsum('kbhwi,kio->kbhwo', cols, kernel)
-    return y + bias[:, None, None, None].astype(self.dtype)
+    y = jnp.einsum('kbhwi,kio->kbhwo', cols, kernel.reshape(k, s * s * c, o))
+    return y + bias[:, None, None, None]
 
 
 class Branches(nn.Module):
@@ -154,14 +177,16 @@ class Branches(nn.Module):
 
   Parameters are `conv1..conv4`, `map`, each kernel [K, s, s, C_in, C_out] and bias [K, C_out],
   so `params['branches']` sliced at k is the parameter tree of a `Branch` (see `StackedConv`
-  for why this is not `nn.vmap(Branch)`).
+  for why this is not `nn.vmap(Branch)`, and for its two lowerings).
 
   Attributes:
     num_points: K, landmark types (one branch each).
+    block_diagonal_max_k: K up to which the block-diagonal dense conv is used (im2col above).
     dtype: computation dtype (parameters stay float32).
   """
 
   num_points: int
+  block_diagonal_max_k: int = 8
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -169,11 +194,14 @@ class Branches(nn.Module):
     """[B, K, P, P, 4] patches (P = 24 in the paper) -> [B, K, P, P] float32 fine maps."""
     if patches.shape[1] != self.num_points:
       raise ValueError(f'expected {self.num_points} branch inputs on axis 1, got {patches.shape}')
-    x = jnp.moveaxis(patches, 1, 0)  # [K, B, P, P, 4]
+    block = self.num_points <= self.block_diagonal_max_k
+    # Layouts: [B, P, P, K, C] for the block-diagonal lowering, [K, B, P, P, C] for im2col.
+    x = patches.transpose(0, 2, 3, 1, 4) if block else jnp.moveaxis(patches, 1, 0)
     for name, features in BRANCH:
-      x = nn.relu(StackedConv(features, 5, self.dtype, name=name)(x))
-    x = StackedConv(1, 1, self.dtype, name='map')(x)[..., 0]  # [K, B, P, P]
-    return jnp.moveaxis(x, 0, 1).astype(jnp.float32)
+      x = nn.relu(StackedConv(features, 5, block, self.dtype, name=name)(x))
+    x = StackedConv(1, 1, block, self.dtype, name='map')(x)[..., 0]
+    x = x.transpose(0, 3, 1, 2) if block else jnp.moveaxis(x, 0, 1)  # [B, K, P, P]
+    return x.astype(jnp.float32)
 
 
 class BBFCN(nn.Module):
@@ -189,7 +217,7 @@ class BBFCN(nn.Module):
 
   def setup(self):
     self.backbone = Backbone(self.num_points, self.dtype)
-    self.branches = Branches(self.num_points, self.dtype)
+    self.branches = Branches(self.num_points, dtype=self.dtype)
 
   def coarse(self, x: jax.Array) -> jax.Array:
     """[B, S, S, 3] face crops -> [B, S, S, K] coarse maps."""

@@ -166,7 +166,7 @@ def test_regression_fcn():
 @pytest.mark.parametrize('k', [3, 5])
 def test_block_diagonal_and_im2col_lowerings_agree(k):
   # Same parameters, two lowerings: outputs and gradients must match.
-  model, params, patches = _branch_params(k, size=12)
+  _, params, patches = _branch_params(k, size=12)
   im2col = bbfcn.Branches(k, block_diagonal_max_k=0)
   block = bbfcn.Branches(k, block_diagonal_max_k=k)
   a = im2col.apply({'params': params}, patches)

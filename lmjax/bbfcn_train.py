@@ -41,6 +41,7 @@ from lmjax import (
 )
 from lmjax import bbfcn_inference as bi
 from lmjax.mcl_data import load_caches
+from lmjax.models import bbfcn as bbfcn_model
 from lmjax.models.bbfcn import BBFCN
 
 FROZEN = {'backbone': r'^branches/', 'branches': r'^backbone/', 'branches_wm': r'^backbone/'}
@@ -341,7 +342,7 @@ def _start_params(model, config, variant, plan, stage, workdir):
   if stage == plan[0]:
     params = bbfcn_predictor.init_variables(model, spec, config.seed)['params']
     if config.model.init == 'he':
-      params = he_rescale(params)
+      params = bbfcn_model.he_rescale(params)
     elif config.model.init != 'paper':
       raise ValueError(f"model.init={config.model.init!r}; expected 'paper' or 'he'")
     return params
@@ -349,25 +350,6 @@ def _start_params(model, config, variant, plan, stage, workdir):
   abstract = jax.eval_shape(lambda: bbfcn_predictor.init_variables(model, spec))
   path = os.path.join(workdir, 'models', previous, checkpoint.VARIABLES_DIR)
   return checkpoint.restore_variables(path, abstract)['params']
-
-
-def he_rescale(params: Any) -> Any:
-  """Kernels drawn from N(0, 0.01) rescaled to He's N(0, 2 / fan_in) (biases unchanged).
-
-  The paper's N(0, 0.01) shrinks the signal ~5× per 5×5×20 layer of the 12-layer backbone,
-  so the first thousands of SGD steps mostly learn biases; this keeps the same random
-  directions at a scale that propagates (`config.model.init = 'he'`, a deviation).
-  """
-
-  def rescale(path, x):
-    if path[-1].key != 'kernel':
-      return x
-    fan_in = int(np.prod(x.shape[-4 if x.ndim == 5 else 0 : -1]))
-    if path[-2].key.startswith('deconv'):  # stride = kernel: each output sees one input pixel
-      fan_in = x.shape[-2]
-    return x * (np.sqrt(2.0 / fan_in) / 0.01)
-
-  return jax.tree_util.tree_map_with_path(rescale, params)
 
 
 def _finish(model, params, val_cache, config, schema, variant, workdir, name):

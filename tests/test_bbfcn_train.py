@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax import bbfcn_train, evaluate
+from lmjax import evaluate
 from lmjax.bbfcn_predictor import BBFCNPredictor
 from lmjax.datasets import synthetic
+from lmjax.models import bbfcn as bbfcn_models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -162,7 +163,7 @@ def test_he_rescale_gives_fan_in_variance():
 
   model = BBFCN(num_points=3)
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 3, 24, 24, 4)))
-  scaled = bbfcn_train.he_rescale(params['params'])
+  scaled = bbfcn_models.he_rescale(params['params'])
   conv2 = np.asarray(scaled['backbone']['conv2']['kernel'])  # fan_in 5·5·20
   assert np.std(conv2) == pytest.approx(np.sqrt(2 / 500), rel=0.05)
   branch = np.asarray(scaled['branches']['conv2']['kernel'])  # [K, 5, 5, 5, 5]: fan_in 125

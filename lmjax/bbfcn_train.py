@@ -292,6 +292,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if stage == 'branches_wm':
       errors = np.asarray(done['bbfcn']['per_landmark_ipd'], np.float32)
       weights = np.asarray(losses.landmark_weights(errors))
+      if config.loss.wm_weights == 'uniform':  # the control: same extra steps, u_k = 1
+        weights = np.ones_like(weights)
+      elif config.loss.wm_weights != 'eq5':
+        raise ValueError(f"loss.wm_weights={config.loss.wm_weights!r}; expected 'eq5' or 'uniform'")
       logging.info('[%s] weights u = %s', stage, np.array2string(weights, precision=3))
     batch_loss = make_batch_loss(stage, model, config, weights)
     tx = optim.make_optimizer(

@@ -85,7 +85,9 @@ def render_card(
   data = config['data']
   steps = {k: v['steps'] for k, v in config['stages'].items() if v['steps']}
   bbfcn = config.get('experiment') == 'bbfcn'
-  if bbfcn:
+  if bbfcn:  # only the stages this run trained (the config lists every variant's stages)
+    names = {'branches': 'bbfcn', 'branches_wm': 'bbfcn_wm'}
+    steps = {k: v for k, v in steps.items() if names.get(k, k) in stages}
     order = [s for s in ('backbone', 'bbfcn', 'bbfcn_wm', 'regression') if s in stages]
     title, paper, module = 'BB-FCN', 'Liu et al., backbone-branches FCN', 'bbfcn_train'
     size, big = config['model']['size'], config['model']['refine_size']
@@ -96,7 +98,7 @@ def render_card(
     ]
     batch = (
       f'{config["batch_size"]} (positives per stage: '
-      + ', '.join(f'{k} {v["positives"]}' for k, v in config['stages'].items() if v['steps'])
+      + ', '.join(f'{k} {v["positives"]}' for k, v in config['stages'].items() if k in steps)
       + ')'
     )
   else:

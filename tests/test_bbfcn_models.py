@@ -163,12 +163,13 @@ def test_regression_fcn():
   assert scores.shape == (1, 10, 14, k) and points.shape == (1, 10, 14, k, 2)
 
 
-@pytest.mark.parametrize('k', [3, 5])
-def test_block_diagonal_and_im2col_lowerings_agree(k):
-  # Same parameters, two lowerings: outputs and gradients must match.
+@pytest.mark.parametrize('k, group', [(3, 5), (5, 5), (7, 3)])
+def test_block_diagonal_and_im2col_lowerings_agree(k, group):
+  # Same parameters, two lowerings (one or several block-diagonal groups): outputs and
+  # gradients must match.
   _, params, patches = _branch_params(k, size=12)
-  im2col = bbfcn.Branches(k, block_diagonal_max_k=0)
-  block = bbfcn.Branches(k, block_diagonal_max_k=k)
+  im2col = bbfcn.Branches(k, group_size=0)
+  block = bbfcn.Branches(k, group_size=group)
   a = im2col.apply({'params': params}, patches)
   b = block.apply({'params': params}, patches)
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

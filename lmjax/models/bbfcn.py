@@ -19,8 +19,8 @@ Branches (K branches with the same structure, parameters stacked on a leading K 
     conv1 .. conv4           5, 5×5     -> [B, K, P, P, 5]
     map (linear)             1, 1×1     -> [B, K, P, P] fine response maps
 
-(computed for all K at once by `StackedConv`: a block-diagonal dense conv for small K, im2col
-+ a matmul batched over K otherwise).
+(computed for all K at once by `StackedConv`: block-diagonal dense convs over groups of 5
+branches; im2col + a matmul batched over K as the alternative lowering).
 `RegressionFCN` is the paper's §IV-C coordinate-regression baseline (see its docstring).
 
 Every conv is stride 1, SAME, with bias; ReLU follows every conv and deconv except the last
@@ -123,50 +123,56 @@ class StackedConv(nn.Module):
 
   Two lowerings of the same parameters (kernel [K, s, s, C, O], bias [K, O]):
 
-  * `block_diagonal=False`, input [K, B, H, W, C]: im2col (s² shifted views concatenated on
-    channels) and one matmul batched over K. The obvious alternatives, `nn.vmap(Branch)` or a
-    `feature_group_count=K` conv (vmap lowers to exactly that grouped conv), are slow on
-    XLA:CPU, which has no fast grouped-conv kernel. At B=16, K=68, P=24 on the (loaded) 2-core
-    dev box: forward 2.2 s for both vs 1.2 s here; forward + backward > 250 s (not finished)
-    vs 2.3 s here (at K=4: 1.5 s vs 0.12 s).
-  * `block_diagonal=True`, input [B, H, W, K, C]: one ordinary conv over the K·C stacked
-    channels with a block-diagonal [s, s, K·C, K·O] kernel. It does K× the useful FLOPs but runs
-    on XLA's fast dense conv kernels, without im2col's s² copies: the faster choice for small K
-    (5 points), where im2col is memory-bound.
+  * `group_size=G > 0`, input [B, H, W, K, C]: the K convs in ⌈K/G⌉ groups of G; each group is
+    ONE ordinary conv over its G·C stacked channels with a block-diagonal [s, s, G·C, G·O]
+    kernel (G× the useful FLOPs, but XLA's fast dense conv kernels). The groups are a static,
+    unrolled sequence of ⌈K/G⌉ convs (14 for 68 points at G = 5; one for 5 points).
+  * `group_size=0`, input [K, B, H, W, C]: im2col (s² shifted views concatenated on channels)
+    and one matmul batched over K.
+
+  Measured on one CPU thread (forward, [B, K, 24, 24, 4] branch inputs, ms per face): K = 5:
+  block 1.41, im2col 1.85 at B = 1; 1.46 vs 8.9 at B = 128. K = 68: groups of 4 6.8, of 8
+  12.1, im2col 78.5 at B = 1 (7.3 vs 176 at B = 32). `nn.vmap(Branch)` and a
+  `feature_group_count=K` conv (what vmap lowers to) are slower still on XLA:CPU (K = 5, B = 1:
+  7.7 ms), and their backward pass at B=16, K=68 did not finish in 250 s.
 
   Attributes:
     features: output channels per branch.
     kernel_size: s (square kernel).
-    block_diagonal: which lowering (and input layout) to use.
+    group_size: branches per block-diagonal conv; 0 selects im2col.
     dtype: computation dtype (parameters stay float32).
   """
 
   features: int
   kernel_size: int
-  block_diagonal: bool = False
+  group_size: int = 5
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """[K, B, H, W, C] -> [K, B, H, W, O], or [B, H, W, K, C] -> [B, H, W, K, O] (block)."""
-    k = x.shape[3] if self.block_diagonal else x.shape[0]
+    """[B, H, W, K, C] -> [B, H, W, K, O] (grouped), or [K, B, H, W, C] -> [K, B, H, W, O]."""
+    k = x.shape[3] if self.group_size else x.shape[0]
     c, s, o = x.shape[-1], self.kernel_size, self.features
     kernel = self.param('kernel', WEIGHT_INIT, (k, s, s, c, o))
     bias = self.param('bias', nn.initializers.zeros, (k, o))
     kernel, bias, x = kernel.astype(self.dtype), bias.astype(self.dtype), x.astype(self.dtype)
     lo, hi = (s - 1) // 2, s // 2  # SAME padding, as nn.Conv
-    if self.block_diagonal:
+    if self.group_size:
       b, h, w = x.shape[:3]
-      eye = jnp.eye(k, dtype=self.dtype)[:, None, None, None, :, None]  # [K, 1, 1, 1, K, 1]
-      block = (kernel[:, :, :, :, None, :] * eye).transpose(1, 2, 0, 3, 4, 5)  # [s,s,K,C,K,O]
-      y = jax.lax.conv_general_dilated(
-        x.reshape(b, h, w, k * c),
-        block.reshape(s, s, k * c, k * o),
-        (1, 1),
-        ((lo, hi), (lo, hi)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      )
-      return y.reshape(b, h, w, k, o) + bias
+      outs = []
+      for g0 in range(0, k, self.group_size):  # static: ⌈K/G⌉ dense convs
+        g = min(self.group_size, k - g0)
+        eye = jnp.eye(g, dtype=self.dtype)[:, None, None, None, :, None]  # [G,1,1,1,G,1]
+        block = kernel[g0 : g0 + g, :, :, :, None, :] * eye  # [G, s, s, C, G, O]
+        y = jax.lax.conv_general_dilated(
+          x[:, :, :, g0 : g0 + g].reshape(b, h, w, g * c),
+          block.transpose(1, 2, 0, 3, 4, 5).reshape(s, s, g * c, g * o),
+          (1, 1),
+          ((lo, hi), (lo, hi)),
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        )
+        outs.append(y.reshape(b, h, w, g, o))
+      return jnp.concatenate(outs, axis=3) + bias
     h, w = x.shape[2:4]
     x = jnp.pad(x, ((0, 0), (0, 0), (lo, hi), (lo, hi), (0, 0)))
     cols = [x[:, :, i : i + h, j : j + w] for i in range(s) for j in range(s)]
@@ -180,16 +186,16 @@ class Branches(nn.Module):
 
   Parameters are `conv1..conv4`, `map`, each kernel [K, s, s, C_in, C_out] and bias [K, C_out],
   so `params['branches']` sliced at k is the parameter tree of a `Branch` (see `StackedConv`
-  for why this is not `nn.vmap(Branch)`, and for its two lowerings).
+  for why this is not `nn.vmap(Branch)`, and for its lowerings; they share the parameters).
 
   Attributes:
     num_points: K, landmark types (one branch each).
-    block_diagonal_max_k: K up to which the block-diagonal dense conv is used (im2col above).
+    group_size: branches per block-diagonal dense conv (0: im2col instead).
     dtype: computation dtype (parameters stay float32).
   """
 
   num_points: int
-  block_diagonal_max_k: int = 8
+  group_size: int = 5
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -197,13 +203,13 @@ class Branches(nn.Module):
     """[B, K, P, P, 4] patches (P = 24 in the paper) -> [B, K, P, P] float32 fine maps."""
     if patches.shape[1] != self.num_points:
       raise ValueError(f'expected {self.num_points} branch inputs on axis 1, got {patches.shape}')
-    block = self.num_points <= self.block_diagonal_max_k
+    grouped = self.group_size > 0
     # Layouts: [B, P, P, K, C] for the block-diagonal lowering, [K, B, P, P, C] for im2col.
-    x = patches.transpose(0, 2, 3, 1, 4) if block else jnp.moveaxis(patches, 1, 0)
+    x = patches.transpose(0, 2, 3, 1, 4) if grouped else jnp.moveaxis(patches, 1, 0)
     for name, features in BRANCH:
-      x = nn.relu(StackedConv(features, 5, block, self.dtype, name=name)(x))
-    x = StackedConv(1, 1, block, self.dtype, name='map')(x)[..., 0]
-    x = x.transpose(0, 3, 1, 2) if block else jnp.moveaxis(x, 0, 1)  # [B, K, P, P]
+      x = nn.relu(StackedConv(features, 5, self.group_size, self.dtype, name=name)(x))
+    x = StackedConv(1, 1, self.group_size, self.dtype, name='map')(x)[..., 0]
+    x = x.transpose(0, 3, 1, 2) if grouped else jnp.moveaxis(x, 0, 1)  # [B, K, P, P]
     return x.astype(jnp.float32)
 
 

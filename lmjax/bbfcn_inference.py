@@ -59,9 +59,10 @@ def extract_patches(images: jax.Array, maps: jax.Array, origins: jax.Array) -> j
   """
 
   def one(image, map_k, origin):  # [H, W, C], [H, W], [2] -> [P, P, C + 1]
-    stacked = jnp.concatenate([image, map_k[..., None]], axis=-1)
-    start = (origin[1], origin[0], 0)
-    return jax.lax.dynamic_slice(stacked, start, (PATCH, PATCH, stacked.shape[-1]))
+    # Slice first, then stack: stacking the whole image with every map would copy it K times.
+    rgb = jax.lax.dynamic_slice(image, (origin[1], origin[0], 0), (PATCH, PATCH, image.shape[-1]))
+    heat = jax.lax.dynamic_slice(map_k, (origin[1], origin[0]), (PATCH, PATCH))
+    return jnp.concatenate([rgb, heat[..., None]], axis=-1)
 
   per_type = jax.vmap(one, in_axes=(None, 0, 0))  # over K
   return jax.vmap(per_type)(images, jnp.moveaxis(maps, -1, 1), origins)  # over B; [B, K, ...]

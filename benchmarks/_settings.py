@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 
 ONE_THREAD_XLA_FLAGS = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
@@ -62,3 +65,22 @@ def rate(fn, items_per_call: int, repeats: int, budget_s: float = 1.0) -> float:
       fn()
     rates.append(calls * items_per_call / (time.perf_counter() - start))
   return sorted(rates)[len(rates) // 2]
+
+
+def run_children(script: str, settings: str, args: list[str]) -> dict[str, dict]:
+  """Runs `script --child=SETTING ARGS` for each comma-separated setting in its own process.
+
+  Returns {setting: the JSON object the child printed last}; a failed child is reported on
+  stderr and left out, and so is a child that printed {} (e.g. `gpu` without a GPU).
+  """
+  results = {}
+  for setting in settings.split(','):
+    cmd = [sys.executable, script, f'--child={setting}', *args]
+    proc = subprocess.run(cmd, env=child_env(setting), capture_output=True, text=True)
+    if proc.returncode != 0:
+      print(f'{setting}: failed\n{proc.stderr[-3000:]}', file=sys.stderr)
+      continue
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out:
+      results[setting] = out
+  return results

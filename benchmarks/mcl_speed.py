@@ -30,12 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
-from _settings import child_env, photo_with_face, pin_to_one_core
+from _settings import photo_with_face, pin_to_one_core, run_children
 from _settings import rate as measure_rate
 
 SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
@@ -120,18 +118,10 @@ def main() -> None:
     print(json.dumps(measure(args.child, args.repeats, args.checkpoint)))
     return
 
-  results = {}
-  for setting in args.settings.split(','):
-    cmd = [sys.executable, __file__, f'--child={setting}', f'--repeats={args.repeats}']
-    if args.checkpoint:
-      cmd.append(f'--checkpoint={args.checkpoint}')
-    proc = subprocess.run(cmd, env=child_env(setting), capture_output=True, text=True)
-    if proc.returncode != 0:
-      print(f'{setting}: failed\n{proc.stderr[-3000:]}', file=sys.stderr)
-      continue
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    if out:
-      results[setting] = out
+  child_args = [f'--repeats={args.repeats}']
+  if args.checkpoint:
+    child_args.append(f'--checkpoint={args.checkpoint}')
+  results = run_children(__file__, args.settings, child_args)
 
   print(f'MCL68 inference, faces/s (median of {args.repeats} repeats)')
   print(f'{"setting":<12} {"device":<26} {"rows":<18} {"batch":>5} {"faces/s":>9} {"ms/face":>8}')

@@ -219,12 +219,3 @@ def eval_images(
     images.append(np.asarray(crop)[mask])
     points.append(np.asarray(pts)[mask])
   return np.concatenate(images), np.concatenate(points)
-
-
-def crop_to_image(cache: input_pipeline.RegionCache, crop_points: np.ndarray, config) -> np.ndarray:
-  """Maps points [N, K, 2] in test-crop (R) pixels back to original image pixels."""
-  A = pp.crop_affine(
-    cache.bbox.astype(np.float64), config.model.refine_size, config.input.crop_scale
-  )
-  to_image = pp.compose_affine(cache.region_to_image.astype(np.float64), pp.invert_affine(A))
-  return pp.apply_affine(crop_points.astype(np.float64), to_image).astype(np.float32)

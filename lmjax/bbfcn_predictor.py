@@ -23,9 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax import bbfcn_inference, checkpoint, landmarks, pp
+from lmjax.inference import run_bucketed
 from lmjax.models.bbfcn import BBFCN, RegressionFCN
-
-BATCH_BUCKETS = (1, 8, 32, 128)
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
@@ -105,32 +104,34 @@ class BBFCNPredictor:
 
   def predict_crops(self, crops: np.ndarray, refine: bool = True) -> dict[str, np.ndarray]:
     """`constrained_predict` outputs (R-pixel points, maps, ...) for crops [N, R, R, 3]."""
-    outs = []
-    for start in range(0, len(crops), BATCH_BUCKETS[-1]):
-      chunk = crops[start : start + BATCH_BUCKETS[-1]]
-      bucket = next(b for b in BATCH_BUCKETS if b >= len(chunk))
-      padded = np.zeros((bucket, *chunk.shape[1:]), np.float32)
-      padded[: len(chunk)] = chunk
-      out = self._forward[refine](self.variables, padded)
-      outs.append({k: np.asarray(v)[: len(chunk)] for k, v in out.items()})
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
+    if not len(crops):
+      return {}
+    return run_bucketed(lambda x: self._forward[refine](self.variables, x), crops)
 
   def predict_batch(
     self,
     images: Sequence[np.ndarray],
     boxes: Sequence[Sequence[float]],
     refine: bool = True,
-  ) -> np.ndarray:
-    """Image-pixel landmarks [N, K, 2] of N faces (image i, box i); `refine=False`: backbone."""
+    with_coarse: bool = False,
+  ):
+    """Image-pixel landmarks [N, K, 2] of N faces (image i, box i); `refine=False`: backbone.
+
+    With `with_coarse=True` returns (points, coarse): the backbone-only locations come out of
+    the same forward pass, so the ablation costs nothing extra.
+    """
     if len(images) != len(boxes):
       raise ValueError(f'{len(images)} images but {len(boxes)} boxes')
     if not len(images):
-      return np.zeros((0, self.schema.num_points, 2), np.float32)
+      empty = np.zeros((0, self.schema.num_points, 2), np.float32)
+      return (empty, empty) if with_coarse else empty
     crops, affines = zip(
       *(self.crop(im, b) for im, b in zip(images, boxes, strict=True)), strict=True
     )
-    points = self.predict_crops(np.stack(crops), refine)['points']
-    return pp.to_image_coords(points, np.stack(affines)).astype(np.float32)
+    out = self.predict_crops(np.stack(crops), refine)
+    to_image = lambda p: pp.to_image_coords(p, np.stack(affines)).astype(np.float32)
+    points = to_image(out['points'])
+    return (points, to_image(out['coarse'])) if with_coarse else points
 
   def predict(self, image: np.ndarray, box: Sequence[float], refine: bool = True) -> np.ndarray:
     """Image-pixel landmarks [K, 2] of one face."""

@@ -16,7 +16,6 @@ its latest checkpoint. The run ends with a per-landmark table of backbone-only v
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -37,15 +36,16 @@ from lmjax import (
   landmarks,
   losses,
   optim,
+  pp,
   train,
 )
 from lmjax import bbfcn_inference as bi
+from lmjax.bbfcn_config import MODEL_NAMES
 from lmjax.mcl_data import load_caches
 from lmjax.models import bbfcn as bbfcn_model
 from lmjax.models.bbfcn import BBFCN
 
 FROZEN = {'backbone': r'^branches/', 'branches': r'^backbone/', 'branches_wm': r'^backbone/'}
-MODEL_NAMES = {'backbone': 'backbone', 'branches': 'bbfcn', 'branches_wm': 'bbfcn_wm'}
 
 
 def model_spec(config: ml_collections.ConfigDict, variant: str) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def make_update_fn(batch_loss, tx, config, schema, num_pos: int, mesh):
     k_pos, k_idx, k_neg, k_loss = jax.random.split(rng, 4)
     images, points, visible = bbfcn_data.positive_batch(
       k_pos,
-      data['regions'][idx][:, 0],
+      data['regions'][idx, 0],
       data['landmarks'][idx],
       data['bbox'][idx],
       data['visible'][idx],
@@ -207,9 +207,7 @@ def make_hnm_hook(stage: str, batch_loss, val_batch, config, workdir: str):
         bad,
       )
     logging.info('[%s] step %d  val_loss=%.5g  best=%.5g  hnm=%s', stage, step, value, best, hard)
-    with open(log_path, 'a', encoding='utf-8') as f:
-      record = {'stage': stage, 'step': step, 'val_loss': value, 'hnm': hard}
-      f.write(json.dumps(record) + '\n')
+    train.append_json(log_path, {'stage': stage, 'step': step, 'val_loss': value, 'hnm': hard})
     return {
       **state,
       'best_val': jnp.float32(best),
@@ -226,7 +224,7 @@ def validation_batch(val_cache, val_negatives, config):
   n = min(len(val_cache), config.eval_batch_size)
   sub = input_pipeline.subset(val_cache, np.arange(n))
   images, points = bbfcn_data.eval_images(sub, config)
-  neg = val_negatives[:n].astype(np.float32) / 128.0 - 1.0
+  neg = pp.normalize_pixels(val_negatives[:n])
   k = config.model.num_points
   images = np.concatenate([images, neg])
   points = np.concatenate([points, np.zeros((len(neg), k, 2), np.float32)])
@@ -234,18 +232,16 @@ def validation_batch(val_cache, val_negatives, config):
   return jnp.asarray(images), jnp.asarray(points), jnp.asarray(visible)
 
 
-def predict_cache(model, variables, cache, config, variant: str, refine: bool) -> dict:
-  """Image-pixel predictions of every face of `cache` ({'points', 'coarse'} [N, K, 2])."""
-  spec = model_spec(config, variant)
-  fn = jax.jit(bbfcn_predictor.predict_fn(model, spec, refine))
+def predict_cache(model, variables, cache, config, variant: str, refine: bool) -> np.ndarray:
+  """Image-pixel landmarks [N, K, 2] of every face of `cache` (its test-time crops)."""
+  fn = jax.jit(bbfcn_predictor.predict_fn(model, model_spec(config, variant), refine))
   images, _ = bbfcn_data.eval_images(cache, config)
-  outs = {'points': [], 'coarse': []}
+  points = []
   for batch in input_pipeline.eval_batches({'images': images}, config.eval_batch_size):
     mask = batch.pop('_mask')
-    out = fn(variables, batch['images'])
-    for key in outs:
-      outs[key].append(np.asarray(out[key])[mask])
-  return {k: bbfcn_data.crop_to_image(cache, np.concatenate(v), config) for k, v in outs.items()}
+    points.append(np.asarray(fn(variables, batch['images'])['points'])[mask])
+  crop = config.model.refine_size, config.input.crop_scale
+  return cache.crop_to_image(np.concatenate(points), *crop)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -280,14 +276,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   }[variant]
   params = None
   for stage in plan:
-    name = MODEL_NAMES.get(stage, stage)
+    name = MODEL_NAMES[stage]
     if name in done:
       logging.info('[%s] finished earlier; skipping', stage)
       params = None
       continue
     if params is None:
       params = _start_params(model, config, variant, plan, stage, workdir)
-    stage_cfg = config.stages.get(stage, config.stages.backbone)
+    stage_cfg = config.stages[stage]
     weights = None
     if stage == 'branches_wm':
       errors = np.asarray(done['bbfcn']['per_landmark_ipd'], np.float32)
@@ -361,7 +357,7 @@ def _finish(model, params, val_cache, config, schema, variant, workdir, name):
   variables = {'params': params}
   pred = predict_cache(model, variables, val_cache, config, variant, refine=variant == 'bbfcn')
   metrics = evaluate.compute_metrics(
-    pred['points'],
+    pred,
     val_cache.image_landmarks,
     val_cache.image_bbox,
     schema,
@@ -383,9 +379,7 @@ def _finish(model, params, val_cache, config, schema, variant, workdir, name):
 
 def _write_tables(done, schema, workdir: str, num_val: int) -> None:
   """Summary and per-landmark tables (paper Table V / Fig. 10) in the log and `table.txt`."""
-  rows = {
-    name: done[name] for name in ('backbone', 'bbfcn', 'bbfcn_wm', 'regression') if name in done
-  }
+  rows = {name: done[name] for name in MODEL_NAMES.values() if name in done}
   keys = ['nme_ipd', 'nme_ioc', 'nme_box', 'fr_10_ipd', 'fr_8_ioc', 'auc_10_ipd']
   text = evaluate.format_table(rows, keys)
   text += '\n\n' + evaluate.per_landmark_table(rows, schema, 'ipd')

@@ -285,9 +285,12 @@ def evaluate_model(
 
   def flush():
     if batch_images:
-      preds.append(predictor.predict_batch(batch_images, batch_boxes))
-      if compare:
-        coarse.append(predictor.predict_batch(batch_images, batch_boxes, refine=False))
+      if compare:  # one forward pass gives both the refined and the backbone-only points
+        points, backbone = predictor.predict_batch(batch_images, batch_boxes, with_coarse=True)
+        preds.append(points)
+        coarse.append(backbone)
+      else:
+        preds.append(predictor.predict_batch(batch_images, batch_boxes))
       if viz:
         _write_viz(predictor, batch_images, batch_boxes, ids, sum(map(len, preds)), viz, viz_count)
       batch_images.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lmjax import pp
 from lmjax.draw import draw_landmarks
 
 
@@ -90,7 +91,7 @@ def prediction_panel(crop: np.ndarray, out: dict[str, np.ndarray], scale: int = 
       pixels, optional `fine_maps` [K, P, P]).
     scale: panel enlargement.
   """
-  image = np.clip((np.asarray(crop) + 1.0) * 128.0, 0, 255).astype(np.uint8)
+  image = np.clip(pp.denormalize_pixels(np.asarray(crop)), 0, 255).astype(np.uint8)
   size = image.shape[0]
   maps = np.asarray(out['maps'], np.float32)
   coarse = cv2.resize(maps, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1)

@@ -26,6 +26,22 @@ from lmjax.models.mcl import MCL, fold_batch_norm
 BATCH_BUCKETS = (1, 8, 32, 128)
 
 
+def run_bucketed(fn, inputs: np.ndarray, buckets: tuple[int, ...] = BATCH_BUCKETS):
+  """`fn` over `inputs` [N, ...] in chunks zero-padded to the smallest bucket that fits.
+
+  Each bucket size compiles once. `fn` returns arrays or a pytree of arrays with a leading
+  batch axis; the padded rows are dropped and the chunks concatenated (N > 0).
+  """
+  outs = []
+  for start in range(0, len(inputs), buckets[-1]):
+    chunk = inputs[start : start + buckets[-1]]
+    padded = np.zeros((next(b for b in buckets if b >= len(chunk)), *chunk.shape[1:]), np.float32)
+    padded[: len(chunk)] = chunk
+    n = len(chunk)
+    outs.append(jax.tree.map(lambda a: np.asarray(a)[:n], fn(padded)))  # noqa: B023 (applied at once)
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+
+
 def build_model(spec: dict, batch_norm: bool = True) -> MCL:
   """The flax module described by a `model.json` spec (`batch_norm=False`: the folded layout)."""
   if spec.get('experiment') != 'mcl':
@@ -100,15 +116,9 @@ class FacePredictor:
 
   def predict_crops(self, crops: np.ndarray) -> np.ndarray:
     """Crop-pixel landmarks [N, K, 2] for network inputs [N, S, S, C], padded to a bucket."""
-    n = len(crops)
-    out = []
-    for start in range(0, n, BATCH_BUCKETS[-1]):
-      chunk = crops[start : start + BATCH_BUCKETS[-1]]
-      bucket = next(b for b in BATCH_BUCKETS if b >= len(chunk))
-      padded = np.zeros((bucket, *chunk.shape[1:]), np.float32)
-      padded[: len(chunk)] = chunk
-      out.append(np.asarray(self._forward(self.variables, padded))[: len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, self.schema.num_points, 2), np.float32)
+    if not len(crops):
+      return np.zeros((0, self.schema.num_points, 2), np.float32)
+    return run_bucketed(lambda x: self._forward(self.variables, x), crops)
 
   def predict_batch(
     self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]]

@@ -54,6 +54,15 @@ class RegionCache:
   def __len__(self) -> int:
     return len(self.image_ids)
 
+  def crop_to_image(self, crop_points: np.ndarray, size: int, crop_scale: float) -> np.ndarray:
+    """Maps points [N, ..., K, 2] in test-crop pixels (the square of `crop_scale` × the box,
+    resampled to `size`) back to original image pixels, face by face."""
+    A = pp.crop_affine(self.bbox.astype(np.float64), size, crop_scale)  # region -> crop
+    to_image = pp.compose_affine(self.region_to_image.astype(np.float64), pp.invert_affine(A))
+    extra = crop_points.ndim - 3  # e.g. the head axis of MCL predictions
+    to_image = to_image.reshape(len(self), *([1] * extra), 2, 3)
+    return pp.apply_affine(crop_points.astype(np.float64), to_image).astype(np.float32)
+
   def device_arrays(self, mesh: Mesh) -> dict[str, jax.Array]:
     """The arrays a jitted step reads, replicated over `mesh`."""
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -169,11 +169,7 @@ def predict_cache(
     out = predict(variables, **input_pipeline.shard(batch, mesh))
     outs.append(np.asarray(out)[mask])
   crop_pts = np.concatenate(outs)  # [N, m, K, 2]
-  crop_to_region = pp.invert_affine(
-    pp.crop_affine(cache.bbox.astype(np.float64), config.input.size, config.input.crop_scale)
-  )
-  to_image = pp.compose_affine(cache.region_to_image.astype(np.float64), crop_to_region)
-  return pp.apply_affine(crop_pts, to_image[:, None]).astype(np.float32)
+  return cache.crop_to_image(crop_pts, config.input.size, config.input.crop_scale)
 
 
 def validate(model, variables, cache, config, mesh, schema, head: int = 0) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from lmjax import evaluate
+from lmjax.bbfcn_config import MODEL_NAMES
 
 MAX_BYTES = 10 * 1024 * 1024  # the repository's limit for a committed model
 _LOG_NAME = re.compile(r'\.log\.INFO\.(\d{8}-\d{6})\.\d+$')
@@ -86,9 +87,8 @@ def render_card(
   steps = {k: v['steps'] for k, v in config['stages'].items() if v['steps']}
   bbfcn = config.get('experiment') == 'bbfcn'
   if bbfcn:  # only the stages this run trained (the config lists every variant's stages)
-    names = {'branches': 'bbfcn', 'branches_wm': 'bbfcn_wm'}
-    steps = {k: v for k, v in steps.items() if names.get(k, k) in stages}
-    order = [s for s in ('backbone', 'bbfcn', 'bbfcn_wm', 'regression') if s in stages]
+    steps = {k: v for k, v in steps.items() if MODEL_NAMES[k] in stages}
+    order = [name for name in MODEL_NAMES.values() if name in stages]
     title, paper, module = 'BB-FCN', 'Liu et al., backbone-branches FCN', 'bbfcn_train'
     size, big = config['model']['size'], config['model']['refine_size']
     crop = f'{big}×{big} RGB face crop (backbone: its {size}×{size} downsample)'

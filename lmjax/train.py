@@ -118,7 +118,7 @@ def run_stage(
         (num_steps - done) / rate / 60,
       )
       record = {'stage': name, 'step': done, 'time': round(time.time(), 1)}
-      _append_json(log_path, {**record, **{k: float(v) for k, v in metrics.items()}})
+      append_json(log_path, {**record, **{k: float(v) for k, v in metrics.items()}})
       t0, last_step = time.time(), done
     if hook is not None and hook_every and done % hook_every == 0:
       state = hook(state)
@@ -134,7 +134,8 @@ def _stage_salt(name: str) -> int:
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def _append_json(path: str, record: dict[str, Any]) -> None:
+def append_json(path: str, record: dict[str, Any]) -> None:
+  """Appends one JSON line (e.g. to a run's `metrics.jsonl`)."""
   with open(path, 'a', encoding='utf-8') as f:
     f.write(json.dumps(record) + '\n')
 

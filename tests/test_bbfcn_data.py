@@ -84,7 +84,6 @@ def test_negative_batch_shapes_values_and_determinism():
 
 
 def test_crop_to_image_inverts_the_test_crop():
-  config = _config()
   from lmjax import input_pipeline
 
   image_points = np.float32([[[30.0, 40.0], [70.0, 42.0]]])
@@ -104,5 +103,5 @@ def test_crop_to_image_inverts_the_test_crop():
   )
   A = pp.crop_affine(cache.bbox.astype(np.float64), 64, 1.1)
   crop_points = pp.apply_affine(cache.landmarks.astype(np.float64), A)
-  back = bbfcn_data.crop_to_image(cache, crop_points, config)
+  back = cache.crop_to_image(crop_points, 64, 1.1)
   np.testing.assert_allclose(back, image_points, atol=1e-3)

@@ -138,13 +138,14 @@ def test_300w_rebuilds_when_files_change(tree300w, tmp_path):
   assert len(_load('300w', 'train', root, tmp_path)) == 5
 
 
-def _write_mtfl(root, name, rows, attributes):
+def _write_mtfl(root, name, rows, attributes, names=None):
   lines = []
   for i, pts in enumerate(rows):
-    rel = f'lfw_5590\\img_{i}.jpg'
-    os.makedirs(root / 'lfw_5590', exist_ok=True)
+    folder, stem = names[i] if names else ('lfw_5590', f'img_{i}')
+    rel = f'{folder}\\{stem}.jpg'
+    os.makedirs(root / folder, exist_ok=True)
     cv2.imwrite(
-      str(root / 'lfw_5590' / f'img_{i}.jpg'), RNG.integers(0, 255, (80, 80, 3), dtype=np.uint8)
+      str(root / folder / f'{stem}.jpg'), RNG.integers(0, 255, (80, 80, 3), dtype=np.uint8)
     )
     fields = [rel, *map(str, pts[:, 0]), *map(str, pts[:, 1])] + (
       ['1', '2', '2', '3'] if attributes else []
@@ -172,6 +173,21 @@ def test_mtfl_lists_both_formats_coordinates_as_written(tmp_path):
     datasets.load(
       'mtfl', 'train', manual_dir=str(root), data_dir=str(tmp_path / 't2'), config='original'
     )
+
+
+def test_mtfl_drops_known_mislabelled_entries(tmp_path):
+  root = tmp_path / 'mtfl'
+  rows = [np.array([[30, 30], [50, 31], [40, 42], [32, 52], [49, 53]], np.float32)] * 3
+  names = [('net_7876', '0_0_0'), ('net_7876', '_-20_1004_0'), ('lfw_5590', 'a')]
+  _write_mtfl(root, 'new_training.txt', rows, attributes=False, names=names)
+  train = _load('mtfl', 'train', root, tmp_path)
+  ids = sorted(datasets.decode(train[i])['image_id'] for i in range(len(train)))
+  assert ids == ['lfw_5590/a', 'net_7876/0_0_0']
+  assert train.dataset_info.metadata['train_dropped_bad_labels'] == 1
+  kept = datasets.load(
+    'mtfl', 'train', manual_dir=str(root), data_dir=str(tmp_path / 'k'), config='keep_bad'
+  )
+  assert len(kept) == 3
 
 
 def test_mtfl_face_box_rule():
@@ -231,13 +247,16 @@ def test_real_300w_train(shared_data, tmp_path):
 
 def test_real_mtfl_train(shared_data, tmp_path):
   source = _load('mtfl', 'train', shared_data / 'mtfl', tmp_path)
-  assert len(source) == 10000
-  darker = 0
+  assert len(source) == 10000 - 2350  # the mislabelled net_7876/_* entries are dropped
+  darker, eye_y = 0, []
   idx = range(0, len(source), 20)
   for i in idx:
     ex = datasets.decode(source[i])
     darker += _darker_than(ex['image'], ex['landmarks'][0], ex['landmarks'][2])
+    eye_y.append(ex['landmarks'][:2, 1].mean())
   assert darker / len(idx) > 0.75, darker / len(idx)
+  # The dropped group had a mean eye y of 3.6 px; the 80×80 faces have their eyes near y = 33.
+  assert min(eye_y) > 8 and 25 < np.mean(eye_y) < 40, (min(eye_y), np.mean(eye_y))
 
 
 def _write_cofw(path, images, phis, boxes, suffix='Tr'):

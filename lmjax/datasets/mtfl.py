@@ -12,6 +12,13 @@ centred on the mean of the eye centres and mouth corners, with side
 `2.2 × max(|RE − LE|, |mouth centre − eye centre|)`. The max keeps the box size stable
 under yaw (the eye distance shrinks) and pitch (the eye-mouth distance shrinks), and 2.2
 makes the square span brows to chin like a face detector's box.
+
+Known bad labels: in the 80×80 re-release, every `net_7876/_*.jpg` entry (2,350 of the 10,000
+training lines) has y coordinates far too small (mean eye y 3.6 px against 33.4 px for the
+other images: the points lie above the face), so no rule maps them back. The builder drops
+entries whose path starts with a prefix in `KNOWN_BAD_PREFIXES[list format]`, logs how many
+and records the count in the dataset metadata (`dropped_bad_labels`); the config `keep_bad`
+keeps them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from lmjax.datasets import common
 
@@ -31,6 +39,7 @@ LISTS = {
   'resized': {'train': 'new_training.txt', 'test': 'new_testing.txt'},
 }
 _TOKENS = {'original': 15, 'resized': 11}
+KNOWN_BAD_PREFIXES = {'original': (), 'resized': ('net_7876/_',)}
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download MTFL (http://mmlab.ie.cuhk.edu.hk/projects/TCDCN.html) and unpack it so that the
@@ -124,19 +133,35 @@ class MtflConfig(tfds.core.BuilderConfig):
   """Which list format to read: auto, original or resized."""
 
   list_format: str = 'auto'
+  drop_known_bad: bool = True
+
+
+def drop_known_bad(
+  entries: list[tuple[str, np.ndarray]], fmt: str
+) -> tuple[list[tuple[str, np.ndarray]], int]:
+  """Entries without the known mislabelled ones (`KNOWN_BAD_PREFIXES`), and how many went."""
+  bad = KNOWN_BAD_PREFIXES[fmt]
+  kept = [e for e in entries if not e[0].startswith(bad)] if bad else entries
+  return kept, len(entries) - len(kept)
 
 
 class Mtfl(common.LandmarkBuilder):
   """MTFL 5-point faces (train 10,000; test = the 2,995 AFLW faces)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Original and 80×80 lists; rule-based face box.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Original and 80×80 lists; rule-based face box.',
+    '1.1.0': 'Drops the mislabelled net_7876/_* entries of the 80×80 lists (keep_bad keeps them).',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   NUM_POINTS = NUM_POINTS
   DESCRIPTION = 'MTFL 5-point faces (LFW + web images; AFLW test).'
   HOMEPAGE = 'http://mmlab.ie.cuhk.edu.hk/projects/TCDCN.html'
   BUILDER_CONFIGS = [
     MtflConfig(name='auto', description='original list when present, else the re-release'),
+    MtflConfig(
+      name='keep_bad', drop_known_bad=False, description='auto, keeping known mislabelled entries'
+    ),
     MtflConfig(name='original', list_format='original', description='training/testing.txt'),
     MtflConfig(name='resized', list_format='resized', description='new_*.txt (80×80)'),
   ]
@@ -151,7 +176,20 @@ class Mtfl(common.LandmarkBuilder):
       except common.DatasetFormatError:
         continue  # Requested-but-missing splits are reported by `lmjax.datasets.load`.
       self.info.metadata[f'{split}_list'] = os.path.basename(path)
-      generators[split] = self._generate_examples(manual_dir, path, fmt)
+      entries = parse_list(path, fmt)
+      if self.builder_config.drop_known_bad:
+        entries, dropped = drop_known_bad(entries, fmt)
+        self.info.metadata[f'{split}_dropped_bad_labels'] = dropped
+        if dropped:
+          logging.warning(
+            'MTFL %s: dropped %d entries of %s with known wrong labels (%s*); config '
+            "'keep_bad' keeps them.",
+            split,
+            dropped,
+            os.path.basename(path),
+            '*, '.join(KNOWN_BAD_PREFIXES[fmt]),
+          )
+      generators[split] = self._generate_examples(manual_dir, entries)
     if not generators:
       raise common.DatasetFormatError(
         f'no MTFL list found in the manual directory {manual_dir!r}.\n'
@@ -159,8 +197,8 @@ class Mtfl(common.LandmarkBuilder):
       )
     return generators
 
-  def _generate_examples(self, manual_dir: str, list_path: str, fmt: str):
-    for rel, landmarks in parse_list(list_path, fmt):
+  def _generate_examples(self, manual_dir: str, entries: list[tuple[str, np.ndarray]]):
+    for rel, landmarks in entries:
       image, _ = common.image_bytes_for_tfds(os.path.join(manual_dir, rel))
       image_id = os.path.splitext(rel)[0]
       yield (

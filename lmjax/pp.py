@@ -240,11 +240,8 @@ def to_grey_uint8(image: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
 
 
-def check_image_and_box(image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-  """Validates a predictor's input: uint8 [H, W, 3] / [H, W, 1] / [H, W] image, box x0 y0 x1 y1.
-
-  Returns:
-    (the image as [H, W, C], the box as float64 [4]).
+def check_image(image: np.ndarray) -> np.ndarray:
+  """Validates a uint8 [H, W, 3] / [H, W, 1] / [H, W] image; returns it as [H, W, C].
 
   Raises:
     ValueError: naming what was expected and what came.
@@ -256,6 +253,21 @@ def check_image_and_box(image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]
     raise ValueError(
       f'expected a uint8 [H, W, 3] RGB or [H, W, 1] image, got {image.dtype} {image.shape}'
     )
+  if min(image.shape[:2]) < 8:
+    raise ValueError(f'image of {image.shape[1]}x{image.shape[0]} pixels is too small')
+  return image
+
+
+def check_image_and_box(image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+  """Validates a predictor's input: uint8 [H, W, 3] / [H, W, 1] / [H, W] image, box x0 y0 x1 y1.
+
+  Returns:
+    (the image as [H, W, C], the box as float64 [4]).
+
+  Raises:
+    ValueError: naming what was expected and what came.
+  """
+  image = check_image(image)
   box = np.asarray(box, np.float64)
   if box.shape != (4,) or not (box[2] > box[0] and box[3] > box[1]):
     raise ValueError(f'expected a face box (x0, y0, x1, y1) with x1 > x0, y1 > y0; got {box}')

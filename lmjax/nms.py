@@ -1,0 +1,64 @@
+"""Boxes on device: IoU and greedy non-maximum suppression with masks (fixed shapes, jittable).
+
+Boxes are (x0, y0, x1, y1) in pixels. `nms` is the classic greedy rule (walk the boxes from the
+highest score down; a kept box removes every lower-scored box whose IoU with it exceeds the
+threshold), written as a `fori_loop` over a fixed number of slots with a validity mask instead
+of a shrinking list, so it compiles once and batches with `vmap`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
+  """IoU of every pair: a [..., N, 4], b [..., M, 4] -> [..., N, M] (0 for empty boxes)."""
+  a, b = a[..., :, None, :], b[..., None, :, :]
+  wh = jnp.clip(jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2]), 0)
+  inter = wh[..., 0] * wh[..., 1]
+  area = lambda x: jnp.prod(jnp.clip(x[..., 2:] - x[..., :2], 0), axis=-1)
+  union = area(a) + area(b) - inter
+  return jnp.where(union > 0, inter / jnp.maximum(union, 1e-12), 0.0)
+
+
+def centred_boxes(centres: jax.Array, sides: jax.Array) -> jax.Array:
+  """Square boxes [..., 4] of side `sides` [...] around `centres` [..., 2]."""
+  half = sides[..., None] / 2
+  return jnp.concatenate([centres - half, centres + half], axis=-1)
+
+
+def nms(boxes: jax.Array, scores: jax.Array, valid: jax.Array, iou: float) -> jax.Array:
+  """Greedy NMS keep-mask over the last axis.
+
+  Args:
+    boxes: [..., N, 4].
+    scores: [..., N]; ties keep the lower index.
+    valid: [..., N] bool; invalid slots are neither kept nor suppress anything.
+    iou: a box is removed when its IoU with a kept, higher-scored box is > `iou`.
+
+  Returns:
+    [..., N] bool, True for the kept boxes.
+  """
+  n = scores.shape[-1]
+  order = jnp.argsort(-jnp.where(valid, scores, -jnp.inf), axis=-1, stable=True)
+  take = lambda x: jnp.take_along_axis(x, order, axis=-1)
+  sorted_boxes = jnp.take_along_axis(boxes, order[..., None], axis=-2)
+  overlap = box_iou(sorted_boxes, sorted_boxes) > iou  # [..., N, N]
+  later = jnp.arange(n)[None, :] > jnp.arange(n)[:, None]  # [N, N], j after i
+
+  def step(i, keep):
+    row = jax.lax.dynamic_index_in_dim(overlap & later, i, axis=-2, keepdims=False)  # [..., N]
+    alive = jax.lax.dynamic_index_in_dim(keep, i, axis=-1, keepdims=True)  # [..., 1]
+    return keep & ~(row & alive)
+
+  keep_sorted = jax.lax.fori_loop(0, n, step, take(valid))
+  inverse = jnp.argsort(order, axis=-1)
+  return jnp.take_along_axis(keep_sorted, inverse, axis=-1)
+
+
+def top_valid(scores: jax.Array, valid: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """Indices [..., k] of the k best valid slots (best first) and their validity [..., k]."""
+  masked = jnp.where(valid, scores, -jnp.inf)
+  values, index = jax.lax.top_k(masked, k)
+  return index, jnp.isfinite(values)

@@ -1,0 +1,348 @@
+"""Landmarks of every face in a whole image: the BB-FCN pyramid scanner (paper §III-E-2, §IV-F).
+
+    scanner = Scanner('pretrained/bbfcn5', levels=12)
+    out = scanner.scan(image)          # numpy dict, see `scan_images` for the keys
+    out['faces'], out['face_points']   # grouped faces: boxes [F, 4], landmarks [F, K, 2]
+
+One jitted function per input-size bucket (`scan_images`) does the whole thing on device:
+
+    pyramid (L levels, fixed canvases)  --backbone-->  coarse maps per level
+    3×3 peaks above `threshold`, best `candidates` per type   {k, l, v, (x, y)}
+    12×12 regions mapped to the image, NMS per type across levels (IoU 0.5)
+    best `detections` survivors per type: 12×12 RGB + map patches at their level → 24×24
+    --branch k-->  fine map  --Ave{M_f, 13}-->  refined location in the image
+    face proposals (one window per detection) → NMS per type, then across types → faces
+
+Every stage has a fixed budget with validity masks instead of variable-length lists, so
+shapes never depend on the image content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax import heatmaps, landmarks, nms, pp, pyramid
+
+REGION = 12  # candidate region / patch side at its level
+PATCH = 24  # branch input side
+TOP_N = 13  # Ave{M, 13}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanParams:
+  """Static settings of a scan (each distinct value compiles its own program).
+
+  Attributes:
+    levels: pyramid levels L.
+    threshold: minimum coarse response of a candidate.
+    candidates: per landmark type, candidates entering NMS (and per level, before merging).
+    detections: per landmark type, detections kept after NMS (m).
+    nms_iou: IoU above which a candidate region suppresses a weaker one of the same type.
+    face_iou: IoU of face proposal NMS and of assigning detections to a face.
+    max_faces: face slots of the output.
+    refine: run the branches (False: the backbone-only ablation).
+  """
+
+  levels: int = 12
+  threshold: float = 0.2
+  candidates: int = 128
+  detections: int = 30
+  nms_iou: float = 0.5
+  face_iou: float = 0.5
+  max_faces: int = 16
+  refine: bool = True
+
+
+def _candidates(maps: jax.Array, content: jax.Array, threshold: float, k: int):
+  """Best k 3×3 peaks per type of one level: ([N, K, k] values, [N, K, k, 2] int (x, y)).
+
+  Args:
+    maps: [N, rows, cols, K] coarse maps.
+    content: [N, 2] (rows, cols) of the scaled image inside the canvas (float).
+  """
+  n, rows, cols, _ = maps.shape
+  pooled = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1,) * 4, 'SAME')
+  ys, xs = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
+  inside = (ys[None] < content[:, 0, None, None]) & (xs[None] < content[:, 1, None, None])
+  peak = (maps >= pooled) & (maps > threshold) & inside[..., None]
+  flat = jnp.where(peak, maps, -jnp.inf).transpose(0, 3, 1, 2).reshape(n, maps.shape[-1], -1)
+  values, index = jax.lax.top_k(flat, min(k, rows * cols))
+  return values, jnp.stack([index % cols, index // cols], axis=-1)
+
+
+def _patches(canvases, maps, level, origins):
+  """RGB + map-channel-k patches [N, K, m, 12, 12, 4] at each detection's level.
+
+  Args:
+    canvases / maps: per level [N, rows, cols, 3] / [N, rows, cols, K].
+    level: [N, K, m] int level of each detection.
+    origins: [N, K, m, 2] int top-left corners (x0, y0) in level pixels (clipped per level).
+  """
+
+  def cut(image, heat, origin):  # [rows, cols, 3], [rows, cols], [2] -> [12, 12, 4]
+    rgb = jax.lax.dynamic_slice(image, (origin[1], origin[0], 0), (REGION, REGION, 3))
+    map_k = jax.lax.dynamic_slice(heat, (origin[1], origin[0]), (REGION, REGION))
+    return jnp.concatenate([rgb, map_k[..., None]], axis=-1)
+
+  per_m = jax.vmap(cut, in_axes=(None, None, 0))
+  per_k = jax.vmap(per_m, in_axes=(None, 0, 0))  # map channel k for type k
+  per_n = jax.vmap(per_k, in_axes=(0, 0, 0))
+  out = None
+  for l, (image, heat) in enumerate(zip(canvases, maps, strict=True)):
+    rows, cols = image.shape[1:3]
+    o = jnp.clip(origins, 0, jnp.array([cols - REGION, rows - REGION]))
+    cut_l = per_n(image, jnp.moveaxis(heat, -1, 1), o)
+    out = cut_l if out is None else jnp.where((level == l)[..., None, None, None], cut_l, out)
+  return out
+
+
+def _clipped_origins(centres, level, plan):
+  """Top-left corners [N, K, m, 2] of the 12×12 regions around level-pixel centres."""
+  origin = jnp.round(centres).astype(jnp.int32) - REGION // 2
+  limits = jnp.asarray([(c - REGION, r - REGION) for r, c in plan.canvases], jnp.int32)
+  return jnp.clip(origin, 0, limits[level])
+
+
+def face_boxes(points, scale, template, crop_scale):
+  """Face box [..., 4] proposed by each detection: its training window, shrunk to the box.
+
+  Args:
+    points: [..., K, m, 2] image-pixel detections of type k.
+    scale: [..., K, m] scale of their level (the backbone window is 32 level pixels).
+    template: [K, 2] mean position of each type inside the window, in [0, 1] units.
+    crop_scale: window side / face box side of the model's training crops.
+  """
+  side = pyramid.BASE_SIDE / scale  # window side in image pixels
+  centre = points + (0.5 - template[:, None, :]) * side[..., None]
+  return nms.centred_boxes(centre, side / crop_scale)
+
+
+def _group_faces(boxes, score, valid, params: ScanParams):
+  """NMS of face proposals per type, then across types; detections assigned to the faces.
+
+  Args:
+    boxes: [K, m, 4], score / valid: [K, m] (one image).
+
+  Returns:
+    dict of proposal ranking and faces (see `scan_images`).
+  """
+  k, m = score.shape
+  keep_type = nms.nms(boxes, score, valid, params.face_iou)  # [K, m]
+  flat_boxes, flat_score = boxes.reshape(k * m, 4), score.reshape(k * m)
+  keep = nms.nms(flat_boxes, flat_score, keep_type.reshape(-1), params.face_iou)
+  index, face_valid = nms.top_valid(flat_score, keep, min(params.max_faces, k * m))
+  face_box = flat_boxes[index]  # [F, 4]
+  iou = nms.box_iou(face_box, flat_boxes).reshape(-1, k, m)  # [F, K, m]
+  member = (iou >= params.face_iou) & valid[None] & face_valid[:, None, None]
+  best = jnp.argmax(jnp.where(member, score[None], -jnp.inf), axis=-1)  # [F, K]
+  present = jnp.any(member, axis=-1)
+  weight = jnp.where(present, jnp.take_along_axis(score[None], best[..., None], axis=-1)[..., 0], 0)
+  chosen = jnp.take_along_axis(boxes[None], best[..., None, None], axis=2)[:, :, 0]  # [F, K, 4]
+  voted = jnp.sum(weight[..., None] * chosen, 1) / jnp.maximum(weight.sum(1), 1e-9)[..., None]
+  return {
+    'proposals': flat_boxes,
+    'proposal_score': flat_score,
+    'proposal_valid': keep,
+    'faces': jnp.where(present.any(-1)[:, None], voted, face_box),
+    'face_score': flat_score[index],
+    'face_valid': face_valid,
+    'face_member': best,
+    'face_point_valid': present,
+  }
+
+
+def scan_images(
+  coarse_fn: Callable[[jax.Array], jax.Array],
+  fine_fn: Callable[[jax.Array], jax.Array] | None,
+  images: jax.Array,
+  sizes: jax.Array,
+  template: jax.Array,
+  crop_scale: float,
+  params: ScanParams,
+  granularity: int,
+) -> dict[str, jax.Array]:
+  """The scanner on a batch of bucket-padded images (jit with everything but arrays static).
+
+  Args:
+    coarse_fn: [N, rows, cols, 3] -> [N, rows, cols, K] backbone maps (any size ÷ 4).
+    fine_fn: [B, K, 24, 24, 4] -> [B, K, 24, 24] branches, or None (backbone only).
+    images: [N, H, W, 3] pixels in [0, 255], each image at the top left, edge-padded.
+    sizes: [N, 2] int true (h, w) of each image.
+    template: [K, 2] mean landmark positions in the training window ([0, 1] units).
+    crop_scale: training window side / face box side.
+    params: static `ScanParams`.
+    granularity: bucket granularity of `images` (see `pyramid.plan_levels`).
+
+  Returns:
+    Per image (leading N), with m = params.detections and F = params.max_faces:
+    'points' [K, m, 2] refined (or coarse) image-pixel landmarks of each type, 'valid' [K, m],
+    'score' [K, m] coarse response v (the ranking), 'fine_score' [K, m], 'coarse_points'
+    [K, m, 2], 'level' [K, m]; face proposals 'proposals' [K·m, 4] with 'proposal_score' and
+    'proposal_valid' (after NMS per type and across types); 'faces' [F, 4] boxes, 'face_score',
+    'face_valid' [F], 'face_points' [F, K, 2] with 'face_point_valid' [F, K].
+  """
+  plan = pyramid.plan_levels(images.shape[1:3], params.levels, granularity)
+  scale = pyramid.scales(sizes, params.levels)  # [N, L]
+  canvases = pyramid.build_levels(images, scale, plan)
+  maps = [coarse_fn(c) for c in canvases]  # [N, rows_l, cols_l, K]
+  values, where, level = [], [], []
+  for l, m in enumerate(maps):
+    content = sizes.astype(jnp.float32) * scale[:, l, None]
+    v, xy = _candidates(m, content, params.threshold, params.candidates)
+    values.append(v), where.append(xy), level.append(jnp.full(v.shape, l, jnp.int32))
+  values, where, level = (jnp.concatenate(x, axis=2) for x in (values, where, level))
+  best, ok = nms.top_valid(values, jnp.isfinite(values), min(params.candidates, values.shape[2]))
+  take = lambda x: jnp.take_along_axis(x, best.reshape(*best.shape, *[1] * (x.ndim - 3)), 2)
+  values, where, level = take(values), take(where), take(level)  # [N, K, M]
+  s = jnp.take_along_axis(scale[:, None, :], level, axis=2)  # [N, K, M]
+  centre = pyramid.to_image(where.astype(jnp.float32), s)
+  regions = nms.centred_boxes(centre, REGION / s)
+  keep = nms.nms(regions, values, ok, params.nms_iou)
+  sel, valid = nms.top_valid(values, keep, min(params.detections, values.shape[2]))
+  pick = lambda x: jnp.take_along_axis(x, sel.reshape(*sel.shape, *[1] * (x.ndim - 3)), 2)
+  v, xy, lv, s = pick(values), pick(where), pick(level), pick(s)  # [N, K, m]
+  origins = _clipped_origins(xy.astype(jnp.float32), lv, plan)
+  patches = _patches(canvases, maps, lv, origins)  # [N, K, m, 12, 12, 4]
+  n, k, m = v.shape
+  coarse_xy, _ = heatmaps.top_mean(patches[..., 3].reshape(n * k * m, REGION, REGION, 1), TOP_N)
+  coarse = pyramid.to_image(coarse_xy.reshape(n, k, m, 2) + origins, s)
+  if fine_fn is None:
+    points, fine_score = coarse, v
+  else:
+    big = jax.image.resize(patches, (n, k, m, PATCH, PATCH, 4), 'linear')
+    branch_in = big.transpose(0, 2, 1, 3, 4, 5).reshape(n * m, k, PATCH, PATCH, 4)
+    fine_maps = fine_fn(branch_in).reshape(n, m, k, PATCH, PATCH).transpose(0, 2, 1, 3, 4)
+    flat = fine_maps.reshape(n * k * m, PATCH, PATCH, 1)
+    fine_xy, fine_score = heatmaps.top_mean(flat, TOP_N)
+    fine_xy = (fine_xy.reshape(n, k, m, 2) + 0.5) * (REGION / PATCH) - 0.5  # 12-pixel patch
+    points = pyramid.to_image(fine_xy + origins, s)
+    fine_score = fine_score.reshape(n, k, m)
+  boxes = face_boxes(points, s, template, crop_scale)
+  faces = jax.vmap(functools.partial(_group_faces, params=params))(boxes, v, valid)
+  member = faces.pop('face_member')  # [N, F, K] index into m
+  face_points = jnp.take_along_axis(points[:, None], member[..., None, None], axis=3)[:, :, :, 0]
+  return {
+    'points': points,
+    'valid': valid,
+    'score': jnp.where(valid, v, 0.0),
+    'fine_score': jnp.where(valid, fine_score, 0.0),
+    'coarse_points': coarse,
+    'level': lv,
+    **faces,
+    'face_points': face_points,
+  }
+
+
+# ------------------------------------------------------------------------------ host side
+
+
+def face_template(num_points: int, dataset: str, crop_scale: float) -> np.ndarray:
+  """Mean landmark positions [K, 2] inside a model's training window, in [0, 1] units.
+
+  The frontal mean face of `lmjax.synthface` is boxed with the rule of the model's training
+  data (MTFL: `mtfl.face_box_np` on the 5 points; others: the tight box of the 68 points), and
+  the window is the square of `crop_scale` × the longer box side around the box centre, as
+  the training crops are.
+  """
+  from lmjax.datasets import mtfl
+  from lmjax.synthface import shape
+
+  p68 = shape.face_shape()[:, :2]
+  if num_points == 68:
+    points = p68
+  elif num_points == 5:
+    points = landmarks.five_from_68(p68)
+  else:
+    raise ValueError(f'the scanner supports 5- and 68-point models, not {num_points} points')
+  box = mtfl.face_box_np(points) if dataset == 'mtfl' else pp_tight_box(p68)
+  side = crop_scale * float(np.max(box[2:] - box[:2]))
+  corner = (box[:2] + box[2:]) / 2 - side / 2
+  return ((points - corner) / side).astype(np.float32)
+
+
+def pp_tight_box(points: np.ndarray) -> np.ndarray:
+  return np.concatenate([points.min(0), points.max(0)]).astype(np.float32)
+
+
+class Scanner:
+  """The pyramid scanner of a BB-FCN model (`Scanner.load(folder)` for a model folder).
+
+  Args:
+    model, variables, spec: a BB-FCN module, its variables and its `model.json` dict.
+    levels: pyramid levels L (see `pyramid.levels_for_min_face`).
+    refine: run the branches (False: backbone-only ablation of the same model).
+    bucket: images are padded to multiples of this many pixels (one program per bucket).
+    **params: other `ScanParams` fields (threshold, candidates, detections, ...).
+  """
+
+  def __init__(
+    self, model, variables, spec, levels: int = 12, refine: bool = True, bucket: int = 32, **params
+  ):
+    from lmjax.models.bbfcn import BBFCN
+
+    if spec.get('variant') == 'regression':
+      raise ValueError('the scanner needs response maps; the regression baseline has none')
+    self.model, self.variables, self.spec = model, variables, spec
+    refine = refine and spec.get('variant') == 'bbfcn'
+    self.params = ScanParams(levels=levels, refine=refine, **params)
+    self.bucket = bucket
+    self.schema = landmarks.get_schema(spec['num_points'])
+    self.template = face_template(spec['num_points'], spec.get('dataset', ''), spec['crop_scale'])
+
+    def run(variables, images, sizes):
+      coarse_fn = lambda x: model.apply(variables, x, method=BBFCN.coarse)
+      fine_fn = (lambda p: model.apply(variables, p, method=BBFCN.fine)) if refine else None
+      return scan_images(
+        coarse_fn,
+        fine_fn,
+        images,
+        sizes,
+        jnp.asarray(self.template),
+        spec['crop_scale'],
+        self.params,
+        bucket,
+      )
+
+    self._run = jax.jit(run)
+
+  @classmethod
+  def load(cls, directory: str, **kwargs) -> Scanner:
+    """Scanner of a BB-FCN model folder (`variant` bbfcn or backbone_only)."""
+    from lmjax.bbfcn_predictor import load_model
+
+    try:
+      return cls(*load_model(directory), **kwargs)
+    except ValueError as e:
+      raise ValueError(f'{directory}: {e}') from None
+
+  def compiled_programs(self) -> int:
+    """How many programs (input buckets × batch sizes) have been compiled so far."""
+    return self._run._cache_size()
+
+  def pad(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket-padded batch [N, H, W, 3] uint8 and true sizes [N, 2] of same-bucket images."""
+    checked = [pp.check_image(im) for im in images]
+    sizes = np.array([im.shape[:2] for im in checked], np.int32)
+    hb, wb = pyramid.bucket_size(*sizes.max(0), self.bucket)
+    out = np.empty((len(checked), hb, wb, 3), np.uint8)
+    for i, im in enumerate(checked):
+      im = np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im
+      h, w = im.shape[:2]
+      out[i] = np.pad(im, ((0, hb - h), (0, wb - w), (0, 0)), mode='edge')
+    return out, sizes
+
+  def scan_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """`scan` of several images of one bucket in one call (faster on accelerators)."""
+    batch, sizes = self.pad(images)
+    out = jax.device_get(self._run(self.variables, batch, sizes))
+    return [{k: v[i] for k, v in out.items()} for i in range(len(images))]
+
+  def scan(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    """All landmark detections and faces of one image [H, W, 3] uint8 (see `scan_images`)."""
+    return self.scan_batch([image])[0]

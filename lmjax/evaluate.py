@@ -246,8 +246,15 @@ def evaluate_model(
   dataset_config: Any = None,
   viz: str | None = None,
   viz_count: int = 16,
+  levels: int = 20,
+  face_classifier: str | None = None,
+  max_images: int | None = None,
 ) -> dict[str, Any]:
   """Runs a model folder on a dataset split and writes metrics JSON, CED PNG (+ predictions).
+
+  A multi-face dataset (afw_multiface, composite_multiface, synthetic scene5 / scene68) is
+  scanned whole by the BB-FCN pyramid scanner instead (`lmjax.evaluate_multiface`, with
+  `levels`, `face_classifier` and `max_images`).
 
   The protocol is the model's own (the face crop around each example's face box: MCL or
   BB-FCN constrained); predictions are mapped back to original-image pixels before scoring.
@@ -273,6 +280,20 @@ def evaluate_model(
   source = datasets.load(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
+  if 'faces' in source.dataset_info.features:
+    from lmjax import evaluate_multiface
+
+    if not is_bbfcn:
+      raise ValueError(
+        f'{dataset} has several faces per image: it needs a BB-FCN model, and '
+        f'{checkpoint} is not one'
+      )
+    report = evaluate_multiface.evaluate_scanner(
+      checkpoint, source, output, name=f'{dataset}/{split}', levels=levels,
+      face_classifier=face_classifier, max_images=max_images,
+    )  # fmt: skip
+    print(evaluate_multiface.format_summary(report, predictor.schema.num_points))
+    return report
   schema = datasets.schema_of(source)
   if schema.num_points != predictor.schema.num_points:
     raise ValueError(
@@ -369,7 +390,12 @@ def main(argv: Sequence[str]) -> None:
     dataset_config=f.dataset_config,
     viz=f.viz,
     viz_count=f.viz_count,
+    levels=f.levels,
+    face_classifier=f.face_classifier,
+    max_images=f.max_images,
   )
+  if 'summary' in results:  # multi-face: the table was printed
+    return
   keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
   print(format_table({f'{f.dataset}/{f.split}': results}, keys))
 
@@ -378,16 +404,23 @@ def _define_flags() -> None:
   from absl import flags
 
   flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/).')
-  flags.DEFINE_string('dataset', None, 'Dataset name: 300w, mtfl, synthetic.')
+  flags.DEFINE_string(
+    'dataset', None, 'Dataset: 300w, mtfl, cofw, synthetic, afw_multiface, composite_multiface.'
+  )
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of the dataset.')
   flags.DEFINE_string('split', 'test', 'Split to evaluate.')
   flags.DEFINE_string('output', 'metrics.json', 'Metrics JSON path (CED PNGs go beside it).')
   flags.DEFINE_string('predictions', None, 'Optional .npz path for image_ids and pred.')
   flags.DEFINE_string('data_dir', None, 'Where prepared tfds datasets are cached.')
   flags.DEFINE_integer('batch_size', 128, 'Faces per forward pass.')
-  flags.DEFINE_string('dataset_config', None, 'tfds builder config (synthetic: face5/face68).')
+  flags.DEFINE_string(
+    'dataset_config', None, 'tfds builder config (synthetic: face5/face68/scene5/scene68).'
+  )
   flags.DEFINE_string('viz', None, 'BB-FCN only: folder for response-map PNGs of the first faces.')
   flags.DEFINE_integer('viz_count', 16, 'How many faces --viz draws.')
+  flags.DEFINE_integer('levels', 20, 'Multi-face datasets: pyramid levels of the scanner.')
+  flags.DEFINE_string('face_classifier', None, 'Multi-face: face/non-face CNN folder.')
+  flags.DEFINE_integer('max_images', None, 'Multi-face: scan only the first N images.')
   flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 

@@ -72,7 +72,7 @@ def bucket_size(height: int, width: int, bucket: int) -> tuple[int, int]:
 
 
 def _round_up(x: float, m: int = STRIDE) -> int:
-  return int(math.ceil(x / m - 1e-9)) * m
+  return math.ceil(x / m - 1e-9) * m
 
 
 def plan_levels(bucket: tuple[int, int], levels: int, granularity: int) -> LevelPlan:
@@ -84,10 +84,10 @@ def plan_levels(bucket: tuple[int, int], levels: int, granularity: int) -> Level
   cols_per_side = max(1.0, wb / lo_h)
   canvases = tuple(
     (
-      _round_up(level_side(l) * rows_per_side) + STRIDE,
-      _round_up(level_side(l) * cols_per_side) + STRIDE,
+      _round_up(level_side(lv) * rows_per_side) + STRIDE,
+      _round_up(level_side(lv) * cols_per_side) + STRIDE,
     )
-    for l in range(levels)
+    for lv in range(levels)
   )
   top = level_side(levels - 1)
   reduce = max(1, int(min(lo_h, lo_w) // math.ceil(top)))
@@ -97,7 +97,7 @@ def plan_levels(bucket: tuple[int, int], levels: int, granularity: int) -> Level
 def scales(sizes: jax.Array, levels: int) -> jax.Array:
   """[N, L] scale of each level for images of true sizes [N, 2] (h, w)."""
   smaller = jnp.min(sizes, axis=-1).astype(jnp.float32)
-  sides = jnp.asarray([level_side(l) for l in range(levels)], jnp.float32)
+  sides = jnp.asarray([level_side(lv) for lv in range(levels)], jnp.float32)
   return sides[None, :] / smaller[:, None]
 
 
@@ -129,8 +129,8 @@ def build_levels(images: jax.Array, level_scales: jax.Array, plan: LevelPlan) ->
     )
 
   return [
-    jax.vmap(one, in_axes=(0, 0, None))(small, level_scales[:, l], shape)
-    for l, shape in enumerate(plan.canvases)
+    jax.vmap(one, in_axes=(0, 0, None))(small, level_scales[:, lv], shape)
+    for lv, shape in enumerate(plan.canvases)
   ]
 
 

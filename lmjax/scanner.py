@@ -94,11 +94,11 @@ def _patches(canvases, maps, level, origins):
   per_k = jax.vmap(per_m, in_axes=(None, 0, 0))  # map channel k for type k
   per_n = jax.vmap(per_k, in_axes=(0, 0, 0))
   out = None
-  for l, (image, heat) in enumerate(zip(canvases, maps, strict=True)):
+  for lv, (image, heat) in enumerate(zip(canvases, maps, strict=True)):
     rows, cols = image.shape[1:3]
     o = jnp.clip(origins, 0, jnp.array([cols - REGION, rows - REGION]))
     cut_l = per_n(image, jnp.moveaxis(heat, -1, 1), o)
-    out = cut_l if out is None else jnp.where((level == l)[..., None, None, None], cut_l, out)
+    out = cut_l if out is None else jnp.where((level == lv)[..., None, None, None], cut_l, out)
   return out
 
 
@@ -192,10 +192,10 @@ def scan_images(
   canvases = pyramid.build_levels(images, scale, plan)
   maps = [coarse_fn(c) for c in canvases]  # [N, rows_l, cols_l, K]
   values, where, level = [], [], []
-  for l, m in enumerate(maps):
-    content = sizes.astype(jnp.float32) * scale[:, l, None]
+  for lv, m in enumerate(maps):
+    content = sizes.astype(jnp.float32) * scale[:, lv, None]
     v, xy = _candidates(m, content, params.threshold, params.candidates)
-    values.append(v), where.append(xy), level.append(jnp.full(v.shape, l, jnp.int32))
+    values.append(v), where.append(xy), level.append(jnp.full(v.shape, lv, jnp.int32))
   values, where, level = (jnp.concatenate(x, axis=2) for x in (values, where, level))
   best, ok = nms.top_valid(values, jnp.isfinite(values), min(params.candidates, values.shape[2]))
   take = lambda x: jnp.take_along_axis(x, best.reshape(*best.shape, *[1] * (x.ndim - 3)), 2)

@@ -48,9 +48,9 @@ def test_pyramid_levels_and_canvases():
   for h, w in itertools.product(range(225, 257, 7), range(289, 321, 7)):
     scale = np.asarray(pyramid.scales(jnp.array([[h, w]]), 6))[0]
     assert min(h, w) * scale[0] == pytest.approx(32, rel=1e-5)
-    for l, (rows, cols) in enumerate(plan.canvases):
+    for lv, (rows, cols) in enumerate(plan.canvases):
       assert rows % 4 == 0 and cols % 4 == 0
-      assert h * scale[l] <= rows and w * scale[l] <= cols, (h, w, l)
+      assert h * scale[lv] <= rows and w * scale[lv] <= cols, (h, w, lv)
   xy = jnp.array([[3.0, 7.5]])
   np.testing.assert_allclose(
     pyramid.to_image(pyramid.to_level(xy, jnp.array([0.3])), jnp.array([0.3])), xy, rtol=1e-5

@@ -29,6 +29,8 @@ MODULES = {
   'mtfl': 'lmjax.datasets.mtfl',
   'synthetic': 'lmjax.datasets.synthetic',
   'cofw': 'lmjax.datasets.cofw',
+  'afw_multiface': 'lmjax.datasets.afw_multiface',
+  'composite_multiface': 'lmjax.datasets.composite',
 }
 ALIASES = {'300w': 'the300w', '300-w': 'the300w'}
 
@@ -76,7 +78,7 @@ def load(
   """Prepares `name` if needed and returns a random-access source of `split`.
 
   Args:
-    name: dataset name or alias (`300w`, `mtfl`, `synthetic`).
+    name: dataset name or alias (`300w`, `mtfl`, `synthetic`, `afw_multiface`, ...).
     split: split name, e.g. `train`, `common`, `test`.
     manual_dir: folder with the official files (datasets that need one).
     data_dir: where prepared datasets live (default `default_data_dir()`).

@@ -8,8 +8,8 @@ Every builder yields the same per-face features:
   bbox      float32 [4] = (x0, y0, x1, y1), the protocol's face box
   image_id  text
 
-Multi-face scenes (the synthetic `multiface` config, AFW-style folders) carry `image`,
-`image_id` and a sequence `faces` of {landmarks, visible, bbox}.
+Multi-face scenes (the synthetic `scene*` configs, `afw_multiface`, `composite_multiface`)
+carry `image`, `image_id` and a sequence `faces` of {landmarks, visible, bbox}.
 
 Images are handed to tfds already encoded so that building never needs TensorFlow.
 """
@@ -96,6 +96,16 @@ def encode_png(image: np.ndarray) -> bytes:
   return buf.tobytes()
 
 
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+  """uint8 RGB [H, W, 3] -> JPEG bytes of the given quality (1-100)."""
+  ok, buf = cv2.imencode(
+    '.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+  )
+  if not ok:
+    raise ValueError('JPEG encoding failed')
+  return buf.tobytes()
+
+
 def image_bytes_for_tfds(path: str | os.PathLike) -> tuple[bytes, tuple[int, int]]:
   """Validated, tfds-ready encoded bytes of an image file, and its (height, width).
 
@@ -120,6 +130,15 @@ def image_bytes_for_tfds(path: str | os.PathLike) -> tuple[bytes, tuple[int, int
 def tight_box(points: np.ndarray) -> np.ndarray:
   """Tight box (x0, y0, x1, y1) of points [..., K, 2] (300-W `bb_ground_truth`)."""
   return np.concatenate([points.min(axis=-2), points.max(axis=-2)], axis=-1).astype(np.float32)
+
+
+def inside_image(points: np.ndarray, height: int, width: int) -> np.ndarray:
+  """bool [..., K]: the points [..., K, 2] lie on a pixel of an image of that size.
+
+  Pixel centres are on integers, so the image covers [-0.5, width - 0.5) × [-0.5, height - 0.5).
+  """
+  x, y = points[..., 0], points[..., 1]
+  return (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
 
 
 def check_landmarks(landmarks: np.ndarray, num_points: int, where: str) -> np.ndarray:

@@ -202,7 +202,8 @@ class ProposalRecallAccumulator:
     """Adds one image: proposals `boxes` [P, 4], `scores` [P], `valid` [P]; `gt_boxes` [G, 4]."""
     boxes, _, gt = _image_boxes(boxes, scores, valid, gt_boxes, 'P')
     hit = box_iou(gt, boxes) >= self.iou_thr  # [G, P']
-    self._ranks.append(np.where(hit.any(axis=1), hit.argmax(axis=1) + 1.0, np.inf))
+    first = hit.argmax(axis=1) + 1.0 if hit.shape[1] else np.zeros(len(gt))
+    self._ranks.append(np.where(hit.any(axis=1), first, np.inf))
     self._counts.append(len(boxes))
 
   def result(self, max_n: int | None = None, at: Sequence[int] = (2, 3, 20)) -> dict:

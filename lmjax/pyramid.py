@@ -84,8 +84,8 @@ def plan_levels(bucket: tuple[int, int], levels: int, granularity: int) -> Level
   cols_per_side = max(1.0, wb / lo_h)
   canvases = tuple(
     (
-      _round_up(level_side(lv) * rows_per_side) + STRIDE,
-      _round_up(level_side(lv) * cols_per_side) + STRIDE,
+      _round_up(level_side(lv) * rows_per_side),
+      _round_up(level_side(lv) * cols_per_side),
     )
     for lv in range(levels)
   )

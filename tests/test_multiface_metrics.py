@@ -192,6 +192,8 @@ def test_proposal_recall():
   np.testing.assert_allclose(r['recall'], [0, 0.5, 0.75])
   assert (r['recall_at_2'], r['recall_at_3'], r['recall_at_20']) == (0.5, 0.75, 0.75)
   np.testing.assert_allclose(acc.result(max_n=5)['recall'], [0, 0.5, 0.75, 0.75, 0.75])
+  acc.add(np.zeros((0, 4)), np.zeros(0), gt)  # an image without proposals misses its faces
+  assert acc.result()['num_gt'] == 6 and acc.result()['recall_at_3'] == pytest.approx(3 / 6)
   with pytest.raises(ValueError, match=r'boxes: expected shape \[P, 4\]'):
     acc.add(np.zeros((2, 3)), [1, 2], gt)
   with pytest.raises(ValueError, match='boxes: non-finite'):

@@ -1,0 +1,144 @@
+"""Scanner plumbing end to end: multi-face evaluation (CLI), lmjax-scan, faces from a scan."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from lmjax import bbfcn_predictor, checkpoint, evaluate, face_detect, scan_cli, synthface
+from lmjax.datasets import synthetic
+from lmjax.datasets.pts import write_pts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+  """A 5-point BB-FCN folder with fresh weights (the plumbing does not depend on them)."""
+  spec = {
+    'experiment': 'bbfcn', 'variant': 'bbfcn', 'num_points': 5, 'size': 32, 'refine_size': 64,
+    'crop_scale': 1.1, 'dataset': 'synthetic',
+  }  # fmt: skip
+  model = bbfcn_predictor.build_model(spec)
+  path = str(tmp_path_factory.mktemp('model') / 'bbfcn5')
+  checkpoint.export_model(path, bbfcn_predictor.init_variables(model, spec), spec)
+  return path
+
+
+def _afw_folder(root):
+  """Two photos in the AFW layout: `<photo>_<k>.jpg` + 1-based `.pts` per face."""
+  root.mkdir()
+  count = 0
+  for seed in range(30):
+    scene = synthface.render_scene((5, seed), (120, 160), max_faces=3)
+    if not scene['faces']:
+      continue
+    bgr = cv2.cvtColor(scene['image'], cv2.COLOR_RGB2BGR)
+    for k, face in enumerate(scene['faces'], 1):
+      cv2.imwrite(str(root / f'{seed}_{k}.jpg'), bgr)
+      write_pts(root / f'{seed}_{k}.pts', face['landmarks'])
+    count += 1
+    if count == 2:
+      return root
+  raise AssertionError('no scenes with faces')
+
+
+def _check_report(report, num_images):
+  assert report['num_images'] == num_images
+  for key in ('bbfcn', 'backbone_only'):
+    row = report['summary'][key]
+    assert len(row['recall10_m30']) == 5
+    assert all(0 <= v <= 100 or np.isnan(v) for v in row['recall10_m30'])
+    assert row['recall10_m30'][0] >= row['recall10_m15'][0]  # more detections, more recall
+    assert set(row) >= {'proposal_recall_at_2', 'proposal_recall_at_20', 'faces_ap'}
+
+
+def test_evaluate_cli_on_an_afw_style_folder(model_dir, tmp_path):
+  folder = _afw_folder(tmp_path / 'afw')
+  out = tmp_path / 'eval' / 'recall.json'
+  cmd = [
+    sys.executable, '-m', 'lmjax.evaluate', f'--checkpoint={model_dir}', '--dataset=afw_multiface',
+    f'--manual_dir={folder}', f'--output={out}', f'--data_dir={tmp_path / "tfds"}', '--levels=4',
+  ]  # fmt: skip
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'recall@10% (m=30)' in proc.stdout
+  report = json.loads(out.read_text())
+  _check_report(report, 2)
+  assert report['dataset'] == 'afw_multiface/test' and report['levels'] == 4
+  for suffix in ('recall', 'proposals', 'pr'):
+    assert (tmp_path / 'eval' / f'recall_{suffix}.png').stat().st_size > 1000
+
+
+def test_evaluate_synthetic_scenes(model_dir, tmp_path):
+  config = synthetic.make_config('scene5', num_train=1, num_validation=1, num_test=3)
+  report = evaluate.evaluate_model(
+    model_dir, 'synthetic', 'test', str(tmp_path / 'r.json'), data_dir=str(tmp_path / 'tfds'),
+    dataset_config=config, levels=4,
+  )  # fmt: skip
+  _check_report(report, 3)
+  assert report['box_convention'] == 'bbox'
+
+
+def test_scan_cli_image_folder_and_video(model_dir, tmp_path):
+  scene = synthface.render_scene((5, 1), (120, 160), max_faces=3)
+  image = tmp_path / 'in' / 'scene.png'
+  image.parent.mkdir()
+  cv2.imwrite(str(image), cv2.cvtColor(scene['image'], cv2.COLOR_RGB2BGR))
+  common = [f'--checkpoint={model_dir}', '--levels=3', '--min_score=0.0']
+  assert scan_cli.main([str(image), '--out', str(tmp_path / 'viz.png'), *common]) == 0
+  assert cv2.imread(str(tmp_path / 'viz.png')).shape == (120, 160, 3)
+  assert scan_cli.main([str(image.parent), '--out', str(tmp_path / 'drawn'), '--json',
+                        str(tmp_path / 'f.json'), *common]) == 0  # fmt: skip
+  assert os.listdir(tmp_path / 'drawn') == ['scene.png']
+  records = json.loads((tmp_path / 'f.json').read_text())
+  assert records[0]['input'].endswith('scene.png')
+  for face in records[0]['faces']:
+    assert len(face['box']) == 4 and len(face['points']) == 5
+  video = str(tmp_path / 'clip.avi')
+  writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'MJPG'), 5, (160, 120))
+  for _ in range(3):
+    writer.write(cv2.cvtColor(scene['image'], cv2.COLOR_RGB2BGR))
+  writer.release()
+  assert scan_cli.main([video, '--json', str(tmp_path / 'v.json'), *common]) == 0
+  assert len(json.loads((tmp_path / 'v.json').read_text())) == 3
+  with pytest.raises(SystemExit, match='does not exist'):
+    scan_cli.main([str(tmp_path / 'missing.jpg'), *common])
+
+
+def _scan_out():
+  """A hand-made scan of one image: two types, two detection slots, two face slots."""
+  return {
+    'points': np.array([[[10, 10], [50, 50]], [[20, 10], [90, 90]]], np.float32),
+    'score': np.array([[0.9, 0.7], [0.8, 0.0]], np.float32),
+    'valid': np.array([[True, True], [True, False]]),
+    'proposals': np.array(
+      [[0, 0, 30, 30], [40, 40, 70, 70], [1, 0, 31, 30], [80, 80, 99, 99]], np.float32
+    ),
+    'proposal_valid': np.array([True, True, False, False]),
+    'faces': np.array([[0, 0, 30, 30], [40, 40, 70, 70]], np.float32),
+    'face_score': np.array([0.9, 0.7], np.float32),
+    'face_valid': np.array([True, True]),
+  }
+
+
+def test_faces_from_scan_with_and_without_a_classifier():
+  out = _scan_out()
+  faces = face_detect.faces_from_scan(out, min_score=0.75)
+  assert len(faces) == 1 and faces[0].score == pytest.approx(0.9)
+  np.testing.assert_allclose(faces[0].points, [[10, 10], [20, 10]])  # both types joined
+
+  class Classifier:  # prefers the second proposal
+    def score(self, image, boxes):
+      return np.where(boxes[:, 0] > 20, 0.95, 0.1)
+
+  faces = face_detect.faces_from_scan(out, np.zeros((100, 100, 3), np.uint8), Classifier())
+  assert len(faces) == 1 and faces[0].score == pytest.approx(0.95)
+  np.testing.assert_allclose(faces[0].points[0], [50, 50])
+  assert np.isnan(faces[0].points[1]).all()  # no type-1 detection on that face
+  with pytest.raises(ValueError, match='needs the image'):
+    face_detect.faces_from_scan(out, None, Classifier())

@@ -38,9 +38,9 @@ def main(argv):
   with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # for model cards
     command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
     f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
-  from lmjax import bbfcn_train, datasets, mcl_train
+  from lmjax import bbfcn_train, datasets, facecls_train, mcl_train
 
-  runners = {'mcl': mcl_train.run, 'bbfcn': bbfcn_train.run}
+  runners = {'mcl': mcl_train.run, 'bbfcn': bbfcn_train.run, 'facecls': facecls_train.run}
   if config.experiment not in runners:
     raise app.UsageError(f'unknown experiment {config.experiment!r}; known: {sorted(runners)}')
   try:

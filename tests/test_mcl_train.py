@@ -33,7 +33,7 @@ def load_config(name: str, arg: str | None = None):
 @pytest.mark.parametrize('arg', [None, 'runlocal'])
 def test_every_config_loads(path, arg):
   config = load_config(path.stem, arg)
-  assert config.experiment in ('mcl', 'bbfcn') and config.batch_size > 0
+  assert config.experiment in ('mcl', 'bbfcn', 'facecls') and config.batch_size > 0
 
 
 def test_config_args():

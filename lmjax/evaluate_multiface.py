@@ -85,6 +85,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
   p = result['proposals']
   for n in (2, 3, 20):
     row[f'proposal_recall_at_{n}'] = 100 * p[f'recall_at_{n}']
+    row[f'proposal_oracle_at_{n}'] = 100 * p[f'oracle_at_{n}']
   row['proposals_per_image'] = p['mean_proposals']
   row['faces_ap'] = 100 * result['faces']['ap']
   if 'detector' in result:
@@ -172,4 +173,7 @@ def format_summary(report: dict[str, Any], num_points: int) -> str:
     per_type = ''.join(f'{v:8.1f}' for v in row['recall10_m30'])
     props = ''.join(f'{row[f"proposal_recall_at_{n}"]:8.1f}' for n in (2, 3, 20))
     lines.append(f'{key:<14}{per_type}{row["mean_recall10_m30"]:8.1f}{props}')
+  row = next(iter(report['summary'].values()))
+  bound = ', '.join(f'{row[f"proposal_oracle_at_{n}"]:.1f} at {n}' for n in (2, 3, 20))
+  lines.append(f'(a perfect ranking of proposals would recall {bound})')
   return 'recall@10% (m=30) and proposal recall (%):\n' + '\n'.join(lines)

@@ -197,6 +197,7 @@ class ProposalRecallAccumulator:
     self.iou_thr = float(iou_thr)
     self._ranks: list[np.ndarray] = []  # per face: 1-based rank of its best hit, inf if none
     self._counts: list[int] = []
+    self._gt_counts: list[int] = []
 
   def add(self, boxes: ArrayLike, scores: ArrayLike, gt_boxes: ArrayLike, valid=None) -> None:
     """Adds one image: proposals `boxes` [P, 4], `scores` [P], `valid` [P]; `gt_boxes` [G, 4]."""
@@ -205,12 +206,14 @@ class ProposalRecallAccumulator:
     first = hit.argmax(axis=1) + 1.0 if hit.shape[1] else np.zeros(len(gt))
     self._ranks.append(np.where(hit.any(axis=1), first, np.inf))
     self._counts.append(len(boxes))
+    self._gt_counts.append(len(gt))
 
   def result(self, max_n: int | None = None, at: Sequence[int] = (2, 3, 20)) -> dict:
     """Recall for n = 1 .. max_n proposals per image (default: the most any image has).
 
     Returns: {'num_images', 'num_gt', 'mean_proposals' (valid proposals per image),
-      'num_proposals' [N] = 1 .. N, 'recall' [N], and 'recall_at_<n>' for each n in `at`}.
+      'num_proposals' [N] = 1 .. N, 'recall' [N], and for each n in `at` 'recall_at_<n>' and
+      'oracle_at_<n>' (the recall of a perfect ranking: sum of min(n, faces) / faces)}.
     """
     if not self._counts:
       raise ValueError('no image has been added')
@@ -218,6 +221,9 @@ class ProposalRecallAccumulator:
     out = {'num_images': len(self._counts), 'num_gt': ranks.size, 'num_proposals': n}
     out.update(mean_proposals=float(np.mean(self._counts)), recall=_recall(ranks, n))
     out.update({f'recall_at_{i}': float(_recall(ranks, i)) for i in at})
+    gt_counts = np.array(self._gt_counts)  # the best any ranking can do with n per image
+    out.update({f'oracle_at_{i}': float(np.minimum(gt_counts, i).sum() / max(ranks.size, 1))
+                for i in at})  # fmt: skip
     return out
 
 

@@ -124,7 +124,12 @@ def face_boxes(points, scale, template, crop_scale):
 
 
 def _group_faces(boxes, score, valid, params: ScanParams):
-  """NMS of face proposals per type, then across types; detections assigned to the faces.
+  """Face proposals scored by landmark consensus, NMS per type then across types, and faces.
+
+  A proposal's score is the mean over the K types of the strongest detection of that type
+  whose own proposal overlaps it (IoU ≥ face_iou): a window that all K landmark types agree on
+  scores about 1, a lone detection 1 / K of its response. (The paper re-scores proposals with
+  cascade-CNN's Net-12; `lmjax.face_detect` can add our face/non-face CNN on top.)
 
   Args:
     boxes: [K, m, 4], score / valid: [K, m] (one image).
@@ -133,24 +138,26 @@ def _group_faces(boxes, score, valid, params: ScanParams):
     dict of proposal ranking and faces (see `scan_images`).
   """
   k, m = score.shape
-  keep_type = nms.nms(boxes, score, valid, params.face_iou)  # [K, m]
-  flat_boxes, flat_score = boxes.reshape(k * m, 4), score.reshape(k * m)
-  keep = nms.nms(flat_boxes, flat_score, keep_type.reshape(-1), params.face_iou)
-  index, face_valid = nms.top_valid(flat_score, keep, min(params.max_faces, k * m))
-  face_box = flat_boxes[index]  # [F, 4]
-  iou = nms.box_iou(face_box, flat_boxes).reshape(-1, k, m)  # [F, K, m]
-  member = (iou >= params.face_iou) & valid[None] & face_valid[:, None, None]
-  best = jnp.argmax(jnp.where(member, score[None], -jnp.inf), axis=-1)  # [F, K]
-  present = jnp.any(member, axis=-1)
+  flat_boxes, flat_valid = boxes.reshape(k * m, 4), valid.reshape(k * m)
+  iou = nms.box_iou(flat_boxes, flat_boxes).reshape(k * m, k, m)  # proposal × detection
+  member = (iou >= params.face_iou) & valid[None]
+  support = jnp.where(member, score[None], 0.0).max(axis=-1).sum(axis=-1) / k  # [K·m]
+  support = jnp.where(flat_valid, support, 0.0)
+  keep_type = nms.nms(boxes, support.reshape(k, m), valid, params.face_iou)  # [K, m]
+  keep = nms.nms(flat_boxes, support, keep_type.reshape(-1), params.face_iou)
+  index, face_valid = nms.top_valid(support, keep, min(params.max_faces, k * m))
+  face_member = member[index] & face_valid[:, None, None]  # [F, K, m]
+  best = jnp.argmax(jnp.where(face_member, score[None], -jnp.inf), axis=-1)  # [F, K]
+  present = jnp.any(face_member, axis=-1)
   weight = jnp.where(present, jnp.take_along_axis(score[None], best[..., None], axis=-1)[..., 0], 0)
   chosen = jnp.take_along_axis(boxes[None], best[..., None, None], axis=2)[:, :, 0]  # [F, K, 4]
   voted = jnp.sum(weight[..., None] * chosen, 1) / jnp.maximum(weight.sum(1), 1e-9)[..., None]
   return {
     'proposals': flat_boxes,
-    'proposal_score': flat_score,
+    'proposal_score': support,
     'proposal_valid': keep,
-    'faces': jnp.where(present.any(-1)[:, None], voted, face_box),
-    'face_score': flat_score[index],
+    'faces': jnp.where(present.any(-1)[:, None], voted, flat_boxes[index]),
+    'face_score': jnp.where(face_valid, support[index], 0.0),
     'face_valid': face_valid,
     'face_member': best,
     'face_point_valid': present,

@@ -191,6 +191,7 @@ def test_proposal_recall():
   np.testing.assert_array_equal(r['num_proposals'], [1, 2, 3])
   np.testing.assert_allclose(r['recall'], [0, 0.5, 0.75])
   assert (r['recall_at_2'], r['recall_at_3'], r['recall_at_20']) == (0.5, 0.75, 0.75)
+  assert (r['oracle_at_2'], r['oracle_at_3']) == (1.0, 1.0)  # two faces per image at most
   np.testing.assert_allclose(acc.result(max_n=5)['recall'], [0, 0.5, 0.75, 0.75, 0.75])
   acc.add(np.zeros((0, 4)), np.zeros(0), gt)  # an image without proposals misses its faces
   assert acc.result()['num_gt'] == 6 and acc.result()['recall_at_3'] == pytest.approx(3 / 6)

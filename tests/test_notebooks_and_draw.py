@@ -110,12 +110,16 @@ def test_notebooks_are_clean_nbformat4():
 def test_notebook_runs(path, model_dir, bbfcn_model_dir, monkeypatch):
   monkeypatch.setenv('LMJAX_MODEL_DIR', model_dir)
   monkeypatch.setenv('LMJAX_BBFCN_MODEL_DIR', bbfcn_model_dir)
+  monkeypatch.setenv('LMJAX_SCAN_LEVELS', '5')
   namespace = run_notebook(path, monkeypatch)
   if path.stem in ('mcl_inference', 'bbfcn_inference'):
     assert namespace['predictor'] is not None
     assert namespace['results']['num_faces'] > 0
   if path.stem == 'bbfcn_inference':
     assert 'backbone_only' in namespace['results'] and len(namespace['pictures']) == 2
+  if path.stem == 'scanner':
+    assert namespace['out']['points'].shape[0] == 5
+    assert set(namespace['report']['summary']) == {'bbfcn', 'backbone_only'}
 
 
 def test_inference_notebook_stops_cleanly_without_a_model(tmp_path, monkeypatch, capsys):

@@ -59,10 +59,10 @@ def _load_base(checkpoint: str | None):
   from lmjax.scanner import Scanner
 
   if checkpoint:
-    return Scanner.load(checkpoint, levels=1)
+    return Scanner.load(checkpoint)
   spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(5, 'mtfl', False), 'bbfcn')
   model = bbfcn_predictor.build_model(spec)
-  return Scanner(model, bbfcn_predictor.init_variables(model, spec), spec, levels=1)
+  return Scanner(model, bbfcn_predictor.init_variables(model, spec), spec)
 
 
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
@@ -87,7 +87,7 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
     batch, sizes = sc.pad([image])
     args = (sc.variables, jax.device_put(batch, device), jax.device_put(sizes, device))
     start = time.perf_counter()
-    program = sc._run.lower(*args).compile()
+    program = sc.program(levels).lower(*args).compile()
     compile_s[levels] = time.perf_counter() - start
     budget = 2.0 if levels == 7 else 6.0
     rate = lambda fn, n=1, b=budget: measure_rate(fn, n, repeats, budget_s=b)

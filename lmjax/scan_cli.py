@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
-from lmjax import draw, face_detect, pyramid
+from lmjax import draw, face_detect
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 
@@ -44,22 +44,17 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _levels(args, scanner, shape) -> int:
-  if args.levels:
-    return args.levels
-  face_px = pyramid.BASE_SIDE / scanner.spec['crop_scale']
-  return pyramid.levels_for_min_face(args.min_face, min(shape[:2]), face_px)
-
-
 class _Runner:
-  """Scanners per pyramid depth (one model load), face extraction and drawing."""
+  """The scanner (its programs are cached per image size and depth), faces and drawing."""
 
   def __init__(self, args):
     from lmjax.scanner import Scanner
 
     self.args = args
-    self.base = Scanner.load(args.checkpoint, levels=1)
-    self.scanners = {}
+    depth = {'levels': args.levels} if args.levels else {'min_face': args.min_face}
+    self.scanner = Scanner.load(
+      args.checkpoint, refine=not args.backbone_only, threshold=args.threshold, **depth
+    )
     self.classifier = None
     if args.face_classifier:
       from lmjax.face_classifier import FaceClassifier
@@ -67,22 +62,13 @@ class _Runner:
       self.classifier = FaceClassifier.load(args.face_classifier)
 
   def faces(self, image: np.ndarray) -> list[face_detect.Face]:
-    from lmjax.scanner import Scanner
-
-    levels = _levels(self.args, self.base, image.shape)
-    if levels not in self.scanners:
-      b = self.base
-      self.scanners[levels] = Scanner(
-        b.model, b.variables, b.spec, levels=levels, refine=not self.args.backbone_only,
-        threshold=self.args.threshold,
-      )  # fmt: skip
-    out = self.scanners[levels].scan(image)
+    out = self.scanner.scan(image)
     return face_detect.faces_from_scan(out, image, self.classifier, self.args.min_score)
 
   def drawn(self, image: np.ndarray, faces: Sequence[face_detect.Face]) -> np.ndarray:
     out = image
     for face in faces:
-      out = draw.draw_landmarks(out, face.points, face.box, self.base.schema)
+      out = draw.draw_landmarks(out, face.points, face.box, self.scanner.schema)
     return out
 
 

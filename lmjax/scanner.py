@@ -1,6 +1,6 @@
 """Landmarks of every face in a whole image: the BB-FCN pyramid scanner (paper §III-E-2, §IV-F).
 
-    scanner = Scanner('pretrained/bbfcn5', levels=12)
+    scanner = Scanner.load('pretrained/bbfcn5', min_face=40)   # or levels=L
     out = scanner.scan(image)          # numpy dict, see `scan_images` for the keys
     out['faces'], out['face_points']   # grouped faces: boxes [F, 4], landmarks [F, K, 2]
 
@@ -282,41 +282,37 @@ class Scanner:
 
   Args:
     model, variables, spec: a BB-FCN module, its variables and its `model.json` dict.
-    levels: pyramid levels L (see `pyramid.levels_for_min_face`).
+    levels: pyramid levels L for every image; or
+    min_face: the smallest face box side (pixels) to find: L is chosen per image from its
+      smaller side (`pyramid.levels_for_min_face`). Default: levels = 12.
     refine: run the branches (False: backbone-only ablation of the same model).
-    bucket: images are padded to multiples of this many pixels (one program per bucket).
+    bucket: images are padded to multiples of this many pixels (one program per bucket and L).
     **params: other `ScanParams` fields (threshold, candidates, detections, ...).
   """
 
   def __init__(
-    self, model, variables, spec, levels: int = 12, refine: bool = True, bucket: int = 32, **params
+    self,
+    model,
+    variables,
+    spec,
+    levels: int | None = None,
+    min_face: float | None = None,
+    refine: bool = True,
+    bucket: int = 32,
+    **params,
   ):
-    from lmjax.models.bbfcn import BBFCN
-
     if spec.get('variant') == 'regression':
       raise ValueError('the scanner needs response maps; the regression baseline has none')
+    if levels is not None and min_face is not None:
+      raise ValueError('give either levels or min_face, not both')
     self.model, self.variables, self.spec = model, variables, spec
+    self.min_face = min_face
     refine = refine and spec.get('variant') == 'bbfcn'
-    self.params = ScanParams(levels=levels, refine=refine, **params)
+    self.params = ScanParams(levels=levels or ScanParams.levels, refine=refine, **params)
     self.bucket = bucket
     self.schema = landmarks.get_schema(spec['num_points'])
     self.template = face_template(spec['num_points'], spec.get('dataset', ''), spec['crop_scale'])
-
-    def run(variables, images, sizes):
-      coarse_fn = lambda x: model.apply(variables, x, method=BBFCN.coarse)
-      fine_fn = (lambda p: model.apply(variables, p, method=BBFCN.fine)) if refine else None
-      return scan_images(
-        coarse_fn,
-        fine_fn,
-        images,
-        sizes,
-        jnp.asarray(self.template),
-        spec['crop_scale'],
-        self.params,
-        bucket,
-      )
-
-    self._run = jax.jit(run)
+    self._programs = {}
 
   @classmethod
   def load(cls, directory: str, **kwargs) -> Scanner:
@@ -328,9 +324,36 @@ class Scanner:
     except ValueError as e:
       raise ValueError(f'{directory}: {e}') from None
 
+  def levels_for(self, smaller_side: int) -> int:
+    """Pyramid levels used for an image whose smaller side is `smaller_side` pixels."""
+    if self.min_face is None:
+      return self.params.levels
+    face_px = pyramid.BASE_SIDE / self.spec['crop_scale']  # face box side in the window
+    return pyramid.levels_for_min_face(self.min_face, smaller_side, face_px)
+
+  def program(self, levels: int):
+    """The jitted `fn(variables, images [N, H, W, 3], sizes [N, 2]) -> outputs` for L levels."""
+    if levels not in self._programs:
+      from lmjax.models.bbfcn import BBFCN
+
+      model, spec = self.model, self.spec
+      params = dataclasses.replace(self.params, levels=levels)
+      template = jnp.asarray(self.template)
+
+      def run(variables, images, sizes):
+        coarse_fn = lambda x: model.apply(variables, x, method=BBFCN.coarse)
+        fine = lambda p: model.apply(variables, p, method=BBFCN.fine)
+        return scan_images(
+          coarse_fn, fine if params.refine else None, images, sizes, template,
+          spec['crop_scale'], params, self.bucket,
+        )  # fmt: skip
+
+      self._programs[levels] = jax.jit(run)
+    return self._programs[levels]
+
   def compiled_programs(self) -> int:
-    """How many programs (input buckets × batch sizes) have been compiled so far."""
-    return self._run._cache_size()
+    """How many programs (input buckets × batch sizes × depths) have been compiled so far."""
+    return sum(fn._cache_size() for fn in self._programs.values())
 
   def pad(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Bucket-padded batch [N, H, W, 3] uint8 and true sizes [N, 2] of same-bucket images."""
@@ -345,9 +368,13 @@ class Scanner:
     return out, sizes
 
   def scan_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """`scan` of several images of one bucket in one call (faster on accelerators)."""
+    """`scan` of several images of one bucket in one call (faster on accelerators).
+
+    With `min_face`, the depth is that of the image with the largest smaller side.
+    """
     batch, sizes = self.pad(images)
-    out = jax.device_get(self._run(self.variables, batch, sizes))
+    levels = self.levels_for(int(sizes.min(axis=1).max()))
+    out = jax.device_get(self.program(levels)(self.variables, batch, sizes))
     return [{k: v[i] for k, v in out.items()} for i in range(len(images))]
 
   def scan(self, image: np.ndarray) -> dict[str, np.ndarray]:

@@ -128,6 +128,19 @@ def test_scanner_compiles_once_per_bucket():
   assert sc.compiled_programs() == 3  # a batch of two is its own program
 
 
+def test_min_face_picks_the_depth_per_image():
+  sc = scanner.Scanner(*_random_model(), min_face=40, detections=2, candidates=8)
+  assert sc.levels_for(480) == pyramid.levels_for_min_face(40, 480, 32 / 1.1)
+  assert sc.levels_for(60) < sc.levels_for(120) < sc.levels_for(480)
+  rng = np.random.default_rng(1)
+  sc.scan(rng.integers(0, 255, (60, 70, 3), dtype=np.uint8))
+  sc.scan(rng.integers(0, 255, (62, 90, 3), dtype=np.uint8))  # same bucket, same depth
+  assert sc.compiled_programs() == 1
+  assert sorted(sc._programs) == [sc.levels_for(60)]
+  with pytest.raises(ValueError, match='either levels or min_face'):
+    scanner.Scanner(*_random_model(), levels=3, min_face=40)
+
+
 def test_scanner_rejects_bad_input():
   sc = scanner.Scanner(*_random_model(), levels=2)
   with pytest.raises(ValueError, match='uint8'):

@@ -86,7 +86,27 @@ def render_card(
   data = config['data']
   steps = {k: v['steps'] for k, v in config['stages'].items() if v['steps']}
   bbfcn = config.get('experiment') == 'bbfcn'
-  if bbfcn:  # only the stages this run trained (the config lists every variant's stages)
+  keys = ['num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_10_ipd']
+  held_out = f'{stages[next(iter(stages))].get("num_faces")} faces'
+  input_line = f'* input: {{crop}} of {config["input"].get("crop_scale")} × the face box'
+  if config.get('experiment') == 'facecls':
+    order, title = ['facecls'], 'face/non-face CNN'
+    paper, module = 'Net-12/24-style classifier re-scoring BB-FCN face proposals', 'facecls_train'
+    crop = f'{config["model"]["size"]}×{config["model"]["size"]} RGB window'
+    input_line = (
+      f'* input: {crop}; positives IoU ≥ {config["windows"]["pos_min_iou"]} with the face box, '
+      f'negatives: windows with IoU {config["windows"]["neg_min_iou"]}–'
+      f'{config["windows"]["neg_max_iou"]} (shifted, too small, too large) and background'
+    )
+    use = [
+      'from lmjax.face_classifier import FaceClassifier',
+      f"probs = FaceClassifier.load('pretrained/{name}').score(image_rgb_uint8, boxes_x0y0x1y1)",
+    ]
+    batch = str(config['batch_size'])
+    keys = ['accuracy', 'positive_acc', 'partial_acc', 'background_acc', 'auc', 'loss']
+    f = stages['facecls']
+    held_out = f'{f["num_positive"]} faces and {f["num_negative"]} non-face windows'
+  elif bbfcn:  # only the stages this run trained (the config lists every variant's stages)
     steps = {k: v for k, v in steps.items() if MODEL_NAMES[k] in stages}
     order = [name for name in MODEL_NAMES.values() if name in stages]
     title, paper, module = 'BB-FCN', 'Liu et al., backbone-branches FCN', 'bbfcn_train'
@@ -114,7 +134,6 @@ def render_card(
       f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = str(config['batch_size'])
-  keys = ['num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_10_ipd']
   table = evaluate.format_table({s: stages[s] for s in order}, keys)
   schedule = ', '.join(f'{k} {v}' for k, v in steps.items())
   lines = [
@@ -134,20 +153,25 @@ def render_card(
     '',
     f'* dataset `{data["name"]}`, split `{data["train_split"]}`, manual directory '
     f'`{data["manual_dir"]}`',
-    f'* validation: {stages[order[0]]["num_faces"]} faces held out of the training split '
+    f'* validation: {held_out} held out of the training split '
     f'(split seed {data["split_seed"]}); the test sets were not used',
-    f'* input: {crop} of {config["input"]["crop_scale"]} × the face box',
+    input_line.format(crop=crop),
     '',
     '## Training',
     '',
     f'* steps per stage: {schedule}'
-    + ('' if bbfcn else ' (mc = each of the multi-center stages)')
+    + (' (mc = each of the multi-center stages)' if config.get('experiment') == 'mcl' else '')
     + f'; batch {batch}',
     f'* wall time: {wall_s / 3600:.2f} h ({wall_s / 60:.0f} min) over all invocations of the '
     'command (resumed runs included)',
     f'* hardware: {hardware}',
     '',
-    '## Validation metrics (percent; normaliser in the name)',
+    '## Validation metrics ('
+    + (
+      'accuracies in percent, AUC and loss as ratios)'
+      if keys[0] == 'accuracy'
+      else 'percent; normaliser in the name)'
+    ),
     '',
     '```',
     table,
@@ -179,7 +203,7 @@ def publish(
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     config = json.load(f)
   if stage is None:
-    stage = 'bbfcn' if config.get('experiment') == 'bbfcn' else 'am'
+    stage = {'bbfcn': 'bbfcn', 'facecls': 'facecls'}.get(config.get('experiment'), 'am')
   source = os.path.join(workdir, 'models', stage)
   if not os.path.isfile(os.path.join(source, 'model.json')):
     raise SystemExit(f'{source}: no model folder (has the run finished stage {stage!r}?)')
@@ -214,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--out', required=True, help='destination, e.g. pretrained/mcl68')
   parser.add_argument('--hardware', required=True, help='what the run ran on')
   parser.add_argument(
-    '--stage', help='model folder to publish (default: am for MCL, bbfcn for BB-FCN)'
+    '--stage', help='model folder to publish (default: am / bbfcn / facecls by experiment)'
   )
   parser.add_argument('--command', help='the training command (default: commands.txt)')
   parser.add_argument('--notes', default='', help='free text appended to the card')

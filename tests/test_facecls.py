@@ -177,6 +177,17 @@ def test_tiny_run_learns_and_exports_a_loadable_model(tiny_run):
   assert classifier.score(image, np.zeros((0, 4))).shape == (0,)
 
 
+def test_model_card_of_a_facecls_run(tiny_run, tmp_path):
+  from lmjax import model_card
+
+  root, _ = tiny_run
+  card = model_card.publish(str(root / 'run'), str(tmp_path / 'facecls5'), 'test CPU')
+  text = open(card, encoding='utf-8').read()
+  assert 'face/non-face CNN' in text and 'facecls 20' in text
+  assert '16 faces and 22 non-face windows' in text and 'FaceClassifier.load' in text
+  assert (tmp_path / 'facecls5' / 'model.json').is_file()
+
+
 def test_resume_after_a_kill_repeats_the_same_steps(tiny_run, tmp_path):
   root, _ = tiny_run
   reference = {r['step']: r['loss'] for r in records(root / 'run') if 'loss' in r}

@@ -74,14 +74,23 @@ def test_evaluate_cli_on_an_afw_style_folder(model_dir, tmp_path):
     assert (tmp_path / 'eval' / f'recall_{suffix}.png').stat().st_size > 1000
 
 
-def test_evaluate_synthetic_scenes(model_dir, tmp_path):
+def test_evaluate_synthetic_scenes_with_a_face_classifier(model_dir, tmp_path):
+  from lmjax.models import facenet
+
+  spec = {'experiment': 'facecls', 'size': 24, 'supersample': 2, 'widths': [4, 4, 4], 'hidden': 8}
+  net = facenet.build_model(spec)
+  classifier = str(tmp_path / 'facecls')
+  checkpoint.export_model(classifier, facenet.init_variables(net, 24), spec)
   config = synthetic.make_config('scene5', num_train=1, num_validation=1, num_test=3)
   report = evaluate.evaluate_model(
     model_dir, 'synthetic', 'test', str(tmp_path / 'r.json'), data_dir=str(tmp_path / 'tfds'),
-    dataset_config=config, levels=4,
+    dataset_config=config, levels=4, face_classifier=classifier,
   )  # fmt: skip
   _check_report(report, 3)
   assert report['box_convention'] == 'bbox'
+  row = report['summary']['bbfcn']
+  assert 'detector_ap' in row and 'rescored_proposal_recall_at_2' in row
+  assert 'detector' in report['details']['bbfcn']
 
 
 def test_scan_cli_image_folder_and_video(model_dir, tmp_path):

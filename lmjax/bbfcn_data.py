@@ -194,11 +194,20 @@ def _photo_windows(key, ex, num: int, min_side_frac: float) -> np.ndarray:
   return np.asarray(windows)[np.asarray(valid)]
 
 
-def split_negatives(negatives: np.ndarray, num_val: int, seed: int):
-  """(train, validation) rows of the negative cache, shuffled deterministically."""
+def split_negatives(negatives: np.ndarray, num_val: int, seed: int, num_faces=None):
+  """(train, validation) rows of the negative cache, shuffled deterministically.
+
+  With `num_faces` = (train, validation) face counts, logs the sizes of the training data.
+  """
   perm = np.random.default_rng([seed, 1]).permutation(len(negatives))
   num_val = min(num_val, len(negatives) // 5)
-  return negatives[perm[num_val:]], negatives[perm[:num_val]]
+  train, val = negatives[perm[num_val:]], negatives[perm[:num_val]]
+  if num_faces is not None:
+    logging.info(
+      'train faces: %d, validation faces: %d, negatives: %d train / %d validation',
+      *num_faces, len(train), len(val),
+    )  # fmt: skip
+  return train, val
 
 
 def eval_images(

@@ -152,14 +152,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   train_cache, val_cache = load_caches(config)
   negatives = facecls_data.negative_cache(config, set(val_cache.image_ids))
   train_neg, val_neg = bbfcn_data.split_negatives(
-    negatives, config.negatives.num_validation, config.seed
-  )
-  logging.info(
-    'train faces: %d, validation faces: %d, negatives: %d train / %d validation',
-    len(train_cache),
-    len(val_cache),
-    len(train_neg),
-    len(val_neg),
+    negatives, config.negatives.num_validation, config.seed, (len(train_cache), len(val_cache))
   )
   mesh = input_pipeline.make_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

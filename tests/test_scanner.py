@@ -23,13 +23,19 @@ def _greedy_nms(boxes, scores, valid, thr):
 
 def test_nms_matches_the_greedy_rule():
   rng = np.random.default_rng(0)
-  for trial in range(5):
-    centres = rng.uniform(0, 60, (40, 2))
-    boxes = np.concatenate([centres, centres + rng.uniform(5, 25, (40, 2))], 1).astype(np.float32)
-    scores = rng.uniform(0, 1, 40).astype(np.float32)
-    valid = rng.uniform(size=40) > 0.2
-    keep = np.asarray(jax.jit(nms.nms, static_argnums=3)(boxes, scores, valid, 0.5))
-    assert sorted(np.flatnonzero(keep)) == _greedy_nms(boxes, scores, valid, 0.5), trial
+  fn = jax.jit(nms.nms, static_argnums=3)
+  boxes, scores, valid = [], [], []
+  for _ in range(20):  # dense overlaps: long suppression chains
+    centres = rng.uniform(0, 40, (40, 2))
+    boxes.append(np.concatenate([centres, centres + rng.uniform(5, 25, (40, 2))], 1))
+    scores.append(rng.uniform(0, 1, 40))
+    valid.append(rng.uniform(size=40) > 0.2)
+  boxes, scores, valid = np.float32(boxes), np.float32(scores), np.array(valid)
+  keep = np.asarray(fn(boxes, scores, valid, 0.3))  # [20, 40]: leading axes are batched
+  for t in range(20):
+    assert sorted(np.flatnonzero(keep[t])) == _greedy_nms(boxes[t], scores[t], valid[t], 0.3), t
+  single = np.asarray(fn(boxes[3], scores[3], valid[3], 0.5))
+  assert sorted(np.flatnonzero(single)) == _greedy_nms(boxes[3], scores[3], valid[3], 0.5)
 
 
 def test_box_iou_hand_case():

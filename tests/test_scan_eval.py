@@ -128,6 +128,7 @@ def _scan_out():
     'proposals': np.array(
       [[0, 0, 30, 30], [40, 40, 70, 70], [1, 0, 31, 30], [80, 80, 99, 99]], np.float32
     ),
+    'proposal_score': np.array([1.0, 0.81, 0.5, 0.5], np.float32),
     'proposal_valid': np.array([True, True, False, False]),
     'faces': np.array([[0, 0, 30, 30], [40, 40, 70, 70]], np.float32),
     'face_score': np.array([0.9, 0.7], np.float32),
@@ -146,7 +147,7 @@ def test_faces_from_scan_with_and_without_a_classifier():
       return np.where(boxes[:, 0] > 20, 0.95, 0.1)
 
   faces = face_detect.faces_from_scan(out, np.zeros((100, 100, 3), np.uint8), Classifier())
-  assert len(faces) == 1 and faces[0].score == pytest.approx(0.95)
+  assert len(faces) == 1 and faces[0].score == pytest.approx(0.95 * 0.9)  # prob × √consensus
   np.testing.assert_allclose(faces[0].points[0], [50, 50])
   assert np.isnan(faces[0].points[1]).all()  # no type-1 detection on that face
   with pytest.raises(ValueError, match='needs the image'):

@@ -9,8 +9,9 @@ Without a classifier a face is one of the scanner's grouped faces whose landmark
 every surviving proposal is scored by its face probability × √(consensus clipped to 1) — the
 consensus pushes down windows on parts of a face (an eye or a mouth alone) that the 24×24
 classifier accepts; on 60 composite scenes AP went from 92.9 (probability alone) to 94.0 —
-proposals below `min_score` go, and NMS across all of them (IoU `iou`) gives the faces; each face takes, per landmark type, the strongest detection whose
-proposal overlaps it (IoU ≥ 0.5), as the scanner's own grouping does.
+proposals below `min_score` go, and NMS across all of them (IoU `iou`) gives the faces; each
+face takes, per landmark type, the strongest detection whose proposal overlaps it (IoU ≥ 0.5),
+as the scanner's own grouping does.
 """
 
 from __future__ import annotations

@@ -182,7 +182,8 @@ def test_model_card_of_a_facecls_run(tiny_run, tmp_path):
 
   root, _ = tiny_run
   card = model_card.publish(str(root / 'run'), str(tmp_path / 'facecls5'), 'test CPU')
-  text = open(card, encoding='utf-8').read()
+  with open(card, encoding='utf-8') as f:
+    text = f.read()
   assert 'face/non-face CNN' in text and 'facecls 20' in text
   assert '16 faces and 22 non-face windows' in text and 'FaceClassifier.load' in text
   assert (tmp_path / 'facecls5' / 'model.json').is_file()

@@ -122,9 +122,10 @@ def mtcnn_child(repeats: int, scenes_path: str | None, out_path: str | None) -> 
   fps = measure_rate(lambda: detector.detect_faces(image), 1, repeats, budget_s=5.0)
   result = {'mtcnn_vga_img_per_s_cpu_all': fps}
   if scenes_path:
-    scenes = np.load(scenes_path, allow_pickle=True)['images']
+    stored = np.load(scenes_path)
     points, scores = [], []
-    for im in scenes:
+    for name in sorted(stored.files):
+      im = stored[name]
       faces = detector.detect_faces(im)
       points.append(np.array([[f['keypoints'][k] for k in MTCNN_KEYS] for f in faces], float))
       scores.append(np.array([f['confidence'] for f in faces], float))
@@ -175,7 +176,7 @@ def run_peer(args, images, faces) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     np.save(os.path.join(tmp, 'vga.npy'), vga_scene())
     scenes, preds = os.path.join(tmp, 'scenes.npz'), os.path.join(tmp, 'mtcnn.npz')
-    np.savez(scenes, images=np.array(images, object))
+    np.savez(scenes, **{f'image_{i:05d}': im for i, im in enumerate(images)})
     cmd = [args.peer_python, __file__, '--child=mtcnn', f'--repeats={args.repeats}',
            f'--peer_io={scenes if images else ""},{preds}']  # fmt: skip
     proc = subprocess.run(cmd, env=child_env('cpu_all'), capture_output=True, text=True)
@@ -225,7 +226,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--checkpoint', help='BB-FCN model folder (default: random weights)')
-  parser.add_argument('--settings', default=','.join(SETTINGS))
+  parser.add_argument('--settings', default=','.join(SETTINGS), help="or 'none' (peer only)")
   parser.add_argument('--peer_python', default=sys.executable, help='python that has mtcnn')
   parser.add_argument('--recall_images', type=int, default=0, help='scenes for the recall')
   parser.add_argument('--dataset', default='synthetic', help='synthetic or composite_multiface')
@@ -246,7 +247,7 @@ def main() -> None:
   child_args = [f'--repeats={args.repeats}']
   if args.checkpoint:
     child_args.append(f'--checkpoint={args.checkpoint}')
-  results = run_children(__file__, args.settings, child_args)
+  results = {} if args.settings == 'none' else run_children(__file__, args.settings, child_args)
   print(f'BB-FCN pyramid scanner on a 640×480 image (median of {args.repeats} repeats)')
   summary = _print_table(results)
   images, faces = _scenes(args, args.recall_images) if args.recall_images else ([], [])
@@ -264,7 +265,8 @@ def main() -> None:
     for name, r in (('BB-FCN scanner L=20', ours), ('MTCNN', peer.get('recall'))):
       if r:
         at = '  '.join(f'@{e}% {100 * r[f"mean_recall_{e}"]:5.1f}' for e in (5, 10, 25))
-        print(f'  {name:<20} {at}')
+        per_type = ' '.join(f'{100 * v:5.1f}' for v in r['recall_10'])
+        print(f'  {name:<20} {at}   @10% per type (LE RE N LM RM): {per_type}')
         key = 'scan' if name.startswith('BB') else 'mtcnn'
         summary[f'{key}_recall10_m30'] = round(100 * r['mean_recall_10'], 2)
   print(json.dumps(summary))

@@ -164,13 +164,7 @@ def make_update_fn(batch_loss, tx, config, schema, num_pos: int, mesh):
       visible = jnp.concatenate([visible, jnp.zeros((num_neg, k), bool)])
     loss_fn = lambda p: batch_loss(p, images, points, visible, k_loss, state['hard'])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt = tx.update(grads, state['opt'], state['params'])
-    new_state = {
-      **state,
-      'step': state['step'] + 1,
-      'params': optax.apply_updates(state['params'], updates),
-      'opt': opt,
-    }
+    new_state = train.sgd_step(state, grads, tx)
     metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), **aux}
     return new_state, {**metrics, 'hnm': state['hard'].astype(jnp.float32)}
 

@@ -58,13 +58,7 @@ def make_update_fn(model, tx, config, params: facecls_data.SampleParams, mesh):
       return optax.sigmoid_binary_cross_entropy(logits, labels).mean(), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt = tx.update(grads, state['opt'], state['params'])
-    new_state = {
-      **state,
-      'step': state['step'] + 1,
-      'params': optax.apply_updates(state['params'], updates),
-      'opt': opt,
-    }
+    new_state = train.sgd_step(state, grads, tx)
     correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32) * 100  # percent
     metrics = {
       'loss': loss,

@@ -129,13 +129,7 @@ def make_update_fn(
       return losses.mcl_loss(out[:, head], points, weights, d, visible), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt = tx.update(grads, state['opt'], state['params'])
-    new_state = {
-      'step': step + 1,
-      'params': optax.apply_updates(state['params'], updates),
-      'batch_stats': stats,
-      'opt': opt,
-    }
+    new_state = {**train.sgd_step(state, grads, tx), 'batch_stats': stats}
     return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
 
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

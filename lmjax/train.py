@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from absl import logging
 
 from lmjax import checkpoint, input_pipeline
@@ -154,3 +155,10 @@ def write_json(path: str, obj: Any) -> None:
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(obj, f, indent=1, sort_keys=True)
   os.replace(tmp, path)
+
+
+def sgd_step(state: dict[str, Any], grads: Any, tx: optax.GradientTransformation) -> dict:
+  """`state` (a dict with `step`, `params`, `opt`) after one optimiser update with `grads`."""
+  updates, opt = tx.update(grads, state['opt'], state['params'])
+  params = optax.apply_updates(state['params'], updates)
+  return {**state, 'step': state['step'] + 1, 'params': params, 'opt': opt}

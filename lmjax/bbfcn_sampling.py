@@ -13,21 +13,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lmjax.nms import centred_boxes, iou
+
 POSITIVE_IOU = 0.5
 
 
-def iou(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Intersection over union of boxes [..., 4] and [..., 4] (broadcasting) -> [...]."""
-  lo = jnp.maximum(a[..., :2], b[..., :2])
-  hi = jnp.minimum(a[..., 2:], b[..., 2:])
-  inter = jnp.prod(jnp.maximum(hi - lo, 0.0), axis=-1)
-  area = lambda x: jnp.prod(jnp.maximum(x[..., 2:] - x[..., :2], 0.0), axis=-1)
-  return inter / jnp.maximum(area(a) + area(b) - inter, 1e-12)
-
-
-def _square(centre: jax.Array, side: jax.Array) -> jax.Array:
-  half = side[..., None] / 2
-  return jnp.concatenate([centre - half, centre + half], axis=-1)
+def first_ok(candidates: jax.Array, ok: jax.Array, fallback: jax.Array) -> jax.Array:
+  """[N, 4]: the first candidate [N, T, 4] with `ok` [N, T], else `fallback` [N, 4]."""
+  first = jnp.argmax(ok, axis=1)
+  chosen = jnp.take_along_axis(candidates, first[:, None, None], axis=1)[:, 0]
+  return jnp.where(ok.any(axis=1)[:, None], chosen, fallback)
 
 
 def positive_windows(
@@ -37,8 +32,9 @@ def positive_windows(
   max_scale: float = 1.25,
   max_shift: float = 0.2,
   tries: int = 16,
+  min_iou: float = POSITIVE_IOU,
 ) -> jax.Array:
-  """One jittered square window per face box with IoU(window, box) > 0.5.
+  """One jittered square window per face box with IoU(window, box) > min_iou (0.5).
 
   Candidates are squares of side max(w, h) × s, s log-uniform in [1/max_scale, max_scale],
   centred at the box centre shifted by up to ±max_shift × side per axis. The first candidate
@@ -51,6 +47,7 @@ def positive_windows(
     max_scale: largest side ratio to the un-jittered square.
     max_shift: largest centre shift as a fraction of the square's side.
     tries: static number of candidates per window.
+    min_iou: the IoU a window must exceed.
 
   Returns:
     [N, 4] square windows.
@@ -62,12 +59,9 @@ def positive_windows(
   log_s = jax.random.uniform(k_scale, (n, tries), minval=-1.0, maxval=1.0) * jnp.log(max_scale)
   shift = jax.random.uniform(k_shift, (n, tries, 2), minval=-max_shift, maxval=max_shift)
   sides = side[:, None] * jnp.exp(log_s)  # [N, T]
-  candidates = _square(centre[:, None] + shift * sides[..., None], sides)  # [N, T, 4]
-  ok = iou(candidates, boxes[:, None]) > POSITIVE_IOU  # [N, T]
-  first = jnp.argmax(ok, axis=1)  # 0 when none is ok: replaced below
-  chosen = jnp.take_along_axis(candidates, first[:, None, None], axis=1)[:, 0]
-  fallback = _square(centre, side)
-  return jnp.where(ok.any(axis=1)[:, None], chosen, fallback)
+  candidates = centred_boxes(centre[:, None] + shift * sides[..., None], sides)  # [N, T, 4]
+  ok = iou(candidates, boxes[:, None]) > min_iou  # [N, T]
+  return first_ok(candidates, ok, centred_boxes(centre, side))
 
 
 def negative_windows(

@@ -281,16 +281,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise ValueError(f"loss.wm_weights={config.loss.wm_weights!r}; expected 'eq5' or 'uniform'")
       logging.info('[%s] weights u = %s', stage, np.array2string(weights, precision=3))
     batch_loss = make_batch_loss(stage, model, config, weights)
-    tx = optim.make_optimizer(
-      params,
-      learning_rate=stage_cfg.lr,
-      decay_every=stage_cfg.decay_every,
-      decay_factor=config.optim.decay_factor,
-      momentum=config.optim.momentum,
-      weight_decay=config.optim.weight_decay,
-      frozen=FROZEN.get(stage),
-      clip_norm=config.optim.clip_norm,
-    )
+    tx = optim.from_config(params, stage_cfg, config.optim, frozen=FROZEN.get(stage))
     update = make_update_fn(batch_loss, tx, config, schema, stage_cfg.positives, mesh)
     forced = config.loss.hnm == 'on'
     state = train.run_stage(

@@ -4,9 +4,10 @@
         --manual_dir=DIR --output=recall.json [--levels=20] [--face_classifier=DIR]
 
 `lmjax.evaluate` comes here when the dataset has several faces per image (`afw_multiface`,
-`composite_multiface`, synthetic `scene5` / `scene68`). Every image is scanned once with the
-branches and once without them (the backbone-only ablation of the same model), and the JSON
-holds, per model:
+`composite_multiface`, synthetic `scene5` / `scene68`). Every image is scanned once; the
+backbone-only ablation of the same model takes the coarse points of the same detections and
+regroups them into proposals (`Scanner.regroup`, what a `refine=False` scan would return), and
+the JSON holds, per model:
 
   * `recall_m15`, `recall_m30`: recall at 5 / 10 / 25 % error per landmark type and their mean,
     using the m best detections of each type (normaliser: inter-ocular distance, or 41.9 % of
@@ -123,26 +124,25 @@ def evaluate_scanner(
     raise ValueError(
       f'{checkpoint} predicts {base.schema.num_points} landmarks but {name} has {schema.num_points}'
     )
-  scanners = {'bbfcn' if base.params.refine else 'backbone_only': base}
-  if base.params.refine:
-    scanners['backbone_only'] = Scanner(
-      base.model, base.variables, base.spec, levels=levels, refine=False, threshold=threshold,
-      detections=max(MS),
-    )  # fmt: skip
+  names = ['bbfcn', 'backbone_only'] if base.params.refine else ['backbone_only']
   classifier = None
   if face_classifier:
     from lmjax.face_classifier import FaceClassifier
 
     classifier = FaceClassifier.load(face_classifier)
-  stats = {k: _ModelStats() for k in scanners}
+  stats = {k: _ModelStats() for k in names}
   count = len(source) if max_images is None else min(max_images, len(source))
   num_faces = 0
   for i in tqdm(range(count), desc=f'scanning {name}', mininterval=2):
     ex = datasets.decode(source[i], schema.num_points)
     faces, boxes = ex['faces'], reference_boxes(ex['faces'], base.spec)
     num_faces += len(boxes)
-    for key, sc in scanners.items():
-      stats[key].add(sc.scan(ex['image']), faces, boxes, ex['image'], classifier)
+    out = base.scan(ex['image'])
+    stats[names[0]].add(out, faces, boxes, ex['image'], classifier)
+    if base.params.refine:  # the ablation from the same scan: same detections, coarse points
+      coarse = base.regroup(out, out['coarse_points'], ex['image'].shape)
+      plain = {**out, 'points': out['coarse_points'], **coarse}
+      stats['backbone_only'].add(plain, faces, boxes, ex['image'], classifier)
   results = {k: s.result(classifier is not None) for k, s in stats.items()}
   summary = {k: _summary(r) for k, r in results.items()}
   report = {

@@ -20,6 +20,8 @@ import dataclasses
 
 import numpy as np
 
+from lmjax.multiface_metrics import box_iou
+
 DEFAULT_MIN_SCORE = {'landmarks': 0.6, 'classifier': 0.5}
 
 
@@ -30,16 +32,6 @@ class Face:
   box: np.ndarray
   score: float
   points: np.ndarray
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """IoU [N, M] of boxes a [N, 4] and b [M, 4]."""
-  a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None]
-  wh = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
-  inter = wh[..., 0] * wh[..., 1]
-  area = lambda x: np.prod(np.clip(x[..., 2:] - x[..., :2], 0, None), axis=-1)
-  union = area(a) + area(b) - inter
-  return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmjax import bbfcn_data, pp
-from lmjax.bbfcn_sampling import iou
+from lmjax import bbfcn_data, bbfcn_sampling, pp
+from lmjax.bbfcn_sampling import first_ok
 from lmjax.face_classifier import crop_windows
+from lmjax.nms import centred_boxes, iou
 
 # Partial-window modes: (side / box side range, log-uniform; centre offset description).
 PARTIAL_MODES = (
@@ -86,31 +87,12 @@ def sample_params(config: ml_collections.ConfigDict) -> SampleParams:
   )
 
 
-def _square(centre: jax.Array, side: jax.Array) -> jax.Array:
-  half = side[..., None] / 2
-  return jnp.concatenate([centre - half, centre + half], axis=-1)
-
-
-def _first_ok(candidates: jax.Array, ok: jax.Array, fallback: jax.Array) -> jax.Array:
-  """[N, 4]: the first candidate [N, T, 4] with `ok` [N, T], else `fallback` [N, 4]."""
-  first = jnp.argmax(ok, axis=1)
-  chosen = jnp.take_along_axis(candidates, first[:, None, None], axis=1)[:, 0]
-  return jnp.where(ok.any(axis=1)[:, None], chosen, fallback)
-
-
 def positive_windows(key: jax.Array, boxes: jax.Array, p: SampleParams) -> jax.Array:
-  """[N, 4] squares with IoU ≥ pos_min_iou to `boxes` [N, 4] (fallback: the box's square)."""
-  n = boxes.shape[0]
-  centre, side = pp.box_centre_side(boxes)
-  k_scale, k_shift = jax.random.split(key)
-  log_s = jax.random.uniform(k_scale, (n, p.tries), minval=-1.0, maxval=1.0)
-  sides = side[:, None] * jnp.exp(log_s * math.log(p.pos_max_scale))  # [N, T]
-  shift = jax.random.uniform(
-    k_shift, (n, p.tries, 2), minval=-p.pos_max_shift, maxval=p.pos_max_shift
-  )
-  candidates = _square(centre[:, None] + shift * sides[..., None], sides)  # [N, T, 4]
-  ok = iou(candidates, boxes[:, None]) >= p.pos_min_iou
-  return _first_ok(candidates, ok, _square(centre, side))
+  """[N, 4] squares with IoU > pos_min_iou to `boxes` [N, 4] (fallback: the box's square)."""
+  return bbfcn_sampling.positive_windows(
+    key, boxes, max_scale=p.pos_max_scale, max_shift=p.pos_max_shift, tries=p.tries,
+    min_iou=p.pos_min_iou,
+  )  # fmt: skip
 
 
 def partial_windows(
@@ -138,12 +120,12 @@ def partial_windows(
   small = u_off * side[:, None, None]  # anywhere on the box
   large = 0.5 * u_off * sides[..., None]  # ± 0.25 × the window side
   offset = jnp.select([mode[..., None] == 0, mode[..., None] == 1], [shifted, small], large)
-  candidates = _square(centre[:, None] + offset, sides)  # [N, T, 4]
+  candidates = centred_boxes(centre[:, None] + offset, sides)  # [N, T, 4]
   overlap = iou(candidates, boxes[:, None])
   ok = (overlap >= p.neg_min_iou) & (overlap < p.neg_max_iou)
   lo, hi = -0.5, region_size - 0.5
   ok &= jnp.all(candidates >= lo, axis=-1) & jnp.all(candidates <= hi, axis=-1)
-  return _first_ok(candidates, ok, _square(centre, FALLBACK_SCALE * side))
+  return first_ok(candidates, ok, centred_boxes(centre, FALLBACK_SCALE * side))
 
 
 def background_windows(key: jax.Array, n: int, image_size: int, p: SampleParams) -> jax.Array:

@@ -162,15 +162,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   logits_fn = make_logits_fn(model, config.eval_batch_size)
   stage_cfg = config.stages[STAGE]
   init = facenet.init_variables(model, config.model.size, config.seed)['params']
-  tx = optim.make_optimizer(
-    init,
-    learning_rate=stage_cfg.lr,
-    decay_every=stage_cfg.decay_every,
-    decay_factor=config.optim.decay_factor,
-    momentum=config.optim.momentum,
-    weight_decay=config.optim.weight_decay,
-    clip_norm=config.optim.clip_norm,
-  )
+  tx = optim.from_config(init, stage_cfg, config.optim)
   state = train.run_stage(
     STAGE,
     workdir=workdir,

@@ -228,15 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     init_vars, weights, frozen, stage_cfg = _stage_setup(
       stage, config, model, variables, done, schema, num_heads, train_cache
     )
-    tx = optim.make_optimizer(
-      init_vars['params'],
-      learning_rate=stage_cfg.lr,
-      decay_every=stage_cfg.decay_every,
-      decay_factor=config.optim.decay_factor,
-      momentum=config.optim.momentum,
-      weight_decay=config.optim.weight_decay,
-      frozen=frozen or None,
-    )
+    tx = optim.from_config(init_vars['params'], stage_cfg, config.optim, frozen=frozen or None)
     logging.info(
       '[%s] weights u = %s',
       stage,

@@ -12,14 +12,18 @@ import jax
 import jax.numpy as jnp
 
 
+def iou(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Intersection over union of boxes [..., 4] and [..., 4] (broadcasting) -> [...]."""
+  lo = jnp.maximum(a[..., :2], b[..., :2])
+  hi = jnp.minimum(a[..., 2:], b[..., 2:])
+  inter = jnp.prod(jnp.maximum(hi - lo, 0.0), axis=-1)
+  area = lambda x: jnp.prod(jnp.maximum(x[..., 2:] - x[..., :2], 0.0), axis=-1)
+  return inter / jnp.maximum(area(a) + area(b) - inter, 1e-12)
+
+
 def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
   """IoU of every pair: a [..., N, 4], b [..., M, 4] -> [..., N, M] (0 for empty boxes)."""
-  a, b = a[..., :, None, :], b[..., None, :, :]
-  wh = jnp.clip(jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2]), 0)
-  inter = wh[..., 0] * wh[..., 1]
-  area = lambda x: jnp.prod(jnp.clip(x[..., 2:] - x[..., :2], 0), axis=-1)
-  union = area(a) + area(b) - inter
-  return jnp.where(union > 0, inter / jnp.maximum(union, 1e-12), 0.0)
+  return iou(a[..., :, None, :], b[..., None, :, :])
 
 
 def centred_boxes(centres: jax.Array, sides: jax.Array) -> jax.Array:

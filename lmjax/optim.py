@@ -56,3 +56,18 @@ def make_optimizer(
     optax.sgd(learning_rate_schedule(learning_rate, decay_every, decay_factor), momentum=momentum),
     optax.freeze(surgery.path_mask(params, frozen)),
   )
+
+
+def from_config(params: Any, stage: Any, optim: Any, frozen: str | None = None):
+  """`make_optimizer` from a stage config (`lr`, `decay_every`) and the `optim` config
+  (`momentum`, `weight_decay`, `decay_factor`, optional `clip_norm`)."""
+  return make_optimizer(
+    params,
+    learning_rate=stage.lr,
+    decay_every=stage.decay_every,
+    decay_factor=optim.decay_factor,
+    momentum=optim.momentum,
+    weight_decay=optim.weight_decay,
+    frozen=frozen,
+    clip_norm=optim.get('clip_norm', 0.0),
+  )

@@ -83,38 +83,37 @@ def _record(name: str, faces: Sequence[face_detect.Face]) -> dict:
   }
 
 
-def _video_frames(path: str) -> Iterator[np.ndarray]:
-  cap = cv2.VideoCapture(path)
-  if not cap.isOpened():
-    raise ValueError(f'{path}: cannot open the video')
-  try:
-    while True:
-      ok, frame = cap.read()
-      if not ok:
-        return
-      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-  finally:
-    cap.release()
+def _video_frames(cap) -> Iterator[np.ndarray]:
+  """RGB frames of an open `cv2.VideoCapture` until its end."""
+  while True:
+    ok, frame = cap.read()
+    if not ok:
+      return
+    yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def _scan_video(runner: _Runner, args) -> list[dict]:
   from tqdm import tqdm
 
   cap = cv2.VideoCapture(args.input)
+  if not cap.isOpened():
+    raise ValueError(f'{args.input}: cannot open the video')
   total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
   fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-  cap.release()
   writer, records = None, []
-  for i, frame in enumerate(tqdm(_video_frames(args.input), total=total, desc='frames')):
-    faces = runner.faces(frame)
-    records.append(_record(f'{args.input}#{i}', faces))
-    if args.out:
-      if writer is None:
-        h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-      writer.write(cv2.cvtColor(runner.drawn(frame, faces), cv2.COLOR_RGB2BGR))
-  if writer is not None:
-    writer.release()
+  try:
+    for i, frame in enumerate(tqdm(_video_frames(cap), total=total, desc='frames')):
+      faces = runner.faces(frame)
+      records.append(_record(f'{args.input}#{i}', faces))
+      if args.out:
+        if writer is None:
+          h, w = frame.shape[:2]
+          writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+        writer.write(cv2.cvtColor(runner.drawn(frame, faces), cv2.COLOR_RGB2BGR))
+  finally:
+    cap.release()
+    if writer is not None:
+      writer.release()
   if not records:
     raise ValueError(f'{args.input}: no frame could be read')
   return records

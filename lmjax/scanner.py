@@ -12,6 +12,7 @@ One jitted function per input-size bucket (`scan_images`) does the whole thing o
     best `detections` survivors per type: 12×12 RGB + map patches at their level → 24×24
     --branch k-->  fine map  --Ave{M_f, 13}-->  refined location in the image
     face proposals (one window per detection) → NMS per type, then across types → faces
+    (`lmjax.face_proposals`)
 
 Every stage has a fixed budget with validity masks instead of variable-length lists, so
 shapes never depend on the image content.
@@ -20,14 +21,13 @@ shapes never depend on the image content.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import heatmaps, landmarks, nms, pp, pyramid
+from lmjax import face_proposals, heatmaps, landmarks, nms, pp, pyramid
 
 REGION = 12  # candidate region / patch side at its level
 PATCH = 24  # branch input side
@@ -109,59 +109,9 @@ def _clipped_origins(centres, level, plan):
   return jnp.clip(origin, 0, limits[level])
 
 
-def face_boxes(points, scale, template, crop_scale):
-  """Face box [..., 4] proposed by each detection: its training window, shrunk to the box.
-
-  Args:
-    points: [..., K, m, 2] image-pixel detections of type k.
-    scale: [..., K, m] scale of their level (the backbone window is 32 level pixels).
-    template: [K, 2] mean position of each type inside the window, in [0, 1] units.
-    crop_scale: window side / face box side of the model's training crops.
-  """
-  side = pyramid.BASE_SIDE / scale  # window side in image pixels
-  centre = points + (0.5 - template[:, None, :]) * side[..., None]
-  return nms.centred_boxes(centre, side / crop_scale)
-
-
-def _group_faces(boxes, score, valid, params: ScanParams):
-  """Face proposals scored by landmark consensus, NMS per type then across types, and faces.
-
-  A proposal's score is the mean over the K types of the strongest detection of that type
-  whose own proposal overlaps it (IoU ≥ face_iou): a window that all K landmark types agree on
-  scores about 1, a lone detection 1 / K of its response. (The paper re-scores proposals with
-  cascade-CNN's Net-12; `lmjax.face_detect` can add our face/non-face CNN on top.)
-
-  Args:
-    boxes: [K, m, 4], score / valid: [K, m] (one image).
-
-  Returns:
-    dict of proposal ranking and faces (see `scan_images`).
-  """
-  k, m = score.shape
-  flat_boxes, flat_valid = boxes.reshape(k * m, 4), valid.reshape(k * m)
-  iou = nms.box_iou(flat_boxes, flat_boxes).reshape(k * m, k, m)  # proposal × detection
-  member = (iou >= params.face_iou) & valid[None]
-  support = jnp.where(member, score[None], 0.0).max(axis=-1).sum(axis=-1) / k  # [K·m]
-  support = jnp.where(flat_valid, support, 0.0)
-  keep_type = nms.nms(boxes, support.reshape(k, m), valid, params.face_iou)  # [K, m]
-  keep = nms.nms(flat_boxes, support, keep_type.reshape(-1), params.face_iou)
-  index, face_valid = nms.top_valid(support, keep, min(params.max_faces, k * m))
-  face_member = member[index] & face_valid[:, None, None]  # [F, K, m]
-  best = jnp.argmax(jnp.where(face_member, score[None], -jnp.inf), axis=-1)  # [F, K]
-  present = jnp.any(face_member, axis=-1)
-  weight = jnp.where(present, jnp.take_along_axis(score[None], best[..., None], axis=-1)[..., 0], 0)
-  chosen = jnp.take_along_axis(boxes[None], best[..., None, None], axis=2)[:, :, 0]  # [F, K, 4]
-  voted = jnp.sum(weight[..., None] * chosen, 1) / jnp.maximum(weight.sum(1), 1e-9)[..., None]
-  return {
-    'proposals': flat_boxes,
-    'proposal_score': support,
-    'proposal_valid': keep,
-    'faces': jnp.where(present.any(-1)[:, None], voted, flat_boxes[index]),
-    'face_score': jnp.where(face_valid, support[index], 0.0),
-    'face_valid': face_valid,
-    'face_member': best,
-    'face_point_valid': present,
-  }
+def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
+  """x [N, K, M, ...] at index [N, K, m] along axis 2 -> [N, K, m, ...]."""
+  return jnp.take_along_axis(x, index.reshape(*index.shape, *[1] * (x.ndim - 3)), axis=2)
 
 
 def scan_images(
@@ -205,15 +155,13 @@ def scan_images(
     values.append(v), where.append(xy), level.append(jnp.full(v.shape, lv, jnp.int32))
   values, where, level = (jnp.concatenate(x, axis=2) for x in (values, where, level))
   best, ok = nms.top_valid(values, jnp.isfinite(values), min(params.candidates, values.shape[2]))
-  take = lambda x: jnp.take_along_axis(x, best.reshape(*best.shape, *[1] * (x.ndim - 3)), 2)
-  values, where, level = take(values), take(where), take(level)  # [N, K, M]
+  values, where, level = (_gather(x, best) for x in (values, where, level))  # [N, K, M]
   s = jnp.take_along_axis(scale[:, None, :], level, axis=2)  # [N, K, M]
   centre = pyramid.to_image(where.astype(jnp.float32), s)
   regions = nms.centred_boxes(centre, REGION / s)
   keep = nms.nms(regions, values, ok, params.nms_iou)
   sel, valid = nms.top_valid(values, keep, min(params.detections, values.shape[2]))
-  pick = lambda x: jnp.take_along_axis(x, sel.reshape(*sel.shape, *[1] * (x.ndim - 3)), 2)
-  v, xy, lv, s = pick(values), pick(where), pick(level), pick(s)  # [N, K, m]
+  v, xy, lv, s = (_gather(x, sel) for x in (values, where, level, s))  # [N, K, m]
   origins = _clipped_origins(xy.astype(jnp.float32), lv, plan)
   patches = _patches(canvases, maps, lv, origins)  # [N, K, m, 12, 12, 4]
   n, k, m = v.shape
@@ -230,10 +178,6 @@ def scan_images(
     fine_xy = (fine_xy.reshape(n, k, m, 2) + 0.5) * (REGION / PATCH) - 0.5  # 12-pixel patch
     points = pyramid.to_image(fine_xy + origins, s)
     fine_score = fine_score.reshape(n, k, m)
-  boxes = face_boxes(points, s, template, crop_scale)
-  faces = jax.vmap(functools.partial(_group_faces, params=params))(boxes, v, valid)
-  member = faces.pop('face_member')  # [N, F, K] index into m
-  face_points = jnp.take_along_axis(points[:, None], member[..., None, None], axis=3)[:, :, :, 0]
   return {
     'points': points,
     'valid': valid,
@@ -241,40 +185,11 @@ def scan_images(
     'fine_score': jnp.where(valid, fine_score, 0.0),
     'coarse_points': coarse,
     'level': lv,
-    **faces,
-    'face_points': face_points,
+    **face_proposals.group_detections(points, s, v, valid, template, crop_scale, params),
   }
 
 
 # ------------------------------------------------------------------------------ host side
-
-
-def face_template(num_points: int, dataset: str, crop_scale: float) -> np.ndarray:
-  """Mean landmark positions [K, 2] inside a model's training window, in [0, 1] units.
-
-  The frontal mean face of `lmjax.synthface` is boxed with the rule of the model's training
-  data (MTFL: `mtfl.face_box_np` on the 5 points; others: the tight box of the 68 points), and
-  the window is the square of `crop_scale` × the longer box side around the box centre, as
-  the training crops are.
-  """
-  from lmjax.datasets import mtfl
-  from lmjax.synthface import shape
-
-  p68 = shape.face_shape()[:, :2]
-  if num_points == 68:
-    points = p68
-  elif num_points == 5:
-    points = landmarks.five_from_68(p68)
-  else:
-    raise ValueError(f'the scanner supports 5- and 68-point models, not {num_points} points')
-  box = mtfl.face_box_np(points) if dataset == 'mtfl' else pp_tight_box(p68)
-  side = crop_scale * float(np.max(box[2:] - box[:2]))
-  corner = (box[:2] + box[2:]) / 2 - side / 2
-  return ((points - corner) / side).astype(np.float32)
-
-
-def pp_tight_box(points: np.ndarray) -> np.ndarray:
-  return np.concatenate([points.min(0), points.max(0)]).astype(np.float32)
 
 
 class Scanner:
@@ -311,8 +226,11 @@ class Scanner:
     self.params = ScanParams(levels=levels or ScanParams.levels, refine=refine, **params)
     self.bucket = bucket
     self.schema = landmarks.get_schema(spec['num_points'])
-    self.template = face_template(spec['num_points'], spec.get('dataset', ''), spec['crop_scale'])
+    self.template = face_proposals.face_template(
+      spec['num_points'], spec.get('dataset', ''), spec['crop_scale']
+    )
     self._programs = {}
+    self._regroup = None
 
   @classmethod
   def load(cls, directory: str, **kwargs) -> Scanner:
@@ -350,6 +268,29 @@ class Scanner:
 
       self._programs[levels] = jax.jit(run)
     return self._programs[levels]
+
+  def regroup(self, out: dict[str, np.ndarray], points: np.ndarray, image_shape) -> dict:
+    """The proposal and face keys of `out` (one image's scan) recomputed for other `points`.
+
+    `regroup(out, out['coarse_points'], image.shape)` gives exactly what a `refine=False`
+    scan returns, without scanning again: the candidates, NMS and ranking do not depend on the
+    branches, only the points and the proposals built on them do.
+    """
+    if self._regroup is None:
+      template, crop_scale, params = (
+        jnp.asarray(self.template),
+        self.spec['crop_scale'],
+        self.params,
+      )
+      self._regroup = jax.jit(
+        lambda p, s, v, ok: face_proposals.group_detections(
+          p, s, v, ok, template, crop_scale, params
+        )
+      )
+    smaller = float(min(image_shape[:2]))
+    scale = pyramid.BASE_SIDE * pyramid.SCALE_STEP ** out['level'].astype(np.float32) / smaller
+    faces = self._regroup(points[None], scale[None], out['score'][None], out['valid'][None])
+    return {k: v[0] for k, v in jax.device_get(faces).items()}
 
   def compiled_programs(self) -> int:
     """How many programs (input buckets × batch sizes × depths) have been compiled so far."""

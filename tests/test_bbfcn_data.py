@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmjax import bbfcn_data, bbfcn_sampling, landmarks, pp
+from lmjax import bbfcn_data, bbfcn_sampling, landmarks, nms, pp
 
 
 def _config(size=64):
@@ -66,7 +66,7 @@ def test_positive_windows_meet_the_iou_rule_in_batches():
       k, boxes, max_scale=params.max_scale, max_shift=params.max_shift
     )
   )(jax.random.key(3))
-  assert (np.asarray(bbfcn_sampling.iou(windows, boxes)) > 0.5).all()
+  assert (np.asarray(nms.iou(windows, boxes)) > 0.5).all()
 
 
 def test_negative_batch_shapes_values_and_determinism():

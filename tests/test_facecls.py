@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from lmjax import face_classifier, facecls_data, pp
-from lmjax.bbfcn_sampling import iou
 from lmjax.face_classifier import FaceClassifier
+from lmjax.nms import iou
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import bbfcn_predictor, nms, pyramid, scanner
+from lmjax import bbfcn_predictor, face_proposals, nms, pyramid, scanner
 
 K = 5
 
@@ -134,6 +134,22 @@ def test_scanner_compiles_once_per_bucket():
   assert sc.compiled_programs() == 3  # a batch of two is its own program
 
 
+def test_regroup_of_coarse_points_equals_a_backbone_only_scan():
+  model, variables, spec = _random_model()
+  kw = dict(levels=3, detections=6, candidates=16, threshold=-1.0)
+  image = np.random.default_rng(2).integers(0, 255, (90, 110, 3), dtype=np.uint8)
+  full = scanner.Scanner(model, variables, spec, **kw)
+  out = full.scan(image)
+  plain = scanner.Scanner(model, variables, spec, refine=False, **kw).scan(image)
+  assert out['valid'].sum() > 0 and not np.allclose(out['points'], out['coarse_points'])
+  np.testing.assert_allclose(out['coarse_points'], plain['points'], atol=1e-4)
+  regrouped = full.regroup(out, out['coarse_points'], image.shape)
+  for key in ('proposals', 'proposal_score', 'faces', 'face_score', 'face_points'):
+    np.testing.assert_allclose(regrouped[key], plain[key], atol=1e-3, err_msg=key)
+  for key in ('proposal_valid', 'face_valid', 'face_point_valid'):
+    np.testing.assert_array_equal(regrouped[key], plain[key], err_msg=key)
+
+
 def test_min_face_picks_the_depth_per_image():
   sc = scanner.Scanner(*_random_model(), min_face=40, detections=2, candidates=8)
   assert sc.levels_for(480) == pyramid.levels_for_min_face(40, 480, 32 / 1.1)
@@ -159,9 +175,9 @@ def test_scanner_rejects_bad_input():
 
 
 def test_face_template_matches_the_training_crop():
-  t = scanner.face_template(5, 'mtfl', 1.1)
+  t = face_proposals.face_template(5, 'mtfl', 1.1)
   assert t.shape == (5, 2) and np.all((t > 0.15) & (t < 0.85))
   assert t[0, 1] < t[2, 1] < t[3, 1]  # eyes above the nose above the mouth
   np.testing.assert_allclose(t[0, 0] + t[1, 0], 1.0, atol=1e-6)  # symmetric
-  t68 = scanner.face_template(68, '300w', 1.2)
+  t68 = face_proposals.face_template(68, '300w', 1.2)
   assert t68.min() > 0 and t68.max() < 1

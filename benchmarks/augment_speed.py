@@ -1,4 +1,4 @@
-"""Throughput of the jitted, batched on-device augmentation (`lmjax.augment`).
+"""Throughput of the jitted, batched on-device augmentation (`lmjax.core.augment`).
 
 Measures crops/s of `make_augmenter(AugmentParams(), IBUG68.flip_perm)` at batch 64, 68
 landmarks, 50×50 grey output, from 100×100 and 128×128 grey regions (and 128×128 RGB regions
@@ -40,8 +40,8 @@ def measure(setting: str, batch: int, repeats: int) -> list[dict]:
   import jax.numpy as jnp
   import numpy as np
 
-  from lmjax import augment as aug
-  from lmjax.landmarks import IBUG68
+  from lmjax.core import augment as aug
+  from lmjax.core.landmarks import IBUG68
 
   device = jax.devices()[0]
   if setting == 'gpu' and device.platform != 'gpu':

@@ -39,9 +39,12 @@ BIG_BATCH = 128
 
 def _model_folder(directory: str, points: int) -> str:
   """Exports a freshly initialised BB-FCN for `points` landmarks; returns its path."""
-  from lmjax import bbfcn_config, bbfcn_predictor, bbfcn_train, checkpoint
+  from lmjax import bbfcn_config
+  from lmjax.bbfcn import predictor as bbfcn_predictor
+  from lmjax.bbfcn import train
+  from lmjax.train import checkpoint
 
-  spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(points, 'synthetic', False), 'bbfcn')
+  spec = train.model_spec(bbfcn_config.bbfcn_config(points, 'synthetic', False), 'bbfcn')
   model = bbfcn_predictor.build_model(spec)
   variables = bbfcn_predictor.init_variables(model, spec)
   path = os.path.join(directory, f'bbfcn{points}')
@@ -55,8 +58,8 @@ def measure(setting: str, repeats: int, points: int, checkpoint: str | None) -> 
   import jax
   import numpy as np
 
-  from lmjax import bbfcn_predictor
-  from lmjax.bbfcn_predictor import BBFCNPredictor
+  from lmjax.bbfcn import predictor as bbfcn_predictor
+  from lmjax.bbfcn.predictor import BBFCNPredictor
 
   device = jax.devices()[0]
   if setting == 'gpu' and device.platform != 'gpu':

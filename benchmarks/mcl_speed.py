@@ -45,8 +45,10 @@ def _model_folder(directory: str) -> str:
   import jax
   import jax.numpy as jnp
 
-  from lmjax import checkpoint, mcl_config, mcl_train
-  from lmjax.inference import build_model
+  from lmjax import mcl_config
+  from lmjax.mcl import train as mcl_train
+  from lmjax.mcl.predictor import build_model
+  from lmjax.train import checkpoint
 
   spec = mcl_train.model_spec(mcl_config.mcl_config(68, 1024, 'synthetic', runlocal=False), 1)
   model = build_model(spec)
@@ -69,7 +71,7 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   import jax
   import numpy as np
 
-  from lmjax.inference import FacePredictor
+  from lmjax.mcl.predictor import FacePredictor
 
   device = jax.devices()[0]
   if setting == 'gpu' and device.platform != 'gpu':

@@ -55,14 +55,15 @@ def vga_scene(seed: int = 3):
 
 
 def _load_base(checkpoint: str | None):
-  from lmjax import bbfcn_config, bbfcn_predictor, bbfcn_train
-  from lmjax.scanner import Scanner
+  from lmjax import bbfcn_config
+  from lmjax.bbfcn import predictor, train
+  from lmjax.scan.scanner import Scanner
 
   if checkpoint:
     return Scanner.load(checkpoint)
-  spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(5, 'mtfl', False), 'bbfcn')
-  model = bbfcn_predictor.build_model(spec)
-  return Scanner(model, bbfcn_predictor.init_variables(model, spec), spec)
+  spec = train.model_spec(bbfcn_config.bbfcn_config(5, 'mtfl', False), 'bbfcn')
+  model = predictor.build_model(spec)
+  return Scanner(model, predictor.init_variables(model, spec), spec)
 
 
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
@@ -71,7 +72,7 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   import jax
   import numpy as np
 
-  from lmjax.scanner import Scanner
+  from lmjax.scan.scanner import Scanner
 
   device = jax.devices()[0]
   if setting == 'gpu' and device.platform != 'gpu':
@@ -135,7 +136,7 @@ def mtcnn_child(repeats: int, scenes_path: str | None, out_path: str | None) -> 
 
 def _scenes(args, count: int):
   """(images, faces) of the first `count` scenes of the recall set."""
-  from lmjax import datasets
+  from lmjax.data import datasets
 
   if args.dataset == 'synthetic':
     source = datasets.load('synthetic', 'test', config='scene5', data_dir=args.data_dir)
@@ -149,7 +150,7 @@ def _recall(points_per_image, scores_per_image, faces) -> dict:
   """recall@5/10/25 % per type (top 30) of (image → [F', 5, 2] points, [F'] scores)."""
   import numpy as np
 
-  from lmjax import multiface_metrics as mm
+  from lmjax.eval import multiface_metrics as mm
 
   acc = mm.RecallAccumulator((30,))
   for pts, sc, gt in zip(points_per_image, scores_per_image, faces, strict=True):
@@ -192,8 +193,8 @@ def run_peer(args, images, faces) -> dict:
 
 def scanner_recall(args, images, faces) -> dict:
   """The scanner's recall (top 30 per type, L = 20) on the same scenes as MTCNN."""
-  from lmjax import multiface_metrics as mm
-  from lmjax.scanner import Scanner
+  from lmjax.eval import multiface_metrics as mm
+  from lmjax.scan.scanner import Scanner
 
   sc = Scanner.load(args.checkpoint, levels=20)
   acc = mm.RecallAccumulator((30,))

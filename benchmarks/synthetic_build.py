@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from lmjax import synthface
-from lmjax.datasets import synthetic
+from lmjax.data.datasets import synthetic
 
 
 def render_ms(config: synthetic.SyntheticConfig, n: int = 100) -> float:

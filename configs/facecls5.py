@@ -8,7 +8,7 @@ CPU run on the embedded synthetic faces:
       --workdir=runs/facecls_smoke
 Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=mtfl|300w|synthetic|cofw`.
 The model lands in `<workdir>/models/facecls`; load it with
-`lmjax.face_classifier.FaceClassifier.load`.
+`lmjax.facecls.classifier.FaceClassifier.load`.
 """
 
 from lmjax import config_lib

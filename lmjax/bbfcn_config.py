@@ -20,13 +20,6 @@ import ml_collections
 from lmjax.mcl_config import data_config
 
 VARIANTS = ('bbfcn', 'backbone_only', 'regression')
-# Training stage -> the model folder it exports (`<workdir>/models/<name>`, `stages.json` key).
-MODEL_NAMES = {
-  'backbone': 'backbone',
-  'branches': 'bbfcn',
-  'branches_wm': 'bbfcn_wm',
-  'regression': 'regression',
-}
 
 
 def bbfcn_config(

@@ -2,7 +2,7 @@
 
 The BB-FCN paper (§IV-F) re-scores its face proposals with cascade CNN's Net-12; the config
 trains `lmjax.models.facenet.FaceNet` on 24 × 24 crops of the same faces and the same negative
-cache as BB-FCN (`lmjax.bbfcn_data.build_negative_cache`). Per step, on device:
+cache as BB-FCN (`lmjax.bbfcn.data.build_negative_cache`). Per step, on device:
   positives    square windows with IoU ≥ `windows.pos_min_iou` (0.65) to the face box
   partial      windows of the face regions with IoU in [neg_min_iou, neg_max_iou) = [0.05, 0.3):
                shifted, too small or too large (what wrong landmark proposals look like)

@@ -38,7 +38,10 @@ def main(argv):
   with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # for model cards
     command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
     f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
-  from lmjax import bbfcn_train, datasets, facecls_train, mcl_train
+  from lmjax.bbfcn import train as bbfcn_train
+  from lmjax.data import datasets
+  from lmjax.facecls import train as facecls_train
+  from lmjax.mcl import train as mcl_train
 
   runners = {'mcl': mcl_train.run, 'bbfcn': bbfcn_train.run, 'facecls': facecls_train.run}
   if config.experiment not in runners:

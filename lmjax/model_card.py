@@ -23,8 +23,8 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from lmjax import evaluate
-from lmjax.bbfcn_config import MODEL_NAMES
+from lmjax.bbfcn.train import MODEL_NAMES
+from lmjax.eval import reports
 
 MAX_BYTES = 10 * 1024 * 1024  # the repository's limit for a committed model
 _LOG_NAME = re.compile(r'\.log\.INFO\.(\d{8}-\d{6})\.\d+$')
@@ -99,7 +99,7 @@ def render_card(
       f'{config["windows"]["neg_max_iou"]} (shifted, too small, too large) and background'
     )
     use = [
-      'from lmjax.face_classifier import FaceClassifier',
+      'from lmjax.facecls.classifier import FaceClassifier',
       f"probs = FaceClassifier.load('pretrained/{name}').score(image_rgb_uint8, boxes_x0y0x1y1)",
     ]
     batch = str(config['batch_size'])
@@ -113,7 +113,7 @@ def render_card(
     size, big = config['model']['size'], config['model']['refine_size']
     crop = f'{big}×{big} RGB face crop (backbone: its {size}×{size} downsample)'
     use = [
-      'from lmjax.inference import load_predictor',
+      'from lmjax.mcl.predictor import load_predictor',
       f"points = load_predictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = (
@@ -130,11 +130,11 @@ def render_card(
     grey = 'grey' if config['input']['grayscale'] else 'RGB'
     crop = f'{size}×{size} {grey} crop'
     use = [
-      'from lmjax.inference import FacePredictor',
+      'from lmjax.mcl.predictor import FacePredictor',
       f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = str(config['batch_size'])
-  table = evaluate.format_table({s: stages[s] for s in order}, keys)
+  table = reports.format_table({s: stages[s] for s in order}, keys)
   schedule = ', '.join(f'{k} {v}' for k, v in steps.items())
   lines = [
     f'# {name}: {title}, {config["model"]["num_points"]} points',

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lmjax import bbfcn_data, bbfcn_sampling, landmarks, nms, pp
+from lmjax.bbfcn import data as bbfcn_data
+from lmjax.core import geometry, image_ops, landmarks, nms
+from lmjax.data import windows as bbfcn_sampling
 
 
 def _config(size=64):
@@ -84,24 +86,24 @@ def test_negative_batch_shapes_values_and_determinism():
 
 
 def test_crop_to_image_inverts_the_test_crop():
-  from lmjax import input_pipeline
+  from lmjax.data import caches
 
   image_points = np.float32([[[30.0, 40.0], [70.0, 42.0]]])
   image_box = np.float32([[20.0, 20.0, 90.0, 100.0]])
-  region = pp.extract_region(
+  region = image_ops.extract_region(
     np.zeros((120, 120, 3), np.uint8), image_box[0], image_points[0], 128, 2.2
   )
-  cache = input_pipeline.RegionCache(
+  cache = caches.RegionCache(
     regions=region['region'][None, None],
     landmarks=region['landmarks'][None],
     visible=np.ones((1, 2), bool),
     bbox=region['bbox'][None],
-    region_to_image=pp.invert_affine(region['affine'])[None].astype(np.float32),
+    region_to_image=geometry.invert_affine(region['affine'])[None].astype(np.float32),
     image_landmarks=image_points,
     image_bbox=image_box,
     image_ids=['a'],
   )
-  A = pp.crop_affine(cache.bbox.astype(np.float64), 64, 1.1)
-  crop_points = pp.apply_affine(cache.landmarks.astype(np.float64), A)
+  A = geometry.crop_affine(cache.bbox.astype(np.float64), 64, 1.1)
+  crop_points = geometry.apply_affine(cache.landmarks.astype(np.float64), A)
   back = cache.crop_to_image(crop_points, 64, 1.1)
   np.testing.assert_allclose(back, image_points, atol=1e-3)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import bbfcn_inference as bi
+from lmjax.bbfcn import inference as bi
 from lmjax.models.bbfcn import BBFCN
 
 

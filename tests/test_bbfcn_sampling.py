@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import bbfcn_sampling as bs
+from lmjax.data import windows as bs
 
 
 def test_iou_hand_values():

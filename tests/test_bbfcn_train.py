@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lmjax import evaluate
-from lmjax.bbfcn_predictor import BBFCNPredictor
-from lmjax.datasets import synthetic
+from lmjax.bbfcn.predictor import BBFCNPredictor
+from lmjax.data.datasets import synthetic
 from lmjax.models import bbfcn as bbfcn_models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

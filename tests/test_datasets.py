@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lmjax import datasets
-from lmjax.datasets import DatasetFormatError, mtfl
-from lmjax.datasets.pts import read_pts, write_pts
+from lmjax.data import datasets
+from lmjax.data.datasets import DatasetFormatError, mtfl
+from lmjax.data.datasets.pts import read_pts, write_pts
 
 RNG = np.random.default_rng(0)
 

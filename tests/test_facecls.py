@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import face_classifier, facecls_data, pp
-from lmjax.face_classifier import FaceClassifier
-from lmjax.nms import iou
+from lmjax.core import geometry, image_ops
+from lmjax.core.nms import iou
+from lmjax.facecls import classifier as face_classifier
+from lmjax.facecls import data as facecls_data
+from lmjax.facecls.classifier import FaceClassifier
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -117,7 +119,7 @@ def test_crop_maps_boxes_to_the_right_pixels():
     atol=1e-3,
   )
   # Flip mirrors the crop.
-  centre, side = pp.box_centre_side(boxes[:1])
+  centre, side = geometry.box_centre_side(boxes[:1])
   flip = lambda im, c, s: face_classifier.crop_windows(im, c, s, size=24, flip=jnp.array([True]))
   flipped = jax.jit(flip)(image, centre, side)
   np.testing.assert_allclose(flipped[0], crops[0][:, ::-1], atol=1e-3)
@@ -167,7 +169,7 @@ def test_tiny_run_learns_and_exports_a_loadable_model(tiny_run):
   probs = classifier.score(image, boxes)
   assert probs.shape == (3,) and probs.dtype == np.float32
   assert ((probs > 0) & (probs < 1)).all()
-  crops = pp.normalize_pixels(face_classifier.crop_boxes(image, boxes, 24))  # no padding
+  crops = image_ops.normalize_pixels(face_classifier.crop_boxes(image, boxes, 24))  # no padding
   direct = jax.nn.sigmoid(jax.jit(classifier.model.apply)(classifier.variables, crops))
   np.testing.assert_allclose(probs, direct, rtol=1e-5, atol=1e-6)
   many = classifier.score(image, np.tile(boxes, (7, 1)))  # 21 boxes: bucket 32

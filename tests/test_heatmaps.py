@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import heatmaps
+from lmjax.core import heatmaps
 
 
 def _brute_disc(x, y, radius, h, w):

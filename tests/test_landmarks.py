@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lmjax import landmarks
+from lmjax.core import landmarks
 
 ALL = sorted(landmarks.SCHEMAS.values(), key=lambda s: s.num_points)
 

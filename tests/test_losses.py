@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import losses
+from lmjax.core import losses
 
 
 def test_mcl_loss_hand_computed():

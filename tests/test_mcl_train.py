@@ -15,8 +15,11 @@ import numpy as np
 import optax
 import pytest
 
-from lmjax import evaluate, inference, model_card, optim, pp, surgery
-from lmjax.datasets import synthetic
+from lmjax import evaluate, model_card
+from lmjax.core import geometry
+from lmjax.data.datasets import synthetic
+from lmjax.mcl import predictor as inference
+from lmjax.train import optim, surgery
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / 'configs').glob('*.py'))
@@ -311,7 +314,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 def test_heads_start_at_the_mean_shape():
   from types import SimpleNamespace
 
-  from lmjax import mcl_train
+  from lmjax.mcl import train
   from lmjax.models.mcl import MCL
 
   config = load_config('mcl5', 'runlocal,data=synthetic')
@@ -321,17 +324,18 @@ def test_heads_start_at_the_mean_shape():
   visible = np.ones((3, 5), bool)
   visible[0, 2] = False  # excluded from the mean of landmark 2
   cache = SimpleNamespace(landmarks=points, bbox=bbox, visible=visible)
-  mean = mcl_train.mean_crop_shape(cache, config)
-  crop = [pp.apply_affine(points[i].astype(np.float64), pp.crop_affine(bbox[i])) for i in range(3)]
+  mean = train.mean_crop_shape(cache, config)
+  crop = [
+    geometry.apply_affine(points[i].astype(np.float64), geometry.crop_affine(bbox[i]))
+    for i in range(3)
+  ]
   np.testing.assert_allclose(mean[0], np.mean([c[0] for c in crop], axis=0), atol=1e-4)
   np.testing.assert_allclose(mean[2], np.mean([c[2] for c in crop[1:]], axis=0), atol=1e-4)
   assert mean.min() > 0 and mean.max() < 49  # inside the 50-pixel crop
   model = MCL(5, width=16, num_heads=2)
-  variables = mcl_train.with_head_bias(
-    model.init(jax.random.key(0), jnp.zeros((1, 50, 50, 1))), mean
-  )
+  variables = train.with_head_bias(model.init(jax.random.key(0), jnp.zeros((1, 50, 50, 1))), mean)
   out = model.apply(variables, jnp.zeros((1, 50, 50, 1)))  # [1, 2, 5, 2]
   np.testing.assert_allclose(out[0, 1], mean, atol=0.05)  # N(0, 0.01) kernels: ~bias
   cache.visible = np.zeros((3, 5), bool)
   with pytest.raises(ValueError, match='invisible in every training face'):
-    mcl_train.mean_crop_shape(cache, config)
+    train.mean_crop_shape(cache, config)

@@ -1,4 +1,4 @@
-"""Tests of lmjax.metrics and lmjax.evaluate against values worked out by hand."""
+"""Tests of lmjax.eval.metrics and lmjax.eval.reports against values worked out by hand."""
 
 import json
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import evaluate, metrics
-from lmjax.landmarks import FIVE, IBUG68, WFLW98
+from lmjax.core.landmarks import FIVE, IBUG68, WFLW98
+from lmjax.eval import metrics, reports
 
 H = metrics.AUC_STEP
 
@@ -228,7 +228,7 @@ def test_zero_normaliser_errors():
 
 # ------------------------------------------------------------------ evaluate
 def test_compute_metrics_five_points():
-  m = evaluate.compute_metrics(PRED5, GT5, BOX5, FIVE)
+  m = reports.compute_metrics(PRED5, GT5, BOX5, FIVE)
   assert m['num_faces'] == 2
   for kind in ('ioc', 'ipd'):  # identical for 5 points, both reported
     assert m[f'nme_{kind}'] == pytest.approx(100 * (0.3 + 0.05) / 2)
@@ -247,18 +247,18 @@ def test_compute_metrics_five_points():
 
 def test_compute_metrics_without_clusters():
   gt = np.random.default_rng(2).uniform(0, 100, (3, 98, 2))
-  m = evaluate.compute_metrics(gt + 1, gt, np.tile([0, 0, 100, 100], (3, 1)), WFLW98)
+  m = reports.compute_metrics(gt + 1, gt, np.tile([0, 0, 100, 100], (3, 1)), WFLW98)
   assert len(m['per_landmark_ioc']) == 98
   assert not any(k.startswith('per_cluster') for k in m)
 
 
 def test_write_results_json_round_trip(tmp_path):
-  m = evaluate.compute_metrics(PRED5, GT5, BOX5, FIVE, visible=VIS5)
+  m = reports.compute_metrics(PRED5, GT5, BOX5, FIVE, visible=VIS5)
   path = tmp_path / 'out' / 'results.json'
-  evaluate.write_results(m, path)
+  reports.write_results(m, path)
   assert json.loads(path.read_text()) == m
   assert list(json.loads(path.read_text())) == sorted(m)
-  evaluate.write_results({'per_landmark_ioc': [1.0, float('nan')]}, path)
+  reports.write_results({'per_landmark_ioc': [1.0, float('nan')]}, path)
   assert json.loads(path.read_text()) == {'per_landmark_ioc': [1.0, None]}
 
 
@@ -268,28 +268,28 @@ def test_plot_ced_writes_png(tmp_path):
   path = tmp_path / 'plots' / 'ced.png'
   rng = np.random.default_rng(3)
   curves = {'BM': rng.uniform(0, 0.1, 50), 'AM': rng.uniform(0, 0.07, 50)}
-  evaluate.plot_ced(curves, 0.08, path, title='300-W full', normaliser='ipd')
+  reports.plot_ced(curves, 0.08, path, title='300-W full', normaliser='ipd')
   data = path.read_bytes()
   assert data[:8] == b'\x89PNG\r\n\x1a\n'
   assert len(data) > 10_000
   image = matplotlib.image.imread(path)
   assert image.shape[:2] == (450, 600) and image.std() > 0
   with pytest.raises(ValueError, match='ratio'):
-    evaluate.plot_ced(curves, 8, path, title='', normaliser='ipd')
+    reports.plot_ced(curves, 8, path, title='', normaliser='ipd')
 
 
 def test_format_table():
   rows = {'BM': {'nme_ipd': 5.0, 'fr_10_ipd': 1.25}, 'AM': {'nme_ipd': 4.567}}
-  assert evaluate.format_table(rows, ['nme_ipd', 'fr_10_ipd']) == (
+  assert reports.format_table(rows, ['nme_ipd', 'fr_10_ipd']) == (
     '    nme_ipd  fr_10_ipd\nBM     5.00       1.25\nAM     4.57          -'
   )
 
 
 def test_save_predictions(tmp_path):
   path = tmp_path / 'preds.npz'
-  evaluate.save_predictions(path, ['a/1', 'b/2'], PRED5)
+  reports.save_predictions(path, ['a/1', 'b/2'], PRED5)
   with np.load(path) as data:
     assert data['image_ids'].tolist() == ['a/1', 'b/2']
     np.testing.assert_allclose(data['pred'], PRED5)
   with pytest.raises(ValueError, match='image_ids: expected 2 ids'):
-    evaluate.save_predictions(path, ['a/1'], PRED5)
+    reports.save_predictions(path, ['a/1'], PRED5)

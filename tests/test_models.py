@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import mcl_config, surgery
+from lmjax import mcl_config
 from lmjax.models.mcl import MCL, fold_batch_norm
+from lmjax.train import surgery
 
 
 def _count(tree):

@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from lmjax import datasets, input_pipeline, synthface
-from lmjax import landmarks as lm
-from lmjax.datasets import DatasetFormatError, afw_multiface, common, composite, mtfl
-from lmjax.datasets.pts import read_pts, write_pts
+from lmjax import synthface
+from lmjax.core import landmarks as lm
+from lmjax.data import caches, datasets
+from lmjax.data.datasets import DatasetFormatError, afw_multiface, common, composite, mtfl
+from lmjax.data.datasets.pts import read_pts, write_pts
 
 
 def _load(name, split, manual_dir, data_dir, **kw):
@@ -183,10 +184,10 @@ def test_composite_scenes_from_held_out_faces(mtfl_dir, tmp_path):
   assert len(source) == 8 and datasets.schema_of(source).num_points == 5
   # The held-out faces are exactly those of the training code's split.
   train = _load('mtfl', 'train', mtfl_dir, tmp_path / 'a')
-  cache = input_pipeline.cache_regions(
+  cache = caches.cache_regions(
     train, region_size=8, region_scale=2.2, grayscale=True, progress=False
   )
-  _, val = input_pipeline.split_train_validation(cache, 10, 0)
+  _, val = caches.split_train_validation(cache, 10, 0)
   sources = source.dataset_info.metadata['face_sources']
   used = [f for faces in sources.values() for f in faces]
   assert set(used) <= set(val.image_ids) and len(set(used)) > 1

@@ -1,11 +1,11 @@
-"""Tests of lmjax.multiface_metrics against values worked out by hand."""
+"""Tests of lmjax.eval.multiface_metrics against values worked out by hand."""
 
 import json
 
 import numpy as np
 import pytest
 
-from lmjax import multiface_metrics as mm
+from lmjax.eval import multiface_metrics as mm
 
 NAN = np.nan
 INF = np.inf

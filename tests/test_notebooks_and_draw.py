@@ -1,4 +1,4 @@
-"""The notebooks run top to bottom, and `lmjax.draw` draws, reads, writes and rejects inputs."""
+"""The notebooks run top to bottom, and `python -m lmjax.draw` draws, reads, writes and rejects inputs."""
 
 import json
 import os
@@ -15,8 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import checkpoint, draw, landmarks, mcl_config, mcl_train, synthface
-from lmjax.inference import build_model
+from lmjax import draw as draw_cli
+from lmjax import mcl_config, synthface
+from lmjax.core import landmarks
+from lmjax.mcl import train as mcl_train
+from lmjax.mcl.predictor import build_model
+from lmjax.train import checkpoint
+from lmjax.viz import draw
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
@@ -73,7 +78,9 @@ def model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope='module')
 def bbfcn_model_dir(tmp_path_factory) -> str:
   """A freshly initialised 5-point BB-FCN exported as a model folder."""
-  from lmjax import bbfcn_config, bbfcn_predictor, bbfcn_train
+  from lmjax import bbfcn_config
+  from lmjax.bbfcn import predictor as bbfcn_predictor
+  from lmjax.bbfcn import train as bbfcn_train
 
   spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(5, 'synthetic', True), 'bbfcn')
   model = bbfcn_predictor.build_model(spec)
@@ -190,11 +197,11 @@ def test_cli_draws_one_image(model_dir, face_png, tmp_path, capsys):
   out = str(tmp_path / 'out' / 'drawn.png')
   box = ','.join(f'{v:.2f}' for v in example['bbox'])
   args = [f'--checkpoint={model_dir}', f'--image={path}', f'--out={out}', f'--box={box}']
-  assert draw.main([*args, '--scale=2']) == 0
+  assert draw_cli.main([*args, '--scale=2']) == 0
   assert capsys.readouterr().out.strip() == out
   drawn = read_rgb(out)
   assert drawn.shape == (256, 256, 3)
-  points = draw.draw_image(model_dir, path, out, np.asarray(example['bbox'], np.float64))
+  points = draw_cli.draw_image(model_dir, path, out, np.asarray(example['bbox'], np.float64))
   assert points.shape == (5, 2) and np.isfinite(points).all()
   np.testing.assert_array_equal(
     read_rgb(out),
@@ -210,10 +217,10 @@ def test_cli_whole_image_box_and_folder(model_dir, face_png, tmp_path):
     cv2.imwrite(str(folder / name), cv2.cvtColor(example['image'], cv2.COLOR_RGB2BGR))
   (folder / 'a.pts').write_text('not an image, ignored')
   out_dir = tmp_path / 'drawn'
-  assert draw.main([f'--checkpoint={model_dir}', f'--folder={folder}', f'--out={out_dir}']) == 0
+  assert draw_cli.main([f'--checkpoint={model_dir}', f'--folder={folder}', f'--out={out_dir}']) == 0
   assert sorted(os.listdir(out_dir)) == ['a.png', 'b.png']
   single = str(tmp_path / 'single.png')
-  assert draw.main([f'--checkpoint={model_dir}', f'--image={path}', f'--out={single}']) == 0
+  assert draw_cli.main([f'--checkpoint={model_dir}', f'--image={path}', f'--out={single}']) == 0
   np.testing.assert_array_equal(read_rgb(single), read_rgb(str(out_dir / 'a.png')))
   assert draw.output_names(['x/a.png', 'x/a.jpg', 'x/b.png']) == ['a_png.png', 'a_jpg.png', 'b.png']
 
@@ -252,7 +259,7 @@ def test_cli_bad_box_is_a_clear_error(model_dir, face_png, tmp_path):
 def test_cli_box_errors(model_dir, face_png, tmp_path, capsys, flag, message):
   path, _ = face_png
   with pytest.raises(SystemExit) as exit_info:
-    draw.main([f'--checkpoint={model_dir}', f'--image={path}', f'--out={tmp_path}/o.png', flag])
+    draw_cli.main([f'--checkpoint={model_dir}', f'--image={path}', f'--out={tmp_path}/o.png', flag])
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert '--box' in err and message in err
@@ -269,12 +276,12 @@ def test_cli_input_errors_name_the_file(model_dir, face_png, tmp_path, capsys):
   ]
   for args, parts in cases:
     with pytest.raises(SystemExit) as exit_info:
-      draw.main([f'--checkpoint={model_dir}', f'--out={tmp_path}/out', *args])
+      draw_cli.main([f'--checkpoint={model_dir}', f'--out={tmp_path}/out', *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert all(p in err for p in parts), (args, err)
   with pytest.raises(SystemExit) as exit_info:
-    draw.main([f'--checkpoint={tmp_path}', f'--image={face_png[0]}', f'--out={tmp_path}/o.png'])
+    draw_cli.main([f'--checkpoint={tmp_path}', f'--image={face_png[0]}', f'--out={tmp_path}/o.png'])
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert '--checkpoint' in err and 'model.json' in err

@@ -1,4 +1,4 @@
-"""Tests of the MCL crop (lmjax.pp) and the on-device augmentation (lmjax.augment)."""
+"""Tests of the MCL crop (lmjax.core.image_ops) and the on-device augmentation (lmjax.core.augment)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import augment as aug
-from lmjax import pp
-from lmjax.landmarks import COFW29, FIVE, IBUG68
+from lmjax.core import augment as aug
+from lmjax.core import geometry, image_ops
+from lmjax.core.landmarks import COFW29, FIVE, IBUG68
 
 BBOX = np.array([70.0, 50.0, 150.0, 140.0])
 # Five dots inside BBOX (LE, RE, nose, LM, RM), asymmetric, with distinct brightness so that
@@ -57,12 +57,12 @@ def batch_of(region: dict[str, np.ndarray], n: int) -> tuple[jax.Array, ...]:
 
 # ----------------------------------------------------------------------------- host crop
 def test_crop_affine_pixel_centre_convention():
-  A = pp.crop_affine(BBOX, size=50, scale=1.1)
+  A = geometry.crop_affine(BBOX, size=50, scale=1.1)
   side = 1.1 * 90.0
   left, top = 110.0 - side / 2, 95.0 - side / 2
   corners = np.array([[left, top], [110.0, 95.0], [left + side, top + side]])
   np.testing.assert_allclose(
-    pp.apply_affine(corners, A), [[-0.5, -0.5], [24.5, 24.5], [49.5, 49.5]]
+    geometry.apply_affine(corners, A), [[-0.5, -0.5], [24.5, 24.5], [49.5, 49.5]]
   )
 
 
@@ -71,33 +71,33 @@ def test_crop_inverse_round_trip():
   points = rng.uniform(0, 300, (8, 68, 2)).astype(np.float32)
   xy0 = rng.uniform(0, 200, (8, 2))
   boxes = np.concatenate([xy0, xy0 + rng.uniform(20, 150, (8, 2))], axis=1)
-  A = pp.crop_affine(boxes, 50)  # [8, 2, 3]
-  back = pp.to_image_coords(pp.apply_affine(points, A), A)
+  A = geometry.crop_affine(boxes, 50)  # [8, 2, 3]
+  back = geometry.to_image_coords(geometry.apply_affine(points, A), A)
   assert np.abs(back - points).max() < 0.01
   # The jax versions give the same numbers.
-  back_jax = pp.to_image_coords(pp.apply_affine(jnp.asarray(points), jnp.asarray(A)), A)
+  back_jax = geometry.to_image_coords(geometry.apply_affine(jnp.asarray(points), jnp.asarray(A)), A)
   assert np.abs(np.asarray(back_jax) - points).max() < 0.01
 
 
 def test_mcl_crop_lands_landmarks_on_features():
-  crop, A = pp.mcl_crop(dot_image(), BBOX, size=50, grayscale=True)
+  crop, A = image_ops.mcl_crop(dot_image(), BBOX, size=50, grayscale=True)
   assert crop.shape == (50, 50, 1) and crop.dtype == np.float32
   assert crop.min() >= -1.0 and crop.max() < 1.0
-  expected = pp.apply_affine(DOTS, A)
-  found, _ = window_centroids(pp.denormalize_pixels(crop), expected)
+  expected = geometry.apply_affine(DOTS, A)
+  found, _ = window_centroids(image_ops.denormalize_pixels(crop), expected)
   np.testing.assert_allclose(found, expected, atol=0.1)
 
 
 def test_region_composes_with_crop():
-  region = pp.extract_region(smooth_image(), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(smooth_image(), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   assert region['region'].shape == (REGION_SIZE, REGION_SIZE, 3)
-  direct = pp.crop_affine(BBOX, 50)
-  via_region = pp.compose_affine(
-    pp.crop_affine(region['bbox'].astype(np.float64), 50), region['affine']
+  direct = geometry.crop_affine(BBOX, 50)
+  via_region = geometry.compose_affine(
+    geometry.crop_affine(region['bbox'].astype(np.float64), 50), region['affine']
   )
   np.testing.assert_allclose(via_region, direct, atol=1e-4)
   np.testing.assert_allclose(
-    region['landmarks'], pp.apply_affine(DOTS, region['affine']), atol=1e-4
+    region['landmarks'], geometry.apply_affine(DOTS, region['affine']), atol=1e-4
   )
 
 
@@ -105,8 +105,10 @@ def test_host_warp_matches_jnp_sampler():
   image = smooth_image(2)
   rotation = np.array([[np.cos(0.3), -np.sin(0.3), 30.0], [np.sin(0.3), np.cos(0.3), -40.0]])
   # 128 px for a 162 px square: a mild downscale that `warp` samples without pre-shrinking.
-  A = pp.compose_affine(pp.crop_affine(BBOX, 128, scale=1.8), rotation)  # partly outside
-  host = pp.warp(image, A, 128).astype(np.float32)
+  A = geometry.compose_affine(
+    geometry.crop_affine(BBOX, 128, scale=1.8), rotation
+  )  # partly outside
+  host = image_ops.warp(image, A, 128).astype(np.float32)
   device = np.asarray(jax.jit(aug.sample_affine, static_argnums=2)(image, jnp.asarray(A), 128))
   assert (host == 128).all(axis=-1).any()  # the border is exercised
   diff = np.abs(host - device)
@@ -119,16 +121,18 @@ def test_warp_antialiases_strong_downscaling_and_keeps_geometry():
   # area pre-shrinking gives a flat grey.
   stripes = np.zeros((300, 300, 1), np.uint8)
   stripes[:, ::2] = 255
-  A = pp.crop_affine(np.array([0.0, 0.0, 299.0, 299.0]), 50, scale=300 / 299)
-  out = pp.warp(stripes, A, 50).astype(np.float32)[5:-5, 5:-5]
+  A = geometry.crop_affine(np.array([0.0, 0.0, 299.0, 299.0]), 50, scale=300 / 299)
+  out = image_ops.warp(stripes, A, 50).astype(np.float32)[5:-5, 5:-5]
   assert out.std() < 10 and abs(out.mean() - 127.5) < 10
   # A bright 6x6 block keeps its mapped position after the pre-shrink.
   block = np.zeros((300, 300, 1), np.uint8)
   block[147:153, 177:183] = 255
-  out = pp.warp(block, A, 50)[..., 0].astype(np.float64)
+  out = image_ops.warp(block, A, 50)[..., 0].astype(np.float64)
   ys, xs = np.mgrid[:50, :50]
   centroid = np.array([(xs * out).sum(), (ys * out).sum()]) / out.sum()
-  np.testing.assert_allclose(centroid, pp.apply_affine(np.array([[179.5, 149.5]]), A)[0], atol=0.15)
+  np.testing.assert_allclose(
+    centroid, geometry.apply_affine(np.array([[179.5, 149.5]]), A)[0], atol=0.15
+  )
 
 
 def test_warp_reads_only_the_faces_window_of_a_large_photo(monkeypatch):
@@ -136,30 +140,32 @@ def test_warp_reads_only_the_faces_window_of_a_large_photo(monkeypatch):
   photo = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), np.uint8), (0, 0), 3)
   whole = lambda image, A, size: (image, A)
   for box, size in (((300.0, 200.0, 340.0, 240.0), 50), ((100.0, 50.0, 420.0, 370.0), 50)):
-    A = pp.crop_affine(np.array(box), size, scale=1.1)
-    window = pp.warp(photo, A, size)
+    A = geometry.crop_affine(np.array(box), size, scale=1.1)
+    window = image_ops.warp(photo, A, size)
     with monkeypatch.context() as m:
-      m.setattr(pp, '_source_window', whole)
-      reference = pp.warp(photo, A, size)
+      m.setattr(image_ops, '_source_window', whole)
+      reference = image_ops.warp(photo, A, size)
     diff = np.abs(window.astype(int) - reference)
     if box[2] - box[0] < 1.5 * size:  # bilinear only: same up to cv2's fixed-point rounding
       assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     else:  # area pre-shrink: the resize factor is rounded on the window
       assert diff.mean() < 3, diff.mean()
   # The window is a small part of the photo; a crop entirely outside the photo is all border.
-  A = pp.crop_affine(np.array([300.0, 200.0, 340.0, 240.0]), 50, scale=1.1)
-  cut, _ = pp._source_window(photo, A, 50)
+  A = geometry.crop_affine(np.array([300.0, 200.0, 340.0, 240.0]), 50, scale=1.1)
+  cut, _ = image_ops._source_window(photo, A, 50)
   assert cut.shape[0] * cut.shape[1] < 60 * 60
-  far = pp.warp(photo, pp.crop_affine(np.array([2000.0, 0.0, 2040.0, 40.0]), 50), 50)
-  assert (far == pp.BORDER_VALUE).all()
+  far = image_ops.warp(photo, geometry.crop_affine(np.array([2000.0, 0.0, 2040.0, 40.0]), 50), 50)
+  assert (far == image_ops.BORDER_VALUE).all()
 
 
 def test_grey_matches_opencv():
   image = smooth_image(3)
-  ours = pp.rgb_to_grey(image)
+  ours = image_ops.rgb_to_grey(image)
   assert ours.shape == (*image.shape[:2], 1)
-  assert np.abs(ours - pp.to_grey_uint8(image)).max() <= 0.51  # OpenCV uses fixed-point weights
-  np.testing.assert_allclose(np.asarray(pp.rgb_to_grey(jnp.asarray(image))), ours, atol=1e-3)
+  assert (
+    np.abs(ours - image_ops.to_grey_uint8(image)).max() <= 0.51
+  )  # OpenCV uses fixed-point weights
+  np.testing.assert_allclose(np.asarray(image_ops.rgb_to_grey(jnp.asarray(image))), ours, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- flips
@@ -168,33 +174,37 @@ def test_flip_twice_is_identity(schema):
   rng = np.random.default_rng(4)
   image = rng.integers(0, 256, (50, 50, 1), dtype=np.uint8)
   points = rng.integers(0, 49 * 256, (schema.num_points, 2)).astype(np.float32) / 256
-  np.testing.assert_array_equal(pp.flip_image(pp.flip_image(image)), image)
-  twice = pp.flip_landmarks(pp.flip_landmarks(points, 50, schema.flip_perm), 50, schema.flip_perm)
+  np.testing.assert_array_equal(image_ops.flip_image(image_ops.flip_image(image)), image)
+  twice = geometry.flip_landmarks(
+    geometry.flip_landmarks(points, 50, schema.flip_perm), 50, schema.flip_perm
+  )
   np.testing.assert_array_equal(twice, points)
 
 
 def test_flip_permutation_semantics():
   points = np.random.default_rng(5).uniform(0, 49, (68, 2)).astype(np.float32)
-  flipped = pp.flip_landmarks(points, 50, IBUG68.flip_perm)
+  flipped = geometry.flip_landmarks(points, 50, IBUG68.flip_perm)
   mirror = lambda p: np.array([49 - p[0], p[1]])
   for new, old in [(36, 45), (45, 36), (0, 16), (8, 8), (30, 30), (48, 54), (17, 26)]:
     np.testing.assert_allclose(flipped[new], mirror(points[old]))
   five = points[:5]
-  flipped5 = pp.flip_landmarks(five, 50, FIVE.flip_perm)
+  flipped5 = geometry.flip_landmarks(five, 50, FIVE.flip_perm)
   for new, old in [(0, 1), (1, 0), (2, 2), (3, 4), (4, 3)]:
     np.testing.assert_allclose(flipped5[new], mirror(five[old]))
 
 
 def test_augment_flip_equals_mirrored_crop():
-  region = pp.extract_region(smooth_image(6), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(smooth_image(6), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   params = aug.AugmentParams(brightness=0.0, contrast_range=(1.0, 1.0))
   draw = aug.sample_draw(jax.random.key(3), params)
   apply = jax.jit(aug.apply_draw, static_argnames=('params', 'flip_perm'))
   args = (region['region'], region['landmarks'], region['bbox'])
   crop, points = apply(*args, draw._replace(flip=jnp.array(False)), params, FIVE.flip_perm)
   crop_f, points_f = apply(*args, draw._replace(flip=jnp.array(True)), params, FIVE.flip_perm)
-  np.testing.assert_allclose(crop_f, pp.flip_image(crop), atol=1e-3)
-  np.testing.assert_allclose(points_f, pp.flip_landmarks(points, 50, FIVE.flip_perm), atol=1e-4)
+  np.testing.assert_allclose(crop_f, image_ops.flip_image(crop), atol=1e-3)
+  np.testing.assert_allclose(
+    points_f, geometry.flip_landmarks(points, 50, FIVE.flip_perm), atol=1e-4
+  )
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -204,7 +214,7 @@ def test_augmentation_keeps_landmarks_on_features(rebox):
     normalize=False, rebox=rebox, brightness=0.0, contrast_range=(1.0, 1.0)
   )
   assert aug.required_region_scale(params) <= REGION_SCALE
-  region = pp.extract_region(dot_image(), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(dot_image(), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   n = 16
   seeds = jnp.arange(n)
   crops, points = aug.make_augmenter(params, FIVE.flip_perm)(
@@ -236,20 +246,20 @@ def test_required_region_scale_keeps_crops_inside(rebox):
   params = aug.AugmentParams(rebox=rebox)
   scale = aug.required_region_scale(params) + 1e-6
   corners = BBOX[[0, 1, 2, 1, 2, 3, 0, 3]].reshape(4, 2)  # worst case for `rebox`
-  region = pp.extract_region(smooth_image(), BBOX, corners, 32, scale)
+  region = image_ops.extract_region(smooth_image(), BBOX, corners, 32, scale)
   keys = jax.random.split(jax.random.key(0), 1000)
   affine = lambda k: aug.augment_affine(
     region['landmarks'], region['bbox'], aug.sample_draw(k, params), params
   )
   affines = jax.jit(jax.vmap(affine))(keys)  # [N, 2, 3]
   crop_corners = jnp.array([[-0.5, -0.5], [49.5, -0.5], [-0.5, 49.5], [49.5, 49.5]])
-  back = np.asarray(pp.to_image_coords(crop_corners, affines))  # [N, 4, 2] region pixels
+  back = np.asarray(geometry.to_image_coords(crop_corners, affines))  # [N, 4, 2] region pixels
   assert back.min() >= -0.5 - 1e-3 and back.max() <= 31.5 + 1e-3
   assert back.min() < 2 and back.max() > 29  # and not much looser than needed
 
 
 def test_same_key_same_sample_different_keys_differ():
-  region = pp.extract_region(smooth_image(8), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(smooth_image(8), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   fn = jax.jit(aug.augment_crop, static_argnames=('params', 'flip_perm'))
   args = (region['region'], region['landmarks'], region['bbox'])
   params = aug.AugmentParams()
@@ -263,7 +273,7 @@ def test_same_key_same_sample_different_keys_differ():
 
 
 def test_batch_matches_single_examples():
-  region = pp.extract_region(smooth_image(9), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(smooth_image(9), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   params = aug.AugmentParams(grayscale=False)
   seeds = jnp.array([3, 11, 3, 7])
   crops, points = aug.make_augmenter(params, FIVE.flip_perm)(
@@ -280,7 +290,7 @@ def test_batch_matches_single_examples():
 
 
 def test_none_equals_host_mcl_crop():
-  region = pp.extract_region(smooth_image(10), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(smooth_image(10), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   crop, points = jax.jit(aug.augment_crop, static_argnames=('params', 'flip_perm'))(
     region['region'],
     region['landmarks'],
@@ -288,14 +298,14 @@ def test_none_equals_host_mcl_crop():
     jax.random.key(0),
     aug.AugmentParams.none(),
   )
-  host, A = pp.mcl_crop(region['region'], region['bbox'], size=50, grayscale=True)
+  host, A = image_ops.mcl_crop(region['region'], region['bbox'], size=50, grayscale=True)
   diff = np.abs(np.asarray(crop) - host) * 128  # grey levels
   assert diff.mean() < 0.4 and diff.max() <= 1.0
-  np.testing.assert_allclose(points, pp.apply_affine(region['landmarks'], A), atol=1e-3)
+  np.testing.assert_allclose(points, geometry.apply_affine(region['landmarks'], A), atol=1e-3)
 
 
 def test_pixel_jitter_and_ranges():
-  region = pp.extract_region(smooth_image(11), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
+  region = image_ops.extract_region(smooth_image(11), BBOX, DOTS, REGION_SIZE, REGION_SCALE)
   args = (*batch_of(region, 8), jax.random.key(5), jnp.arange(8))
   geometric = aug.AugmentParams(brightness=0.0, contrast_range=(1.0, 1.0))
   plain, _ = aug.make_augmenter(geometric, FIVE.flip_perm)(*args)
@@ -304,7 +314,7 @@ def test_pixel_jitter_and_ranges():
   assert jittered.min() >= -1.0 and jittered.max() <= 255 / 128 - 1
   raw, _ = aug.make_augmenter(aug.AugmentParams(normalize=False), FIVE.flip_perm)(*args)
   assert raw.min() >= 0.0 and raw.max() <= 255.0
-  np.testing.assert_allclose(pp.normalize_pixels(raw), jittered, atol=1e-5)
+  np.testing.assert_allclose(image_ops.normalize_pixels(raw), jittered, atol=1e-5)
 
 
 def test_params_validation():
@@ -327,24 +337,24 @@ def test_params_validation():
 @pytest.mark.parametrize('channels', [1, 3])
 def test_jpeg_recompress(channels):
   image = smooth_image(12, (64, 64, channels))
-  out = pp.jpeg_recompress(image, 90)
+  out = image_ops.jpeg_recompress(image, 90)
   assert out.shape == image.shape and out.dtype == np.uint8
   assert 0 < np.abs(out.astype(int) - image).mean() < 4  # lossy but close
-  assert np.abs(pp.jpeg_recompress(image, 30).astype(int) - image).mean() < 12
+  assert np.abs(image_ops.jpeg_recompress(image, 30).astype(int) - image).mean() < 12
 
 
 def test_jpeg_recompress_keeps_rgb_order():
   red = np.zeros((32, 32, 3), np.uint8)
   red[..., 0] = 220
-  out = pp.jpeg_recompress(red, 50).astype(int)
+  out = image_ops.jpeg_recompress(red, 50).astype(int)
   assert abs(out[..., 0].mean() - 220) < 4 and out[..., 2].mean() < 4
 
 
 def test_jpeg_recompress_batch():
   images = np.stack([smooth_image(s, (32, 32, 3)) for s in range(4)])
-  a = pp.jpeg_recompress_batch(images, np.random.default_rng(0))
-  b = pp.jpeg_recompress_batch(images, np.random.default_rng(0))
+  a = image_ops.jpeg_recompress_batch(images, np.random.default_rng(0))
+  b = image_ops.jpeg_recompress_batch(images, np.random.default_rng(0))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, images)
-  untouched = pp.jpeg_recompress_batch(images, np.random.default_rng(0), prob=0.0)
+  untouched = image_ops.jpeg_recompress_batch(images, np.random.default_rng(0), prob=0.0)
   np.testing.assert_array_equal(untouched, images)

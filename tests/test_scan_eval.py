@@ -9,9 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from lmjax import bbfcn_predictor, checkpoint, evaluate, face_detect, scan_cli, synthface
-from lmjax.datasets import synthetic
-from lmjax.datasets.pts import write_pts
+from lmjax import evaluate, synthface
+from lmjax.bbfcn import predictor
+from lmjax.data.datasets import synthetic
+from lmjax.data.datasets.pts import write_pts
+from lmjax.scan import cli, detect
+from lmjax.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,9 +26,9 @@ def model_dir(tmp_path_factory):
     'experiment': 'bbfcn', 'variant': 'bbfcn', 'num_points': 5, 'size': 32, 'refine_size': 64,
     'crop_scale': 1.1, 'dataset': 'synthetic',
   }  # fmt: skip
-  model = bbfcn_predictor.build_model(spec)
+  model = predictor.build_model(spec)
   path = str(tmp_path_factory.mktemp('model') / 'bbfcn5')
-  checkpoint.export_model(path, bbfcn_predictor.init_variables(model, spec), spec)
+  checkpoint.export_model(path, predictor.init_variables(model, spec), spec)
   return path
 
 
@@ -99,9 +102,9 @@ def test_scan_cli_image_folder_and_video(model_dir, tmp_path):
   image.parent.mkdir()
   cv2.imwrite(str(image), cv2.cvtColor(scene['image'], cv2.COLOR_RGB2BGR))
   common = [f'--checkpoint={model_dir}', '--levels=3', '--min_score=0.0']
-  assert scan_cli.main([str(image), '--out', str(tmp_path / 'viz.png'), *common]) == 0
+  assert cli.main([str(image), '--out', str(tmp_path / 'viz.png'), *common]) == 0
   assert cv2.imread(str(tmp_path / 'viz.png')).shape == (120, 160, 3)
-  assert scan_cli.main([str(image.parent), '--out', str(tmp_path / 'drawn'), '--json',
+  assert cli.main([str(image.parent), '--out', str(tmp_path / 'drawn'), '--json',
                         str(tmp_path / 'f.json'), *common]) == 0  # fmt: skip
   assert os.listdir(tmp_path / 'drawn') == ['scene.png']
   records = json.loads((tmp_path / 'f.json').read_text())
@@ -113,10 +116,10 @@ def test_scan_cli_image_folder_and_video(model_dir, tmp_path):
   for _ in range(3):
     writer.write(cv2.cvtColor(scene['image'], cv2.COLOR_RGB2BGR))
   writer.release()
-  assert scan_cli.main([video, '--json', str(tmp_path / 'v.json'), *common]) == 0
+  assert cli.main([video, '--json', str(tmp_path / 'v.json'), *common]) == 0
   assert len(json.loads((tmp_path / 'v.json').read_text())) == 3
   with pytest.raises(SystemExit, match='does not exist'):
-    scan_cli.main([str(tmp_path / 'missing.jpg'), *common])
+    cli.main([str(tmp_path / 'missing.jpg'), *common])
 
 
 def _scan_out():
@@ -138,7 +141,7 @@ def _scan_out():
 
 def test_faces_from_scan_with_and_without_a_classifier():
   out = _scan_out()
-  faces = face_detect.faces_from_scan(out, min_score=0.75)
+  faces = detect.faces_from_scan(out, min_score=0.75)
   assert len(faces) == 1 and faces[0].score == pytest.approx(0.9)
   np.testing.assert_allclose(faces[0].points, [[10, 10], [20, 10]])  # both types joined
 
@@ -146,9 +149,9 @@ def test_faces_from_scan_with_and_without_a_classifier():
     def score(self, image, boxes):
       return np.where(boxes[:, 0] > 20, 0.95, 0.1)
 
-  faces = face_detect.faces_from_scan(out, np.zeros((100, 100, 3), np.uint8), Classifier())
+  faces = detect.faces_from_scan(out, np.zeros((100, 100, 3), np.uint8), Classifier())
   assert len(faces) == 1 and faces[0].score == pytest.approx(0.95 * 0.9)  # prob × √consensus
   np.testing.assert_allclose(faces[0].points[0], [50, 50])
   assert np.isnan(faces[0].points[1]).all()  # no type-1 detection on that face
   with pytest.raises(ValueError, match='needs the image'):
-    face_detect.faces_from_scan(out, None, Classifier())
+    detect.faces_from_scan(out, None, Classifier())

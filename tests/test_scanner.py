@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import bbfcn_predictor, face_proposals, nms, pyramid, scanner
+from lmjax.bbfcn import predictor
+from lmjax.core import nms
+from lmjax.scan import proposals, pyramid, scanner
 
 K = 5
 
@@ -115,8 +117,8 @@ def _random_model(num_points=K):
     'experiment': 'bbfcn', 'variant': 'bbfcn', 'num_points': num_points, 'size': 32,
     'refine_size': 64, 'crop_scale': 1.1, 'dataset': 'mtfl',
   }  # fmt: skip
-  model = bbfcn_predictor.build_model(spec)
-  return model, bbfcn_predictor.init_variables(model, spec), spec
+  model = predictor.build_model(spec)
+  return model, predictor.init_variables(model, spec), spec
 
 
 def test_scanner_compiles_once_per_bucket():
@@ -175,9 +177,9 @@ def test_scanner_rejects_bad_input():
 
 
 def test_face_template_matches_the_training_crop():
-  t = face_proposals.face_template(5, 'mtfl', 1.1)
+  t = proposals.face_template(5, 'mtfl', 1.1)
   assert t.shape == (5, 2) and np.all((t > 0.15) & (t < 0.85))
   assert t[0, 1] < t[2, 1] < t[3, 1]  # eyes above the nose above the mouth
   np.testing.assert_allclose(t[0, 0] + t[1, 0], 1.0, atol=1e-6)  # symmetric
-  t68 = face_proposals.face_template(68, '300w', 1.2)
+  t68 = proposals.face_template(68, '300w', 1.2)
   assert t68.min() > 0 and t68.max() < 1

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import heatmaps, losses
+from lmjax.core import heatmaps, losses
 
 H, W = 16, 16
 

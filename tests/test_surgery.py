@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import surgery
 from lmjax.models.mcl import MCL
+from lmjax.train import surgery
 
 
 def _mc_params(num_points=5, num_heads=4, width=8):

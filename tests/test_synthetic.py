@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from lmjax import landmarks as lm
 from lmjax import synthface
-from lmjax.datasets import common, synthetic
+from lmjax.core import landmarks as lm
+from lmjax.data.datasets import common, synthetic
 from lmjax.synthface import occluders
 from lmjax.synthface.canvas import Canvas
 

@@ -3,7 +3,7 @@
 Head frame: x points to image-right on a frontal face (the subject's left), y points down,
 z points towards the camera. One unit is half the face width at the ears (about 7 cm); the
 origin lies between the eyes, behind the nose bridge. Point order is the iBUG 68 order of
-`lmjax.landmarks.IBUG68`.
+`lmjax.core.landmarks.IBUG68`.
 
 Pose angles in degrees, applied as `R = Rz(roll) @ Rx(pitch) @ Ry(yaw)`:
   * yaw > 0 turns the face towards image-right (the image-left cheek comes into view),
@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from lmjax.landmarks import IBUG68
+from lmjax.core.landmarks import IBUG68
 
 NUM_POINTS = 68
 CONTOUR = np.arange(0, 17)

@@ -1,0 +1,157 @@
+"""Dataset registry: names, aliases, building and random-access loading of tfds builders.
+
+    source = lmjax.data.datasets.load('300w', 'train', manual_dir='../shared/data/300w')
+    example = lmjax.data.datasets.decode(source[0])   # numpy dict, image_id as str
+
+Building never needs TensorFlow: builders store encoded images in array_record files and
+`load` returns `tfds.data_source` random-access readers. A prepared dataset remembers a
+fingerprint of its manual directory and is rebuilt when the files change.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from lmjax.data.datasets.common import DatasetFormatError
+
+__all__ = ['DatasetFormatError', 'canonical_name', 'decode', 'get_builder', 'load', 'schema_of']
+
+# tfds name -> module defining the builder.
+MODULES = {
+  'the300w': 'lmjax.data.datasets.the300w',
+  'mtfl': 'lmjax.data.datasets.mtfl',
+  'synthetic': 'lmjax.data.datasets.synthetic',
+  'cofw': 'lmjax.data.datasets.cofw',
+  'afw_multiface': 'lmjax.data.datasets.afw_multiface',
+  'composite_multiface': 'lmjax.data.datasets.composite',
+}
+ALIASES = {'300w': 'the300w', '300-w': 'the300w'}
+
+
+def canonical_name(name: str) -> str:
+  """tfds name of a dataset, accepting CLI aliases such as `300w`."""
+  key = ALIASES.get(name.lower(), name.lower())
+  if key not in MODULES:
+    raise KeyError(f'unknown dataset {name!r}; known: {sorted(MODULES) + sorted(ALIASES)}')
+  return key
+
+
+def _module(name: str):
+  return importlib.import_module(MODULES[canonical_name(name)])
+
+
+def default_data_dir() -> str:
+  """Where prepared datasets are written: $LMJAX_DATA_DIR or ~/.cache/lmjax/tfds."""
+  return os.environ.get('LMJAX_DATA_DIR', os.path.expanduser('~/.cache/lmjax/tfds'))
+
+
+def get_builder(
+  name: str, *, config: str | tfds.core.BuilderConfig | None = None, data_dir: str | None = None
+) -> tfds.core.DatasetBuilder:
+  """Instantiates the builder of `name` writing array_record files under `data_dir`."""
+  module = _module(name)
+  cls = next(
+    v
+    for v in vars(module).values()
+    if isinstance(v, type)
+    and issubclass(v, tfds.core.GeneratorBasedBuilder)
+    and v.__module__ == module.__name__
+  )
+  return cls(config=config, data_dir=data_dir or default_data_dir(), file_format='array_record')
+
+
+def load(
+  name: str,
+  split: str,
+  *,
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+  config: str | tfds.core.BuilderConfig | None = None,
+) -> Sequence[Mapping[str, Any]]:
+  """Prepares `name` if needed and returns a random-access source of `split`.
+
+  Args:
+    name: dataset name or alias (`300w`, `mtfl`, `synthetic`, `afw_multiface`, ...).
+    split: split name, e.g. `train`, `common`, `test`.
+    manual_dir: folder with the official files (datasets that need one).
+    data_dir: where prepared datasets live (default `default_data_dir()`).
+    config: builder config name or object.
+
+  Raises:
+    DatasetFormatError: the manual directory or the files of `split` are missing.
+  """
+  module = _module(name)
+  builder = get_builder(name, config=config, data_dir=data_dir)
+  download_config = tfds.download.DownloadConfig()
+  if getattr(module, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None):
+    if not manual_dir or not os.path.isdir(manual_dir):
+      raise DatasetFormatError(
+        f'dataset {name!r} reads the official files from a manual directory, but '
+        f'{manual_dir!r} is not a directory.\n{module.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+      )
+    module.check_split(manual_dir, split, builder.builder_config)
+    fingerprint = module.fingerprint(manual_dir)
+    stale = _is_prepared(builder) and (
+      builder.info.metadata.get('fingerprint') != fingerprint or split not in builder.info.splits
+    )
+    if stale:
+      logging.info('%s: files in %s changed since it was prepared; rebuilding.', name, manual_dir)
+    mode = tfds.download.GenerateMode
+    download_config = tfds.download.DownloadConfig(
+      manual_dir=manual_dir,
+      download_mode=mode.REUSE_CACHE_IF_EXISTS if stale else mode.REUSE_DATASET_IF_EXISTS,
+    )
+  builder.download_and_prepare(download_config=download_config)
+  if split not in builder.info.splits:
+    raise DatasetFormatError(
+      f'dataset {name!r} has no split {split!r}; prepared splits: {sorted(builder.info.splits)}'
+    )
+  return builder.as_data_source(split=split)
+
+
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  return os.path.isfile(os.path.join(os.fspath(builder.data_path), 'dataset_info.json'))
+
+
+def schema_of(source: Sequence[Mapping[str, Any]]):
+  """The landmark schema of a loaded source (from its feature spec)."""
+  from lmjax.core import landmarks
+
+  features = source.dataset_info.features
+  spec = features['faces'] if 'faces' in features else features  # noqa: SIM401
+  return landmarks.get_schema(spec['landmarks'].shape[0])
+
+
+def decode(example: Mapping[str, Any], num_points: int | None = None) -> dict[str, Any]:
+  """A data-source example as plain numpy: `image_id` str, `faces` as stacked arrays.
+
+  Args:
+    example: one item of a source returned by `load`.
+    num_points: landmark count, needed only to shape the arrays of a scene without faces.
+
+  Returns:
+    The example with `faces` (multi-face scenes) as {landmarks [F, K, 2], visible [F, K],
+    bbox [F, 4]}.
+  """
+  out = dict(example)
+  if isinstance(out.get('image_id'), bytes):
+    out['image_id'] = out['image_id'].decode('utf-8')
+  if 'faces' in out:
+    faces = out['faces']
+    if len(faces['bbox']):
+      out['faces'] = {k: np.stack(v) for k, v in faces.items()}
+    else:
+      k = num_points or 0
+      out['faces'] = {
+        'landmarks': np.zeros((0, k, 2), np.float32),
+        'visible': np.zeros((0, k), np.bool_),
+        'bbox': np.zeros((0, 4), np.float32),
+      }
+  return out

@@ -39,14 +39,18 @@ BIG_BATCH = 128
 
 def _model_folder(directory: str, points: int) -> str:
   """Exports a freshly initialised BB-FCN for `points` landmarks; returns its path."""
-  from lmjax import bbfcn_config
-  from lmjax.bbfcn import predictor as bbfcn_predictor
+  import pathlib
+  import runpy
+
   from lmjax.bbfcn import train
+  from lmjax.models import registry
   from lmjax.train import checkpoint
 
-  spec = train.model_spec(bbfcn_config.bbfcn_config(points, 'synthetic', False), 'bbfcn')
-  model = bbfcn_predictor.build_model(spec)
-  variables = bbfcn_predictor.init_variables(model, spec)
+  bbfcn_config = runpy.run_path(
+    str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'bbfcn.py')
+  )['get_config']
+  spec = train.model_spec(bbfcn_config(f'points={points},data=synthetic'), 'bbfcn')
+  variables = registry.init(spec)
   path = os.path.join(directory, f'bbfcn{points}')
   checkpoint.export_model(path, variables, spec)
   return path
@@ -66,7 +70,7 @@ def measure(setting: str, repeats: int, points: int, checkpoint: str | None) -> 
     return {}
   with tempfile.TemporaryDirectory() as tmp:
     predictor = BBFCNPredictor(checkpoint or _model_folder(tmp, points))
-  if not predictor.has_branches:
+  if 'coarse' not in predictor.outputs:  # no branches
     raise SystemExit(f'--checkpoint: expected a BB-FCN model with branches, got {predictor.spec}')
   photo, box = photo_with_face()  # 640×480 with a 200-pixel synthetic face
 

@@ -42,16 +42,21 @@ BIG_BATCH = 128
 
 def _model_folder(directory: str) -> str:
   """Exports a freshly initialised MCL68 with random BatchNorm statistics; returns its path."""
+  import pathlib
+  import runpy
+
   import jax
   import jax.numpy as jnp
 
-  from lmjax import mcl_config
   from lmjax.mcl import train as mcl_train
-  from lmjax.mcl.predictor import build_model
+  from lmjax.models import registry
   from lmjax.train import checkpoint
 
-  spec = mcl_train.model_spec(mcl_config.mcl_config(68, 1024, 'synthetic', runlocal=False), 1)
-  model = build_model(spec)
+  mcl_config = runpy.run_path(
+    str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'mcl.py')
+  )['get_config']
+  spec = mcl_train.model_spec(mcl_config('points=68,data=synthetic'), 1)
+  model = registry.build(spec)
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 50, 50, 1)), train=False))(
     jax.random.key(0)
   )

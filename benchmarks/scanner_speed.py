@@ -55,15 +55,20 @@ def vga_scene(seed: int = 3):
 
 
 def _load_base(checkpoint: str | None):
-  from lmjax import bbfcn_config
-  from lmjax.bbfcn import predictor, train
+  import pathlib
+  import runpy
+
+  from lmjax.bbfcn import train
+  from lmjax.models import registry
   from lmjax.scan.scanner import Scanner
 
   if checkpoint:
     return Scanner.load(checkpoint)
-  spec = train.model_spec(bbfcn_config.bbfcn_config(5, 'mtfl', False), 'bbfcn')
-  model = predictor.build_model(spec)
-  return Scanner(model, predictor.init_variables(model, spec), spec)
+  bbfcn_config = runpy.run_path(
+    str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'bbfcn.py')
+  )['get_config']
+  spec = train.model_spec(bbfcn_config('points=5,data=mtfl'), 'bbfcn')
+  return Scanner(spec, registry.init(spec))
 
 
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
@@ -81,9 +86,7 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   image = vga_scene()
   rows, compile_s = [], {}
   for levels in LEVELS:
-    make = lambda refine, lv=levels: Scanner(
-      base.model, base.variables, base.spec, levels=lv, refine=refine
-    )
+    make = lambda refine, lv=levels: Scanner(base.spec, base.variables, levels=lv, refine=refine)
     sc = make(True)
     batch, sizes = sc.pad([image])
     args = (sc.variables, jax.device_put(batch, device), jax.device_put(sizes, device))
@@ -151,6 +154,7 @@ def _recall(points_per_image, scores_per_image, faces) -> dict:
   import numpy as np
 
   from lmjax.eval import multiface_metrics as mm
+  from lmjax.eval import reports
 
   acc = mm.RecallAccumulator((30,))
   for pts, sc, gt in zip(points_per_image, scores_per_image, faces, strict=True):
@@ -163,7 +167,7 @@ def _recall(points_per_image, scores_per_image, faces) -> dict:
     score = np.zeros((5, 30))
     score[:, : len(sc)] = sc
     acc.add(det, score, gt['landmarks'], gt['bbox'], valid, gt['visible'])
-  return mm.plain(acc.result(30))
+  return reports.plain(acc.result(30))
 
 
 def run_peer(args, images, faces) -> dict:
@@ -194,6 +198,7 @@ def run_peer(args, images, faces) -> dict:
 def scanner_recall(args, images, faces) -> dict:
   """The scanner's recall (top 30 per type, L = 20) on the same scenes as MTCNN."""
   from lmjax.eval import multiface_metrics as mm
+  from lmjax.eval import reports
   from lmjax.scan.scanner import Scanner
 
   sc = Scanner.load(args.checkpoint, levels=20)
@@ -201,7 +206,7 @@ def scanner_recall(args, images, faces) -> dict:
   for im, gt in zip(images, faces, strict=True):
     o = sc.scan(im)
     acc.add(o['points'], o['score'], gt['landmarks'], gt['bbox'], o['valid'], gt['visible'])
-  return mm.plain(acc.result(30))
+  return reports.plain(acc.result(30))
 
 
 def _print_table(results: dict) -> dict:

@@ -11,10 +11,13 @@ Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=mtfl|synthetic
 fine-tuning of the branches, eq. 5). The regression-FCN baseline is `configs/regfcn5.py`.
 """
 
-from lmjax import config_lib
-from lmjax.bbfcn_config import bbfcn_config
+import pathlib
+import runpy
+import types
+
+bbfcn = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'bbfcn.py')))
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, data='mtfl', variant='bbfcn', weighting=False)
-  return bbfcn_config(5, arg.data, arg.runlocal, arg.variant, arg.weighting)
+  arg = bbfcn.common.parse_arg(arg, runlocal=False, data='mtfl', variant='bbfcn', weighting=False)
+  return bbfcn.bbfcn_config(5, arg.data, arg.runlocal, arg.variant, arg.weighting)

@@ -11,10 +11,12 @@ The model lands in `<workdir>/models/facecls`; load it with
 `lmjax.facecls.classifier.FaceClassifier.load`.
 """
 
-from lmjax import config_lib
-from lmjax.facecls_config import facecls_config
+import pathlib
+import runpy
+import types
+
+facecls = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'facecls.py')))
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, data='mtfl')
-  return facecls_config(arg.data, arg.runlocal)
+  return facecls.get_config(arg)

@@ -5,10 +5,13 @@ r"""MCL, 29 points, on COFW (Shao et al.; SPEC §2).
 Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=cofw`.
 """
 
-from lmjax import config_lib
-from lmjax.mcl_config import mcl_config
+import pathlib
+import runpy
+import types
+
+mcl = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'mcl.py')))
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, data='cofw')
-  return mcl_config(num_points=29, width=512, data=arg.data, runlocal=arg.runlocal)
+  arg = mcl.common.parse_arg(arg, runlocal=False, data='cofw')
+  return mcl.mcl_config(num_points=29, width=512, data=arg.data, runlocal=arg.runlocal)

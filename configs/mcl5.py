@@ -8,10 +8,13 @@ CPU run on the embedded synthetic faces:
 Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=mtfl|synthetic`.
 """
 
-from lmjax import config_lib
-from lmjax.mcl_config import mcl_config
+import pathlib
+import runpy
+import types
+
+mcl = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'mcl.py')))
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, data='mtfl')
-  return mcl_config(num_points=5, width=512, data=arg.data, runlocal=arg.runlocal)
+  arg = mcl.common.parse_arg(arg, runlocal=False, data='mtfl')
+  return mcl.mcl_config(num_points=5, width=512, data=arg.data, runlocal=arg.runlocal)

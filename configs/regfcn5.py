@@ -4,10 +4,13 @@ r"""The regression-FCN baseline of BB-FCN §IV-C, 5 points, on MTFL.
 Arguments: `runlocal`, `data=mtfl|synthetic` (as `configs/bbfcn5.py`).
 """
 
-from lmjax import config_lib
-from lmjax.bbfcn_config import bbfcn_config
+import pathlib
+import runpy
+import types
+
+bbfcn = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'bbfcn.py')))
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, data='mtfl')
-  return bbfcn_config(5, arg.data, arg.runlocal, variant='regression')
+  arg = bbfcn.common.parse_arg(arg, runlocal=False, data='mtfl')
+  return bbfcn.bbfcn_config(5, arg.data, arg.runlocal, variant='regression')

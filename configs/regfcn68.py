@@ -4,10 +4,13 @@ r"""The regression-FCN baseline of BB-FCN §IV-C, 68 points, on 300-W LFPW+HELEN
 Arguments: `runlocal`, `data=300w|synthetic` (as `configs/bbfcn68.py`).
 """
 
-from lmjax import config_lib
-from lmjax.bbfcn_config import bbfcn_config
+import pathlib
+import runpy
+import types
+
+bbfcn = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'bbfcn.py')))
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, data='300w')
-  return bbfcn_config(68, arg.data, arg.runlocal, variant='regression')
+  arg = bbfcn.common.parse_arg(arg, runlocal=False, data='300w')
+  return bbfcn.bbfcn_config(68, arg.data, arg.runlocal, variant='regression')

@@ -15,13 +15,14 @@ Coordinates are image pixels with pixel centres on integers (the lmjax conventio
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
+from absl import flags
 
 from lmjax.viz.draw import (
   DrawError,
@@ -93,26 +94,54 @@ def draw_folder(
   return outputs
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-    prog='python -m lmjax.draw',
-    description='Draws the landmarks a model folder predicts on an image (or a folder of them).',
+PROG = 'python -m lmjax.draw'
+DESCRIPTION = 'Draws the landmarks a model folder predicts on an image (or a folder of them).'
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defines the command's flags on `fv`."""
+  kw = dict(flag_values=fv)
+  flags.DEFINE_string(
+    'checkpoint', None, 'model folder (model.json + variables/)', required=True, **kw
   )
-  parser.add_argument('--checkpoint', required=True, help='model folder (model.json + variables/)')
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument('--image', help='image file (face crop, or give --box)')
-  source.add_argument('--folder', help='folder of images, each drawn with its whole-image box')
-  parser.add_argument('--out', required=True, help='output PNG (with --folder: output folder)')
-  parser.add_argument('--box', help='face box x0,y0,x1,y1 in pixels (default: the whole image)')
-  parser.add_argument('--head', type=int, default=0, help='prediction head of the model')
-  parser.add_argument('--scale', type=float, default=1.0, help='enlarge the output image')
-  return parser
+  flags.DEFINE_string('image', None, 'image file (face crop, or give --box)', **kw)
+  flags.DEFINE_string('folder', None, 'folder of images, each drawn with its whole-image box', **kw)
+  flags.mark_flags_as_mutual_exclusive(['image', 'folder'], required=True, flag_values=fv)
+  flags.DEFINE_string('out', None, 'output PNG (with --folder: output folder)', required=True, **kw)
+  flags.DEFINE_string(
+    'box', None, 'face box x0,y0,x1,y1 in pixels (default: the whole image)', **kw
+  )
+  flags.DEFINE_integer('head', 0, 'prediction head of the model', **kw)
+  flags.DEFINE_float('scale', 1.0, 'enlarge the output image', **kw)
+
+
+def _error(message: str) -> NoReturn:
+  print(f'{PROG}: error: {message}', file=sys.stderr)
+  raise SystemExit(2)
+
+
+def parse_flags(argv: Sequence[str] | None) -> flags.FlagValues:
+  """The parsed flags of `argv` (without the program name; default `sys.argv[1:]`), on a fresh
+  `FlagValues`; `--help` prints them and exits 0, a bad command line exits 2 with a message."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  args = list(sys.argv[1:] if argv is None else argv)
+  if {'-h', '--help'} & set(args):
+    print(f'usage: {PROG} --checkpoint=DIR (--image=FILE | --folder=DIR) --out=PATH [flags]\n')
+    print(f'{DESCRIPTION}\n{fv.get_help(include_special_flags=False)}')
+    raise SystemExit(0)
+  try:
+    rest = fv([PROG, *args])
+  except flags.Error as e:
+    _error(str(e))
+  if len(rest) > 1:
+    _error(f'unrecognized arguments: {" ".join(rest[1:])}')
+  return fv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status (2 with a message for bad inputs)."""
-  parser = _parser()
-  args = parser.parse_args(argv)
+  args = parse_flags(argv)
   try:
     if not (math.isfinite(args.scale) and args.scale > 0):
       raise DrawError(f'--scale: expected a positive number, got {args.scale}')
@@ -128,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       draw_image(args.checkpoint, args.image, args.out, box, head=args.head, scale=args.scale)
       print(args.out)
   except DrawError as e:
-    parser.exit(2, f'{parser.prog}: error: {e}\n')
+    _error(str(e))
   except FileNotFoundError as e:  # from reading the model folder
-    parser.exit(2, f'{parser.prog}: error: --checkpoint: {e}\n')
+    _error(f'--checkpoint: {e}')
   return 0
 
 

@@ -1,31 +1,41 @@
-"""Evaluation reports: metric dictionaries in percent, JSON files, CED plots, text tables.
+"""Evaluation command line: a model folder on a dataset split -> metrics JSON and plots.
 
-Used by training-time validation and by the evaluation command line. The maths lives in
-`lmjax.eval.metrics` (ratios); everything returned or written here is in percent, and every error
-key names its normaliser (`nme_ioc`, `fr_10_ipd`, `auc_8_box`, ...).
+    python -m lmjax.evaluate --checkpoint=pretrained/mcl68 --dataset=300w --split=common \
+        --manual_dir=DIR --output=metrics.json [--predictions=pred.npz]
+
+The dataset's declared kind picks the evaluator: a dataset whose features hold a list of faces
+per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is scanned whole by
+the BB-FCN pyramid scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
+`--max_images`); every other dataset has one face box per example and goes to the face-crop
+evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapped back to
+image pixels). When the predictor declares a `coarse` output (BB-FCN with branches) the same
+faces are also scored by the backbone alone (`backbone_only` in the JSON) and per-landmark
+tables of both are printed (paper Table V). `--viz` (BB-FCN only) writes input / coarse / fine
+map pictures of the first `--viz_count` faces. This module only wires: libraries and notebooks
+call `lmjax.eval.face_crop.evaluate_model` and `lmjax.eval.multiface.evaluate_scanner`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lmjax.eval.reports import (
-  compute_metrics,
-  format_table,
-  per_image_nmes,
-  per_landmark_table,
-  plot_ced,
-  save_predictions,
-  write_results,
-)
+from lmjax.eval import face_crop, reports
+
+FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
+SCAN_THRESHOLD = 0.2
 
 
-# ----------------------------------------------------------------------------- command line
-def evaluate_model(
+def dataset_kind(source) -> str:
+  """`MULTI_FACE` when the dataset's features declare a list of faces per image, else
+  `FACE_CROP` (one face box per example)."""
+  return MULTI_FACE if 'faces' in source.dataset_info.features else FACE_CROP
+
+
+def run(
   checkpoint: str,
   dataset: str,
   split: str,
@@ -42,127 +52,100 @@ def evaluate_model(
   face_classifier: str | None = None,
   max_images: int | None = None,
 ) -> dict[str, Any]:
-  """Runs a model folder on a dataset split and writes metrics JSON, CED PNG (+ predictions).
-
-  A multi-face dataset (afw_multiface, composite_multiface, synthetic scene5 / scene68) is
-  scanned whole by the BB-FCN pyramid scanner instead (`lmjax.eval.multiface`, with
-  `levels`, `face_classifier` and `max_images`).
-
-  The protocol is the model's own (the face crop around each example's face box: MCL or
-  BB-FCN constrained); predictions are mapped back to original-image pixels before scoring.
-  For a BB-FCN model with branches the same faces are also scored with the backbone alone
-  (`backbone_only` in the JSON) and a per-landmark table of both is printed (paper Table V).
-  `viz` (BB-FCN only) writes input / coarse / fine map pictures of the first `viz_count`
-  faces into that folder.
-
-  Returns:
-    The metrics dict that was written to `output`.
-  """
-  from tqdm import tqdm
-
+  """Runs the evaluator of the dataset's kind, prints its table; returns what `output` holds."""
   from lmjax.data import datasets
-  from lmjax.inference import load_predictor
+  from lmjax.models import registry
 
-  predictor = load_predictor(checkpoint)
-  is_bbfcn = hasattr(predictor, 'has_branches')
+  spec = registry.read_spec(checkpoint)
+  is_bbfcn = spec.get('experiment') == 'bbfcn'
   if viz and not is_bbfcn:
     raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model')
   if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
-    dataset_config = f'face{predictor.schema.num_points}'
+    dataset_config = f'face{spec["num_points"]}'
   source = datasets.load(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
-  if 'faces' in source.dataset_info.features:
-    from lmjax.eval import multiface
-
+  name = f'{dataset}/{split}'
+  if dataset_kind(source) == MULTI_FACE:
     if not is_bbfcn:
       raise ValueError(
         f'{dataset} has several faces per image: it needs a BB-FCN model, and '
         f'{checkpoint} is not one'
       )
-    report = multiface.evaluate_scanner(
-      checkpoint, source, output, name=f'{dataset}/{split}', levels=levels,
-      face_classifier=face_classifier, max_images=max_images,
-    )  # fmt: skip
-    print(multiface.format_summary(report, predictor.schema.num_points))
+    report = _evaluate_multiface(
+      checkpoint, source, output, name, levels, face_classifier, max_images
+    )
+    print(reports.multiface_summary_table(report, spec['num_points']))
     return report
-  schema = datasets.schema_of(source)
-  if schema.num_points != predictor.schema.num_points:
-    raise ValueError(
-      f'{checkpoint} predicts {predictor.schema.num_points} landmarks but {dataset} has '
-      f'{schema.num_points}'
-    )
-  ids, preds, coarse, gts, boxes, visible = [], [], [], [], [], []
-  batch_images, batch_boxes = [], []
-  compare = is_bbfcn and predictor.has_branches
 
-  def flush():
-    if batch_images:
-      if compare:  # one forward pass gives both the refined and the backbone-only points
-        points, backbone = predictor.predict_batch(batch_images, batch_boxes, with_coarse=True)
-        preds.append(points)
-        coarse.append(backbone)
-      else:
-        preds.append(predictor.predict_batch(batch_images, batch_boxes))
-      if viz:
-        _write_viz(predictor, batch_images, batch_boxes, ids, sum(map(len, preds)), viz, viz_count)
-      batch_images.clear()
-      batch_boxes.clear()
+  from lmjax.inference import load_predictor
 
-  for i in tqdm(range(len(source)), desc=f'{dataset}/{split}', mininterval=2):
-    ex = datasets.decode(source[i])
-    ids.append(ex['image_id'])
-    gts.append(ex['landmarks'])
-    boxes.append(ex['bbox'])
-    visible.append(ex['visible'])
-    batch_images.append(ex['image'])
-    batch_boxes.append(ex['bbox'])
-    if len(batch_images) == batch_size:
-      flush()
-  flush()
-  pred, gt, bbox = np.concatenate(preds), np.stack(gts), np.stack(boxes)
-  results = compute_metrics(pred, gt, bbox, schema, visible=np.stack(visible))
-  results.update(dataset=dataset, split=split, checkpoint=os.path.abspath(checkpoint))
-  if compare:
-    results['backbone_only'] = compute_metrics(
-      np.concatenate(coarse), gt, bbox, schema, visible=np.stack(visible)
-    )
+  predictor = load_predictor(checkpoint)
+  results = face_crop.evaluate_model(
+    predictor,
+    source,
+    output,
+    batch_size=batch_size,
+    predictions=predictions,
+    info={'dataset': dataset, 'split': split, 'checkpoint': os.path.abspath(checkpoint)},
+    label=os.path.basename(os.path.normpath(checkpoint)),
+    title=f'{dataset} {split}',
+    progress=name,
+    on_batch=_viz_writer(viz, viz_count) if viz else None,
+  )
+  if 'coarse' in predictor.outputs:
     rows = {'backbone_only': results['backbone_only'], 'bbfcn': results}
     for norm in ('ioc', 'ipd'):
-      print(per_landmark_table(rows, schema, norm))
-  write_results(results, output)
-  nmes = per_image_nmes(pred, gt, bbox, schema, visible=np.stack(visible))
-  stem = os.path.splitext(os.fspath(output))[0]
-  for norm, thr in (('ioc', 0.08), ('ipd', 0.10)):
-    plot_ced(
-      {os.path.basename(os.path.normpath(checkpoint)): nmes[norm]},
-      thr,
-      f'{stem}_ced_{norm}.png',
-      title=f'{dataset} {split} ({len(ids)} faces)',
-      normaliser=norm,
-    )
-  if predictions:
-    save_predictions(predictions, ids, pred)
+      print(reports.per_landmark_table(rows, predictor.schema, norm))
+  keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
+  print(reports.format_table({name: results}, keys))
   return results
 
 
-def _write_viz(predictor, images, boxes, ids, end: int, folder: str, count: int) -> None:
-  """Response-map pictures of the faces of one batch (global indices end - len(images) ...)."""
+def _evaluate_multiface(checkpoint, source, output, name, levels, face_classifier, max_images):
+  """`multiface.evaluate_scanner` with the scanner (and face classifier) of the folders."""
+  from lmjax.eval import multiface
+  from lmjax.scan.scanner import Scanner
+
+  scanner = Scanner.load(
+    checkpoint, levels=levels, threshold=SCAN_THRESHOLD, detections=max(multiface.MS)
+  )
+  rescore = None
+  if face_classifier:
+    from lmjax.facecls.classifier import FaceClassifier
+    from lmjax.scan import detect
+
+    classifier = FaceClassifier.load(face_classifier)
+
+    def rescore(out: Mapping[str, np.ndarray], image: np.ndarray):
+      found = detect.faces_from_scan(dict(out), image, classifier, min_score=0.0)
+      return np.array([f.box for f in found]).reshape(-1, 4), np.array([f.score for f in found])
+
+  return multiface.evaluate_scanner(
+    scanner, source, output, name=name, checkpoint=checkpoint, rescore=rescore,
+    max_images=max_images,
+  )  # fmt: skip
+
+
+def _viz_writer(folder: str, count: int):
+  """`on_batch` callback writing response-map pictures of the first `count` faces."""
   from lmjax.viz import heatmaps
 
-  start = end - len(images)
-  take = max(0, min(len(images), count - start))
-  if not take:
-    return
-  os.makedirs(folder, exist_ok=True)
-  crops = np.stack(
-    [predictor.crop(im, b)[0] for im, b in zip(images[:take], boxes[:take], strict=True)]
-  )
-  out = predictor.predict_crops(crops)
-  for i in range(take):
-    face = {k: v[i] for k, v in out.items()}
-    name = f'{start + i:04d}_{str(ids[start + i]).replace("/", "_")}.png'
-    heatmaps.write_png(os.path.join(folder, name), heatmaps.prediction_panel(crops[i], face))
+  seen = [0]  # faces of the earlier batches
+
+  def write(faces: face_crop.FaceCrops, outputs: Mapping[str, np.ndarray]) -> None:
+    start, take = seen[0], max(0, min(len(faces), count - seen[0]))
+    seen[0] += len(faces)
+    if take:
+      os.makedirs(folder, exist_ok=True)
+    for i in range(take):
+      face = {k: v[i] for k, v in outputs.items()}
+      stem = f'{start + i:04d}_{str(faces.image_ids[i]).replace("/", "_")}.png'
+      heatmaps.write_png(
+        os.path.join(folder, stem), heatmaps.prediction_panel(faces.crops[i], face)
+      )
+
+  return write
 
 
 def main(argv: Sequence[str]) -> None:
@@ -170,7 +153,7 @@ def main(argv: Sequence[str]) -> None:
 
   del argv
   f = flags.FLAGS
-  results = evaluate_model(
+  run(
     f.checkpoint,
     f.dataset,
     f.split,
@@ -186,10 +169,6 @@ def main(argv: Sequence[str]) -> None:
     face_classifier=f.face_classifier,
     max_images=f.max_images,
   )
-  if 'summary' in results:  # multi-face: the table was printed
-    return
-  keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
-  print(format_table({f'{f.dataset}/{f.split}': results}, keys))
 
 
 def _define_flags() -> None:

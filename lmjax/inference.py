@@ -1,33 +1,43 @@
-"""Landmark prediction from a trained model folder (what notebooks and CLIs call).
+"""The public inference API: a landmark predictor for any model folder.
 
-    predictor = FacePredictor('pretrained/mcl68')
+    from lmjax.inference import load_predictor
+    predictor = load_predictor('pretrained/mcl68')      # or pretrained/bbfcn5, runs/.../am
     points = predictor.predict(image, box)              # [K, 2] image pixels
     points = predictor.predict_batch(images, boxes)     # [N, K, 2]
+    out = predictor.predict_faces(images, boxes)        # every one of predictor.outputs
 
-A model folder holds `model.json` (architecture and input protocol) and `variables/` (orbax
-params + batch_stats). Only the variables are restored, into an abstract tree built with
-`jax.eval_shape`, so no optimizer state or training code is needed. Batches are padded to a
-few fixed sizes, so the forward pass compiles once per size bucket. The predictor folds the
-BatchNorm layers into the convolutions (`fold_batch_norm`): same outputs, about 10 % faster.
+A model folder holds `model.json` (architecture and input protocol, `lmjax.models.registry`)
+and `variables/` (orbax). Every predictor is a `lmjax.models.interface.CropPredictor`.
 """
 
 from __future__ import annotations
 
+from lmjax.bbfcn.predictor import BBFCNPredictor
 from lmjax.mcl.predictor import FacePredictor
-from lmjax.train import checkpoint
+from lmjax.models import registry
+from lmjax.models.interface import CropPredictor
+
+__all__ = ['BBFCNPredictor', 'CropPredictor', 'FacePredictor', 'load_predictor']
 
 
-def load_predictor(directory: str, head: int = 0):
+def load_predictor(directory: str, head: int = 0) -> CropPredictor:
   """The predictor of a model folder: `FacePredictor` (MCL) or `BBFCNPredictor` (BB-FCN).
 
-  Both have `schema`, `spec`, `crop`, `predict` and `predict_batch` with the same meaning.
-  `head` selects an MCL shape-prediction head; BB-FCN models have none.
+  Args:
+    directory: a model folder (`model.json` + `variables/`).
+    head: an MCL shape-prediction head; BB-FCN models have none (head must be 0).
+
+  Raises:
+    FileNotFoundError: `directory` is not a model folder.
+    ValueError: its model.json is invalid, or it holds a face classifier.
   """
-  spec = checkpoint.read_model_spec(directory)
-  if spec.get('experiment') == 'bbfcn':
+  family = registry.read_spec(directory)['experiment']
+  if family == 'bbfcn':
     if head:
       raise ValueError(f'head {head}: {directory} is a BB-FCN model (no shape-prediction heads)')
-    from lmjax.bbfcn.predictor import BBFCNPredictor
-
     return BBFCNPredictor(directory)
-  return FacePredictor(directory, head=head)
+  if family == 'mcl':
+    return FacePredictor(directory, head=head)
+  raise ValueError(
+    f'{directory}: a {family} model predicts no landmarks (use lmjax.facecls.classifier)'
+  )

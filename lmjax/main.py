@@ -27,7 +27,10 @@ def main(argv):
 
   if int(os.environ.get('JAX_NUM_PROCESSES', '1')) > 1:
     jax.distributed.initialize()
+  from lmjax.data.datasets import table
+
   config = _CONFIG.value
+  config.data = table.resolve(config.data, config.model.num_points)  # the dataset table's defaults
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   logging.get_absl_handler().use_absl_log_file('train', workdir)

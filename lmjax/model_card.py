@@ -6,52 +6,34 @@
 Copies `<workdir>/models/<stage>` (default `am`: the assembled model) to `--out` and writes
 `--out/MODEL_CARD.md` from what the run recorded: the command (`commands.txt`, written by
 `lmjax.main`; `--command` overrides it), the config (`config.json`), the validation metrics of
-every stage (`stages.json`), the steps per stage and the training wall time (the absl log files
-`train.*.log.INFO.<date>-<time>.<pid>`, one per invocation: first to last line). Nothing in the
-card is typed in by hand except `--hardware` and `--notes`.
+every stage and the seconds each took over all invocations (`stages.json`, written by the
+staged-run runner `lmjax.train.stages`), and the steps per stage. Nothing in the card is typed
+in by hand except `--hardware` and `--notes`.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import glob
 import json
 import os
-import re
 import shutil
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lmjax.bbfcn.train import MODEL_NAMES
 from lmjax.eval import reports
+from lmjax.train import stages as stages_lib
 
 MAX_BYTES = 10 * 1024 * 1024  # the repository's limit for a committed model
-_LOG_NAME = re.compile(r'\.log\.INFO\.(\d{8}-\d{6})\.\d+$')
-_LOG_LINE = re.compile(r'^[IWEF]\d{4} (\d\d:\d\d:\d\d)\.\d+ ')
 
 
-def wall_time_s(workdir: str) -> float:
-  """Seconds the run's invocations took, summed (each: its log's first to last line)."""
-  total = 0.0
-  for path in sorted(glob.glob(os.path.join(workdir, '*.log.INFO.*'))):
-    match = _LOG_NAME.search(path)
-    if not match:
-      continue
-    start = datetime.datetime.strptime(match.group(1), '%Y%m%d-%H%M%S')
-    last = None
-    with open(path, encoding='utf-8', errors='replace') as f:
-      for line in f:
-        m = _LOG_LINE.match(line)
-        if m:
-          last = m.group(1)
-    if last is None:
-      continue
-    end = datetime.datetime.combine(start.date(), datetime.time.fromisoformat(last))
-    if end < start:  # ran past midnight
-      end += datetime.timedelta(days=1)
-    total += (end - start).total_seconds()
-  return total
+def training_seconds(stages: Mapping[str, Mapping]) -> float | None:
+  """Seconds the run's stages took, summed (`elapsed_s` of each `stages.json` record).
+
+  None when a record has no `elapsed_s` (a run from before the stage runner recorded it).
+  """
+  seconds = [record.get(stages_lib.ELAPSED) for record in stages.values()]
+  if not seconds or any(s is None for s in seconds):
+    return None
+  return float(sum(seconds))
 
 
 def _command(workdir: str) -> str:
@@ -76,7 +58,6 @@ def render_card(
   command: str,
   config: dict,
   stages: dict,
-  wall_s: float,
   hardware: str,
   stage: str,
   size_bytes: int,
@@ -91,7 +72,7 @@ def render_card(
   input_line = f'* input: {{crop}} of {config["input"].get("crop_scale")} × the face box'
   if config.get('experiment') == 'facecls':
     order, title = ['facecls'], 'face/non-face CNN'
-    paper, module = 'Net-12/24-style classifier re-scoring BB-FCN face proposals', 'facecls_train'
+    paper, module = 'Net-12/24-style classifier re-scoring BB-FCN face proposals', 'facecls/train'
     crop = f'{config["model"]["size"]}×{config["model"]["size"]} RGB window'
     input_line = (
       f'* input: {crop}; positives IoU ≥ {config["windows"]["pos_min_iou"]} with the face box, '
@@ -109,11 +90,11 @@ def render_card(
   elif bbfcn:  # only the stages this run trained (the config lists every variant's stages)
     steps = {k: v for k, v in steps.items() if MODEL_NAMES[k] in stages}
     order = [name for name in MODEL_NAMES.values() if name in stages]
-    title, paper, module = 'BB-FCN', 'Liu et al., backbone-branches FCN', 'bbfcn_train'
+    title, paper, module = 'BB-FCN', 'Liu et al., backbone-branches FCN', 'bbfcn/train'
     size, big = config['model']['size'], config['model']['refine_size']
     crop = f'{big}×{big} RGB face crop (backbone: its {size}×{size} downsample)'
     use = [
-      'from lmjax.mcl.predictor import load_predictor',
+      'from lmjax.inference import load_predictor',
       f"points = load_predictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = (
@@ -125,7 +106,7 @@ def render_card(
     order = [s for s in ('bm', 'wm_partial', 'wm') if s in stages]
     order += sorted((s for s in stages if s.startswith('mc_')), key=lambda s: int(s[3:]))
     order += ['am'] if 'am' in stages else []
-    title, paper, module = 'MCL', 'Shao et al., Deep Multi-Center Learning', 'mcl_train'
+    title, paper, module = 'MCL', 'Shao et al., Deep Multi-Center Learning', 'mcl/train'
     size = config['input']['size']
     grey = 'grey' if config['input']['grayscale'] else 'RGB'
     crop = f'{size}×{size} {grey} crop'
@@ -162,8 +143,7 @@ def render_card(
     f'* steps per stage: {schedule}'
     + (' (mc = each of the multi-center stages)' if config.get('experiment') == 'mcl' else '')
     + f'; batch {batch}',
-    f'* wall time: {wall_s / 3600:.2f} h ({wall_s / 60:.0f} min) over all invocations of the '
-    'command (resumed runs included)',
+    _time_line(training_seconds(stages)),
     f'* hardware: {hardware}',
     '',
     '## Validation metrics ('
@@ -188,6 +168,15 @@ def render_card(
   return '\n'.join(lines) + '\n'
 
 
+def _time_line(seconds: float | None) -> str:
+  if seconds is None:
+    return '* training time: not recorded (a run from before `elapsed_s` in `stages.json`)'
+  return (
+    f'* training time: {seconds / 3600:.2f} h ({seconds / 60:.0f} min), the stages summed over '
+    'all invocations of the command (resumed runs included)'
+  )
+
+
 def publish(
   workdir: str,
   out: str,
@@ -210,8 +199,9 @@ def publish(
   size = _folder_bytes(source)
   if size > MAX_BYTES:
     raise SystemExit(f'{source} is {size / 1e6:.1f} MB; the limit is {MAX_BYTES / 1e6:.0f} MB')
-  with open(os.path.join(workdir, 'stages.json'), encoding='utf-8') as f:
-    stages = json.load(f)
+  stages = stages_lib.read_records(workdir)
+  if not stages:
+    raise SystemExit(f'{workdir}: no {stages_lib.STAGES_FILE} (has the run finished a stage?)')
   if os.path.exists(out):
     shutil.rmtree(out)
   shutil.copytree(source, out)
@@ -220,7 +210,6 @@ def publish(
     command or _command(workdir),
     config,
     stages,
-    wall_time_s(workdir),
     hardware,
     stage,
     size,
@@ -232,19 +221,30 @@ def publish(
   return path
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m lmjax.model_card', description=__doc__)
-  parser.add_argument('--workdir', required=True, help='workdir of a finished lmjax.main run')
-  parser.add_argument('--out', required=True, help='destination, e.g. pretrained/mcl68')
-  parser.add_argument('--hardware', required=True, help='what the run ran on')
-  parser.add_argument(
-    '--stage', help='model folder to publish (default: am / bbfcn / facecls by experiment)'
+def main(argv: Sequence[str]) -> None:
+  from absl import flags
+
+  del argv
+  f = flags.FLAGS
+  print(publish(f.workdir, f.out, f.hardware, f.stage, f.command, f.notes))
+
+
+def _define_flags() -> None:
+  from absl import flags
+
+  flags.DEFINE_string('workdir', None, 'workdir of a finished lmjax.main run')
+  flags.DEFINE_string('out', None, 'destination, e.g. pretrained/mcl68')
+  flags.DEFINE_string('hardware', None, 'what the run ran on')
+  flags.DEFINE_string(
+    'stage', None, 'model folder to publish (default: am / bbfcn / facecls by experiment)'
   )
-  parser.add_argument('--command', help='the training command (default: commands.txt)')
-  parser.add_argument('--notes', default='', help='free text appended to the card')
-  args = parser.parse_args(argv)
-  print(publish(args.workdir, args.out, args.hardware, args.stage, args.command, args.notes))
+  flags.DEFINE_string('command', None, 'the training command (default: commands.txt)')
+  flags.DEFINE_string('notes', '', 'free text appended to the card')
+  flags.mark_flags_as_required(['workdir', 'out', 'hardware'])
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  from absl import app
+
+  _define_flags()
+  app.run(main)

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 
 from lmjax.bbfcn import data as bbfcn_data
-from lmjax.core import geometry, image_ops, landmarks, nms
+from lmjax.core import geometry, image_ops, landmarks
 from lmjax.data import windows as bbfcn_sampling
 
 
@@ -68,7 +68,7 @@ def test_positive_windows_meet_the_iou_rule_in_batches():
       k, boxes, max_scale=params.max_scale, max_shift=params.max_shift
     )
   )(jax.random.key(3))
-  assert (np.asarray(nms.iou(windows, boxes)) > 0.5).all()
+  assert (np.asarray(geometry.iou(windows, boxes)) > 0.5).all()
 
 
 def test_negative_batch_shapes_values_and_determinism():

@@ -86,7 +86,7 @@ def test_two_stages_export_models_and_tables(tiny_run):
     bb.variables['params']['backbone'],
     full.variables['params']['backbone'],
   )
-  assert full.has_branches and not bb.has_branches
+  assert full.outputs == ('points', 'coarse') and bb.outputs == ('points',)
 
 
 def test_hard_negative_mining_switches_on_at_a_plateau(tiny_run):
@@ -138,7 +138,7 @@ def test_evaluate_cli_compares_backbone_and_draws_maps(tiny_run, tmp_path):
   root, _ = tiny_run
   out = tmp_path / 'metrics.json'
   config = synthetic.make_config('face5', num_train=40, num_validation=16, num_test=16)
-  results = evaluate.evaluate_model(
+  results = evaluate.run(
     str(root / 'run' / 'models' / 'bbfcn'),
     'synthetic',
     'validation',
@@ -185,4 +185,4 @@ def test_model_card_of_a_bbfcn_run(tiny_run, tmp_path):
   assert card.startswith('# bbfcn5: BB-FCN, 5 points')
   assert 'backbone' in card and 'bbfcn' in card and '64×64 RGB face crop' in card
   assert (out / 'model.json').is_file()
-  assert BBFCNPredictor(str(out)).has_branches
+  assert BBFCNPredictor(str(out)).outputs == ('points', 'coarse')

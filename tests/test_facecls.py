@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.core import geometry, image_ops
-from lmjax.core.nms import iou
+from lmjax.core import geometry, image_ops, mipmap
+from lmjax.core.geometry import iou
 from lmjax.facecls import classifier as face_classifier
 from lmjax.facecls import data as facecls_data
 from lmjax.facecls.classifier import FaceClassifier
@@ -120,7 +120,7 @@ def test_crop_maps_boxes_to_the_right_pixels():
   )
   # Flip mirrors the crop.
   centre, side = geometry.box_centre_side(boxes[:1])
-  flip = lambda im, c, s: face_classifier.crop_windows(im, c, s, size=24, flip=jnp.array([True]))
+  flip = lambda im, c, s: mipmap.crop_windows(im, c, s, size=24, flip=jnp.array([True]))
   flipped = jax.jit(flip)(image, centre, side)
   np.testing.assert_allclose(flipped[0], crops[0][:, ::-1], atol=1e-3)
 

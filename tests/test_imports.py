@@ -59,7 +59,7 @@ def imports_of(name: str) -> set[str]:
     elif isinstance(node, ast.ImportFrom):
       base = node.module or ''
       if node.level:  # relative import
-        base = '.'.join(package.split('.')[: len(package.split('.')) - node.level + 1] + [base])
+        base = '.'.join([*package.split('.')[: len(package.split('.')) - node.level + 1], base])
         base = base.rstrip('.')
       if not base.startswith('lmjax'):
         continue
@@ -96,7 +96,7 @@ def test_no_import_cycles():
     path.append(node)
     for dep in sorted(GRAPH[node]):
       if state.get(dep) == 1:
-        cycle = path[path.index(dep) :] + [dep]
+        cycle = [*path[path.index(dep) :], dep]
         pytest.fail('import cycle: ' + ' -> '.join(cycle))
       if dep not in state:
         visit(dep)

@@ -19,10 +19,9 @@ from lmjax import evaluate, model_card
 from lmjax.core import geometry
 from lmjax.data.datasets import synthetic
 from lmjax.mcl import predictor as inference
-from lmjax.train import optim, surgery
+from lmjax.train import checkpoint, optim, surgery
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / 'configs').glob('*.py'))
 
 
 def load_config(name: str, arg: str | None = None):
@@ -30,21 +29,6 @@ def load_config(name: str, arg: str | None = None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
-
-
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
-@pytest.mark.parametrize('arg', [None, 'runlocal'])
-def test_every_config_loads(path, arg):
-  config = load_config(path.stem, arg)
-  assert config.experiment in ('mcl', 'bbfcn', 'facecls') and config.batch_size > 0
-
-
-def test_config_args():
-  config = load_config('mcl68', 'runlocal,data=synthetic')
-  assert config.data.name == 'synthetic' and config.data.builder_config == 'face68'
-  assert config.stages.bm.steps < 1000
-  with pytest.raises(ValueError, match='unknown config argument'):
-    load_config('mcl68', 'fast')
 
 
 # Tiny run: 5 points (4 clusters), narrow network, a handful of steps per stage.
@@ -108,21 +92,22 @@ def test_algorithm1_runs_every_stage_and_assembles(full_run):
   assert sorted(stages) == expected
   for name in expected:
     assert (work / 'models' / name / 'model.json').is_file()
-    assert stages[name]['num_faces'] == 16
+    assert stages[name]['num_faces'] == 16 and stages[name]['elapsed_s'] >= 0
+  assert stages['bm']['elapsed_s'] > 0  # seconds of the stage (stages.json, for model cards)
   table = (work / 'table.txt').read_text()
   assert all(row in table for row in ('BM', 'WM', 'AM')) and 'nme_ipd' in table
   assert 'AM' in result.stdout
   # The assembled model reproduces each cluster's head of the last multi-center model.
-  mc = inference.load_model(str(work / 'models' / 'mc_3'))
-  am = inference.load_model(str(work / 'models' / 'am'))
+  mc = checkpoint.load_model(str(work / 'models' / 'mc_3'))
+  am = checkpoint.load_model(str(work / 'models' / 'am'))
   x = jax.random.normal(jax.random.key(0), (2, 50, 50, 1))
   multi = mc[0].apply(mc[1], x)
   single = am[0].apply(am[1], x)
   for i, cluster in enumerate([(0,), (1,), (2,), (3, 4)]):
     np.testing.assert_allclose(single[:, 0, list(cluster)], multi[:, i, list(cluster)], atol=1e-5)
   # wm_partial froze conv11…conv32 (and their BN scale/bias): bit-identical to BM's.
-  bm = inference.load_model(str(work / 'models' / 'bm'))
-  wm_partial = inference.load_model(str(work / 'models' / 'wm_partial'))
+  bm = checkpoint.load_model(str(work / 'models' / 'bm'))
+  wm_partial = checkpoint.load_model(str(work / 'models' / 'wm_partial'))
   for layer in ('conv11', 'conv32', 'bn21'):
     for name, value in bm[1]['params'][layer].items():
       np.testing.assert_array_equal(wm_partial[1]['params'][layer][name], value)
@@ -130,7 +115,7 @@ def test_algorithm1_runs_every_stage_and_assembles(full_run):
     wm_partial[1]['params']['conv41']['kernel'], bm[1]['params']['conv41']['kernel']
   )
   # The multi-center stages train head i only: the trunk equals WM's bit for bit.
-  wm = inference.load_model(str(work / 'models' / 'wm'))
+  wm = checkpoint.load_model(str(work / 'models' / 'wm'))
   np.testing.assert_array_equal(
     mc[1]['params']['conv43']['kernel'], wm[1]['params']['conv43']['kernel']
   )
@@ -178,7 +163,7 @@ def test_evaluate_cli_and_predictor(full_run, tmp_path):
   root, _ = full_run
   model_dir = str(root / 'run' / 'models' / 'am')
   out = tmp_path / 'metrics.json'
-  results = evaluate.evaluate_model(
+  results = evaluate.run(
     model_dir,
     'synthetic',
     'validation',
@@ -245,9 +230,32 @@ def test_model_card_from_the_run(full_run, tmp_path):
   for stage in ('bm', 'wm_partial', 'wm', 'mc_0', 'mc_3', 'am'):
     assert f'\n{stage} ' in card, stage  # a row of the validation table
   assert f'{stages["am"]["nme_ipd"]:.2f}' in card
-  assert model_card.wall_time_s(str(work)) > 0
+  seconds = model_card.training_seconds(stages)
+  assert seconds == pytest.approx(sum(s['elapsed_s'] for s in stages.values())) and seconds > 0
+  assert f'training time: {seconds / 3600:.2f} h' in card
   assert (out / 'model.json').is_file() and (out / 'variables').is_dir()
   inference.FacePredictor(str(out))  # the published folder loads
+  # The command line (absl flags) publishes the same folder and prints the card's path.
+  cli = [sys.executable, '-m', 'lmjax.model_card', f'--workdir={work}', '--hardware=test machine']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run(
+    [*cli, f'--out={tmp_path / "cli"}', '--stage=bm'],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == str(tmp_path / 'cli' / 'MODEL_CARD.md')
+  assert 'The `bm` model' in (tmp_path / 'cli' / 'MODEL_CARD.md').read_text()
+  missing = subprocess.run(cli, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert missing.returncode != 0 and '--out' in missing.stderr
+
+
+def test_model_card_time_comes_from_every_stage_record():
+  assert model_card.training_seconds({'bm': {'elapsed_s': 2.5}, 'wm': {'elapsed_s': 1.0}}) == 3.5
+  assert model_card.training_seconds({'bm': {'elapsed_s': 2.5}, 'wm': {'nme_ipd': 3.0}}) is None
 
 
 def test_frozen_leaves_are_bit_identical_after_training_steps():

@@ -293,3 +293,29 @@ def test_save_predictions(tmp_path):
     np.testing.assert_allclose(data['pred'], PRED5)
   with pytest.raises(ValueError, match='image_ids: expected 2 ids'):
     reports.save_predictions(path, ['a/1'], PRED5)
+
+
+# ------------------------------------------------------------------ face / non-face
+def test_classification_metrics_by_hand():
+  from lmjax.eval.classification import classification_metrics
+
+  logits = np.array([2.0, -1.0, 0.5, -3.0, 0.5, 1.0])
+  kinds = np.array([0, 0, 1, 2, 2, 0])  # faces: 2, -1, 1; non-faces: 0.5, -3, 0.5
+  m = classification_metrics(logits, kinds)
+  labels = (kinds == 0).astype(float)
+  p = 1 / (1 + np.exp(-logits))
+  bce = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+  assert m['loss'] == pytest.approx(bce)
+  assert m['accuracy'] == pytest.approx(100 * 3 / 6)  # right: 2, 1 (faces), -3 (background)
+  assert m['positive_acc'] == pytest.approx(200 / 3)
+  assert m['partial_acc'] == 0.0 and m['background_acc'] == 50.0
+  # Face > non-face pairs: 2 beats 3, -1 beats 1 (-3), 1 beats 3: 7 of 9.
+  assert m['auc'] == pytest.approx(7 / 9)
+  assert (m['num_positive'], m['num_negative']) == (3, 3)
+  tied = classification_metrics([0.0, 0.0], [0, 2])
+  assert tied['auc'] == 0.5 and 'partial_acc' not in tied  # ties count half
+  assert 'auc' not in classification_metrics([1.0], [0])  # no non-face: no AUC
+  with pytest.raises(ValueError, match='kinds: expected shape'):
+    classification_metrics([1.0, 2.0], [0])
+  with pytest.raises(ValueError, match='kinds: expected values 0, 1, 2'):
+    classification_metrics([1.0], [3])

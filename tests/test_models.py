@@ -1,15 +1,19 @@
 """MCL network: shapes, parameter count of the released model, names used by freezing."""
 
+import pathlib
 import re
+import runpy
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import mcl_config
 from lmjax.models.mcl import MCL, fold_batch_norm
 from lmjax.train import surgery
+
+# The freezing regexes of the MCL experiments (configs/mcl.py) must name these layers.
+MCL_CONFIG = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'mcl.py'))
 
 
 def _count(tree):
@@ -33,14 +37,14 @@ def test_mcl68_shapes_and_parameter_count():
 def test_first_six_convs_regex_and_head_names():
   model = MCL(5, width=16, num_heads=4)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 50, 50, 1)))
-  frozen = surgery.matching(variables['params'], mcl_config.FIRST_SIX_CONVS)
+  frozen = surgery.matching(variables['params'], MCL_CONFIG['FIRST_SIX_CONVS'])
   layers = sorted({n.split('/')[0] for n in frozen})
   assert layers == sorted([f'{p}{i}' for p in ('conv', 'bn') for i in (11, 12, 21, 22, 31, 32)])
   names = surgery.flatten(variables['params'])
   assert {n for n in names if n.startswith('heads/')} == {
     f'heads/{i}/{k}' for i in range(4) for k in ('kernel', 'bias')
   }
-  pattern = mcl_config.ALL_BUT_HEAD.format(head=2)
+  pattern = MCL_CONFIG['ALL_BUT_HEAD'].format(head=2)
   trainable = [n for n in names if not re.search(pattern, n)]
   assert trainable == ['heads/2/bias', 'heads/2/kernel'] or sorted(trainable) == [
     'heads/2/bias',

@@ -1,11 +1,13 @@
-"""Tests of lmjax.eval.multiface_metrics against values worked out by hand."""
+"""Tests of lmjax.eval.multiface_metrics against values worked out by hand (+ its plots)."""
 
 import json
 
 import numpy as np
 import pytest
 
+from lmjax.core.landmarks import FIVE
 from lmjax.eval import multiface_metrics as mm
+from lmjax.eval import reports
 
 NAN = np.nan
 INF = np.inf
@@ -165,16 +167,6 @@ def test_recall_input_errors():
     mm.RecallAccumulator(eyes=(1, 1))
 
 
-# ------------------------------------------------------------------ boxes
-def test_box_iou():
-  a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float64)
-  b = np.array([[0, 0, 10, 20], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 0, 0]], np.float64)
-  np.testing.assert_allclose(mm.box_iou(a, b), [[0.5, 1 / 3, 0, 0], [0, 0, 0, 0]])
-  assert mm.box_iou(np.zeros((0, 4)), b).shape == (0, 4)
-  with pytest.raises(ValueError, match=r'b: expected shape \[M, 4\]'):
-    mm.box_iou(a, b[:, :3])
-
-
 def test_proposal_recall():
   acc = mm.ProposalRecallAccumulator()
   # Image 1: faces g1, g2. By score: miss (0.9), hit g2 (IoU 100/110, 0.7), hit g1 (0.5); the
@@ -253,21 +245,22 @@ def is_png(path) -> bool:
 def test_plots_and_plain(tmp_path):
   acc = two_face_accumulator(ms=(2, 3))
   names = ('LE', 'RE', 'N', 'LM', 'RM')
-  curves = {'BB-FCN m=3': acc.result(3), 'backbone m=2': mm.plain(acc.result(2))}
-  mm.plot_recall_error(curves, tmp_path / 'sub' / 'recall.png', names, title='AFW')
+  curves = {'BB-FCN m=3': acc.result(3), 'backbone m=2': reports.plain(acc.result(2))}
+  reports.plot_recall_error(curves, tmp_path / 'sub' / 'recall.png', names, title='AFW')
   assert is_png(tmp_path / 'sub' / 'recall.png')
 
   prop = mm.ProposalRecallAccumulator()
   prop.add([[0, 0, 10, 10], [5, 5, 9, 9]], [0.3, 0.9], [[0, 0, 10, 10]])
-  mm.plot_proposal_recall({'BB-FCN': prop.result(max_n=20)}, tmp_path / 'proposals.png')
+  reports.plot_proposal_recall({'BB-FCN': prop.result(max_n=20)}, tmp_path / 'proposals.png')
   assert is_png(tmp_path / 'proposals.png')
 
   det = mm.DetectionAccumulator()
   det.add([[0, 0, 10, 10], [50, 50, 60, 60]], [0.8, 0.9], [[0, 0, 10, 10]])
-  mm.plot_precision_recall({'cascade': det.result()}, str(tmp_path / 'pr.png'), title='FDDB')
+  reports.plot_precision_recall({'cascade': det.result()}, str(tmp_path / 'pr.png'), title='FDDB')
   assert is_png(tmp_path / 'pr.png')
 
-  summary = mm.plain({'recall': acc.result(3), 'proposals': prop.result(), 'det': det.result()})
+  results = {'recall': acc.result(3), 'proposals': prop.result(), 'det': det.result()}
+  summary = reports.plain(results)
   assert isinstance(summary['recall']['curves'][0][0], float)
   assert isinstance(summary['recall']['num_gt'][0], int)
   assert summary['recall']['recall_10'] == [1.0, 0.0, 1.0, 0.0, 0.5]
@@ -275,6 +268,20 @@ def test_plots_and_plain(tmp_path):
   json.loads(json.dumps(summary))
 
   with pytest.raises(ValueError, match='curves: expected at least one'):
-    mm.plot_precision_recall({}, tmp_path / 'x.png')
+    reports.plot_precision_recall({}, tmp_path / 'x.png')
   with pytest.raises(ValueError, match='names: expected K = 5'):
-    mm.plot_recall_error(curves, tmp_path / 'x.png', names=('a', 'b'))
+    reports.plot_recall_error(curves, tmp_path / 'x.png', names=('a', 'b'))
+
+
+def test_plot_multiface_writes_the_three_plots(tmp_path):
+  acc, prop = two_face_accumulator(ms=(2, 3)), mm.ProposalRecallAccumulator()
+  prop.add([[0, 0, 10, 10]], [0.9], [[0, 0, 10, 10]])
+  det = mm.DetectionAccumulator()
+  det.add([[0, 0, 10, 10]], [0.9], [[0, 0, 10, 10]])
+  result = {'recall_m2': acc.result(2), 'recall_m3': acc.result(3)}
+  result.update(proposals=prop.result(), faces=det.result())
+  results = {'bbfcn': result, 'backbone_only': {**result, 'detector': det.result(),
+                                                'rescored_proposals': prop.result()}}  # fmt: skip
+  reports.plot_multiface(results, str(tmp_path / 'out' / 'r'), FIVE, title='AFW')
+  for suffix in ('recall', 'proposals', 'pr'):
+    assert is_png(tmp_path / 'out' / f'r_{suffix}.png'), suffix

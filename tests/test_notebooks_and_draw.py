@@ -1,8 +1,9 @@
-"""The notebooks run top to bottom, and `python -m lmjax.draw` draws, reads, writes and rejects inputs."""
+"""The notebooks run top to bottom; `python -m lmjax.draw` draws, reads, writes, rejects inputs."""
 
 import json
 import os
 import pathlib
+import runpy
 import subprocess
 import sys
 import warnings
@@ -16,15 +17,19 @@ import numpy as np
 import pytest
 
 from lmjax import draw as draw_cli
-from lmjax import mcl_config, synthface
+from lmjax import synthface
 from lmjax.core import landmarks
 from lmjax.mcl import train as mcl_train
-from lmjax.mcl.predictor import build_model
+from lmjax.models import registry
 from lmjax.train import checkpoint
 from lmjax.viz import draw
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
+
+
+def get_config(family: str, arg: str):
+  return runpy.run_path(str(ROOT / 'configs' / f'{family}.py'))['get_config'](arg)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -65,8 +70,8 @@ def run_notebook(path: pathlib.Path, monkeypatch) -> dict:
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory) -> str:
   """A freshly initialised 5-point MCL (width 16) exported as a model folder."""
-  spec = mcl_train.model_spec(mcl_config.mcl_config(5, 16, 'synthetic', runlocal=True), 1)
-  model = build_model(spec)
+  spec = mcl_train.model_spec(get_config('mcl', 'points=5,width=16,data=synthetic,runlocal'), 1)
+  model = registry.build(spec)
   # Jitted, with an `rbg` key: threefry's many initialiser draws compile 3× slower on a CPU.
   init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 50, 50, 1)), train=False))
   variables = init(jax.random.key(0, impl='rbg'))
@@ -78,14 +83,11 @@ def model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope='module')
 def bbfcn_model_dir(tmp_path_factory) -> str:
   """A freshly initialised 5-point BB-FCN exported as a model folder."""
-  from lmjax import bbfcn_config
-  from lmjax.bbfcn import predictor as bbfcn_predictor
   from lmjax.bbfcn import train as bbfcn_train
 
-  spec = bbfcn_train.model_spec(bbfcn_config.bbfcn_config(5, 'synthetic', True), 'bbfcn')
-  model = bbfcn_predictor.build_model(spec)
+  spec = bbfcn_train.model_spec(get_config('bbfcn', 'points=5,data=synthetic,runlocal'), 'bbfcn')
   directory = str(tmp_path_factory.mktemp('models') / 'bbfcn5')
-  checkpoint.export_model(directory, bbfcn_predictor.init_variables(model, spec), spec)
+  checkpoint.export_model(directory, registry.init(spec), spec)
   return directory
 
 
@@ -263,6 +265,24 @@ def test_cli_box_errors(model_dir, face_png, tmp_path, capsys, flag, message):
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert '--box' in err and message in err
+
+
+def test_cli_help_and_usage_errors(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    draw_cli.main(['--help'])
+  assert exit_info.value.code == 0 and '--checkpoint' in capsys.readouterr().out
+  cases = [
+    (['--image=a.png', '--out=o.png'], '--checkpoint must have a value'),
+    (['--checkpoint=m', '--out=o.png'], 'Exactly one of (image, folder)'),
+    (['--checkpoint=m', '--image=a', '--folder=b', '--out=o'], 'Exactly one of (image, folder)'),
+    (['--checkpoint=m', '--image=a', '--out=o', '--scale=big'], '--scale=big'),
+    (['--checkpoint=m', '--image=a', '--out=o', 'extra'], 'unrecognized arguments: extra'),
+  ]
+  for argv, message in cases:
+    with pytest.raises(SystemExit) as exit_info:
+      draw_cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'lmjax.draw: error:' in err and message in err, argv
 
 
 def test_cli_input_errors_name_the_file(model_dir, face_png, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Tests of the MCL crop (lmjax.core.image_ops) and the on-device augmentation (lmjax.core.augment)."""
+"""The MCL crop (lmjax.core.image_ops) and the on-device augmentation (lmjax.core.augment)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lmjax.core import augment as aug
-from lmjax.core import geometry, image_ops
+from lmjax.core import geometry, image_ops, sampling
 from lmjax.core.landmarks import COFW29, FIVE, IBUG68
 
 BBOX = np.array([70.0, 50.0, 150.0, 140.0])
@@ -109,7 +109,7 @@ def test_host_warp_matches_jnp_sampler():
     geometry.crop_affine(BBOX, 128, scale=1.8), rotation
   )  # partly outside
   host = image_ops.warp(image, A, 128).astype(np.float32)
-  device = np.asarray(jax.jit(aug.sample_affine, static_argnums=2)(image, jnp.asarray(A), 128))
+  device = np.asarray(jax.jit(sampling.warp_affine, static_argnums=2)(image, jnp.asarray(A), 128))
   assert (host == 128).all(axis=-1).any()  # the border is exercised
   diff = np.abs(host - device)
   assert diff.mean() < 0.5
@@ -358,3 +358,22 @@ def test_jpeg_recompress_batch():
   assert not np.array_equal(a, images)
   untouched = image_ops.jpeg_recompress_batch(images, np.random.default_rng(0), prob=0.0)
   np.testing.assert_array_equal(untouched, images)
+
+
+def test_read_image_converts_file_formats(tmp_path):
+  rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3)).astype(np.uint8)
+  cv2.imwrite(str(tmp_path / 'c.png'), rgb[..., ::-1])  # OpenCV writes BGR
+  np.testing.assert_array_equal(image_ops.read_image(tmp_path / 'c.png'), rgb)
+  bgra = np.concatenate([rgb[..., ::-1], np.full((6, 7, 1), 9, np.uint8)], axis=-1)
+  cv2.imwrite(str(tmp_path / 'a.png'), bgra)
+  np.testing.assert_array_equal(image_ops.read_image(tmp_path / 'a.png'), rgb)
+  cv2.imwrite(str(tmp_path / 'g16.png'), np.full((4, 5), 0x3456, np.uint16))
+  grey = image_ops.read_image(tmp_path / 'g16.png')
+  assert grey.shape == (4, 5, 3) and grey.dtype == np.uint8 and (grey == 0x34).all()
+  (tmp_path / 'bad.png').write_bytes(b'not an image')
+  with pytest.raises(image_ops.ImageFileError, match=r'bad\.png: cannot decode image'):
+    image_ops.read_image(tmp_path / 'bad.png')
+  with pytest.raises(image_ops.ImageFileError, match=r'none\.png: image file not found'):
+    image_ops.read_image(tmp_path / 'none.png')
+  with pytest.raises(image_ops.ImageFileError, match='x: expected an 8-bit image'):
+    image_ops.to_rgb(np.zeros((2, 2), np.float32), 'x')

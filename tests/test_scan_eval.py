@@ -9,11 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from lmjax import evaluate, synthface
-from lmjax.bbfcn import predictor
+from lmjax import synthface
+from lmjax.data import datasets, templates
 from lmjax.data.datasets import synthetic
 from lmjax.data.datasets.pts import write_pts
+from lmjax.eval import multiface
+from lmjax.facecls.classifier import FaceClassifier
+from lmjax.models import registry
 from lmjax.scan import cli, detect
+from lmjax.scan.scanner import Scanner
 from lmjax.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,13 +26,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory):
   """A 5-point BB-FCN folder with fresh weights (the plumbing does not depend on them)."""
-  spec = {
-    'experiment': 'bbfcn', 'variant': 'bbfcn', 'num_points': 5, 'size': 32, 'refine_size': 64,
-    'crop_scale': 1.1, 'dataset': 'synthetic',
-  }  # fmt: skip
-  model = predictor.build_model(spec)
+  spec = registry.make_spec(
+    'bbfcn', variant='bbfcn', num_points=5, size=32, refine_size=64, crop_scale=1.1,
+    dataset='synthetic', face_template=templates.face_template(5, 'synthetic', 1.1),
+  )  # fmt: skip
   path = str(tmp_path_factory.mktemp('model') / 'bbfcn5')
-  checkpoint.export_model(path, predictor.init_variables(model, spec), spec)
+  checkpoint.export_model(path, registry.init(spec), spec)
   return path
 
 
@@ -60,12 +63,25 @@ def _check_report(report, num_images):
     assert set(row) >= {'proposal_recall_at_2', 'proposal_recall_at_20', 'faces_ap'}
 
 
-def test_evaluate_cli_on_an_afw_style_folder(model_dir, tmp_path):
+@pytest.fixture(scope='module')
+def classifier_dir(tmp_path_factory):
+  """A face/non-face CNN folder with fresh weights."""
+  spec = registry.make_spec(
+    'facecls', size=24, supersample=2, widths=[4, 4, 4], hidden=8, crop='square',
+    dataset='synthetic',
+  )  # fmt: skip
+  path = str(tmp_path_factory.mktemp('facecls') / 'facecls')
+  checkpoint.export_model(path, registry.init(spec), spec)
+  return path
+
+
+def test_evaluate_cli_on_an_afw_style_folder(model_dir, classifier_dir, tmp_path):
   folder = _afw_folder(tmp_path / 'afw')
   out = tmp_path / 'eval' / 'recall.json'
   cmd = [
     sys.executable, '-m', 'lmjax.evaluate', f'--checkpoint={model_dir}', '--dataset=afw_multiface',
     f'--manual_dir={folder}', f'--output={out}', f'--data_dir={tmp_path / "tfds"}', '--levels=4',
+    f'--face_classifier={classifier_dir}',
   ]  # fmt: skip
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,27 +89,35 @@ def test_evaluate_cli_on_an_afw_style_folder(model_dir, tmp_path):
   report = json.loads(out.read_text())
   _check_report(report, 2)
   assert report['dataset'] == 'afw_multiface/test' and report['levels'] == 4
+  assert report['checkpoint'] == os.path.abspath(model_dir) and report['threshold'] == 0.2
+  assert 'detector_ap' in report['summary']['bbfcn']  # the classifier was wired in
   for suffix in ('recall', 'proposals', 'pr'):
     assert (tmp_path / 'eval' / f'recall_{suffix}.png').stat().st_size > 1000
 
 
-def test_evaluate_synthetic_scenes_with_a_face_classifier(model_dir, tmp_path):
-  from lmjax.models import facenet
-
-  spec = {'experiment': 'facecls', 'size': 24, 'supersample': 2, 'widths': [4, 4, 4], 'hidden': 8}
-  net = facenet.build_model(spec)
-  classifier = str(tmp_path / 'facecls')
-  checkpoint.export_model(classifier, facenet.init_variables(net, 24), spec)
+def test_evaluate_synthetic_scenes_with_a_face_classifier(model_dir, classifier_dir, tmp_path):
   config = synthetic.make_config('scene5', num_train=1, num_validation=1, num_test=3)
-  report = evaluate.evaluate_model(
-    model_dir, 'synthetic', 'test', str(tmp_path / 'r.json'), data_dir=str(tmp_path / 'tfds'),
-    dataset_config=config, levels=4, face_classifier=classifier,
-  )  # fmt: skip
+  source = datasets.load('synthetic', 'test', data_dir=str(tmp_path / 'tfds'), config=config)
+  scanner = Scanner.load(model_dir, levels=4, threshold=0.2, detections=max(multiface.MS))
+  classifier, calls = FaceClassifier.load(classifier_dir), []
+
+  def rescore(out, image):
+    calls.append(image.shape)
+    found = detect.faces_from_scan(out, image, classifier, min_score=0.0)
+    return np.array([f.box for f in found]).reshape(-1, 4), np.array([f.score for f in found])
+
+  report = multiface.evaluate_scanner(
+    scanner, source, tmp_path / 'r.json', name='scene5', checkpoint=model_dir, rescore=rescore
+  )
   _check_report(report, 3)
-  assert report['box_convention'] == 'bbox'
+  assert len(calls) == 6  # every image, for the model and its backbone-only ablation
+  assert report['box_convention'] == 'bbox' and report['levels'] == 4
   row = report['summary']['bbfcn']
   assert 'detector_ap' in row and 'rescored_proposal_recall_at_2' in row
   assert 'detector' in report['details']['bbfcn']
+  assert json.loads((tmp_path / 'r.json').read_text())['num_images'] == 3
+  plain = multiface.evaluate_scanner(scanner, source, tmp_path / 'p.json', max_images=2)
+  assert plain['num_images'] == 2 and 'detector_ap' not in plain['summary']['bbfcn']
 
 
 def test_scan_cli_image_folder_and_video(model_dir, tmp_path):
@@ -120,6 +144,24 @@ def test_scan_cli_image_folder_and_video(model_dir, tmp_path):
   assert len(json.loads((tmp_path / 'v.json').read_text())) == 3
   with pytest.raises(SystemExit, match='does not exist'):
     cli.main([str(tmp_path / 'missing.jpg'), *common])
+
+
+def test_scan_cli_help_and_usage_errors(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['--help'])
+  assert exit_info.value.code == 0 and '--min_face' in capsys.readouterr().out
+  cases = [
+    (['--checkpoint=m'], 'expected one input'),
+    (['a.png', 'b.png', '--checkpoint=m'], 'expected one input'),
+    (['a.png'], '--checkpoint must have a value'),
+    (['a.png', '--checkpoint=m', '--levels=2', '--min_face=30'], 'levels, min_face'),
+    (['a.png', '--checkpoint=m', '--levels=two'], '--levels=two'),
+  ]
+  for argv, message in cases:
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'lmjax-scan: error:' in err and message in err, argv
 
 
 def _scan_out():

@@ -1,4 +1,4 @@
-"""The pyramid scanner: NMS, pyramid geometry, detections on hand-made maps, compile counts."""
+"""The pyramid scanner: pyramid geometry, detections on hand-made maps, compile counts."""
 
 import itertools
 
@@ -7,43 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.bbfcn import predictor
-from lmjax.core import nms
-from lmjax.scan import proposals, pyramid, scanner
+from lmjax.data import templates
+from lmjax.models import registry
+from lmjax.scan import pyramid, scanner
 
 K = 5
-
-
-def _greedy_nms(boxes, scores, valid, thr):
-  order = [i for i in np.argsort(-scores, kind='stable') if valid[i]]
-  keep = []
-  for i in order:
-    if all(float(nms.box_iou(boxes[i][None], boxes[j][None])[0, 0]) <= thr for j in keep):
-      keep.append(i)
-  return sorted(keep)
-
-
-def test_nms_matches_the_greedy_rule():
-  rng = np.random.default_rng(0)
-  fn = jax.jit(nms.nms, static_argnums=3)
-  boxes, scores, valid = [], [], []
-  for _ in range(20):  # dense overlaps: long suppression chains
-    centres = rng.uniform(0, 40, (40, 2))
-    boxes.append(np.concatenate([centres, centres + rng.uniform(5, 25, (40, 2))], 1))
-    scores.append(rng.uniform(0, 1, 40))
-    valid.append(rng.uniform(size=40) > 0.2)
-  boxes, scores, valid = np.float32(boxes), np.float32(scores), np.array(valid)
-  keep = np.asarray(fn(boxes, scores, valid, 0.3))  # [20, 40]: leading axes are batched
-  for t in range(20):
-    assert sorted(np.flatnonzero(keep[t])) == _greedy_nms(boxes[t], scores[t], valid[t], 0.3), t
-  single = np.asarray(fn(boxes[3], scores[3], valid[3], 0.5))
-  assert sorted(np.flatnonzero(single)) == _greedy_nms(boxes[3], scores[3], valid[3], 0.5)
-
-
-def test_box_iou_hand_case():
-  a = jnp.array([[0, 0, 10, 10]], jnp.float32)
-  b = jnp.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], jnp.float32)
-  np.testing.assert_allclose(nms.box_iou(a, b), [[50 / 150, 0, 1]], rtol=1e-6)
 
 
 def test_pyramid_levels_and_canvases():
@@ -113,12 +81,12 @@ def test_detections_land_on_the_bright_spots(refine):
 
 
 def _random_model(num_points=K):
-  spec = {
-    'experiment': 'bbfcn', 'variant': 'bbfcn', 'num_points': num_points, 'size': 32,
-    'refine_size': 64, 'crop_scale': 1.1, 'dataset': 'mtfl',
-  }  # fmt: skip
-  model = predictor.build_model(spec)
-  return model, predictor.init_variables(model, spec), spec
+  """(spec, fresh variables) of a BB-FCN with `num_points` types."""
+  spec = registry.make_spec(
+    'bbfcn', variant='bbfcn', num_points=num_points, size=32, refine_size=64, crop_scale=1.1,
+    dataset='mtfl', face_template=templates.face_template(num_points, 'mtfl', 1.1),
+  )  # fmt: skip
+  return spec, registry.init(spec)
 
 
 def test_scanner_compiles_once_per_bucket():
@@ -137,12 +105,12 @@ def test_scanner_compiles_once_per_bucket():
 
 
 def test_regroup_of_coarse_points_equals_a_backbone_only_scan():
-  model, variables, spec = _random_model()
+  spec, variables = _random_model()
   kw = dict(levels=3, detections=6, candidates=16, threshold=-1.0)
   image = np.random.default_rng(2).integers(0, 255, (90, 110, 3), dtype=np.uint8)
-  full = scanner.Scanner(model, variables, spec, **kw)
+  full = scanner.Scanner(spec, variables, **kw)
   out = full.scan(image)
-  plain = scanner.Scanner(model, variables, spec, refine=False, **kw).scan(image)
+  plain = scanner.Scanner(spec, variables, refine=False, **kw).scan(image)
   assert out['valid'].sum() > 0 and not np.allclose(out['points'], out['coarse_points'])
   np.testing.assert_allclose(out['coarse_points'], plain['points'], atol=1e-4)
   regrouped = full.regroup(out, out['coarse_points'], image.shape)
@@ -171,15 +139,19 @@ def test_scanner_rejects_bad_input():
     sc.scan(np.zeros((50, 50, 3), np.float32))
   with pytest.raises(ValueError, match='too small'):
     sc.scan(np.zeros((4, 50, 3), np.uint8))
-  model, variables, spec = _random_model()
+  spec, variables = _random_model()
   with pytest.raises(ValueError, match='regression'):
-    scanner.Scanner(model, variables, {**spec, 'variant': 'regression'})
+    scanner.Scanner({**spec, 'variant': 'regression'}, variables)
+  with pytest.raises(ValueError, match="field 'face_template' missing"):
+    scanner.Scanner({k: v for k, v in spec.items() if k != 'face_template'}, variables)
 
 
 def test_face_template_matches_the_training_crop():
-  t = proposals.face_template(5, 'mtfl', 1.1)
+  t = templates.face_template(5, 'mtfl', 1.1)
   assert t.shape == (5, 2) and np.all((t > 0.15) & (t < 0.85))
   assert t[0, 1] < t[2, 1] < t[3, 1]  # eyes above the nose above the mouth
   np.testing.assert_allclose(t[0, 0] + t[1, 0], 1.0, atol=1e-6)  # symmetric
-  t68 = proposals.face_template(68, '300w', 1.2)
+  t68 = templates.face_template(68, '300w', 1.2)
   assert t68.min() > 0 and t68.max() < 1
+  with pytest.raises(ValueError, match='num_points=29'):
+    templates.face_template(29, 'cofw', 1.1)

@@ -1,13 +1,11 @@
-"""BB-FCN training data: face-region caches, a negative-window cache, and jittable batches.
+"""BB-FCN training batches, built on device inside the jitted step.
 
 Positives (paper §III-E): square face windows whose IoU with the face box exceeds 0.5
-(`bbfcn_sampling.positive_windows`), rotated / flipped / colour-jittered, cut from the cached
-face regions at the branch resolution R inside the jitted step. Negatives: windows with no
-annotated face, cut on the host once into a cache of R × R images from (a) the training photos
-away from their (enlarged) face boxes (`bbfcn_sampling.negative_windows`) and (b) procedural
-clutter backgrounds (`lmjax.synthface.background`), the stand-in for the paper's Pascal VOC
-images; each step re-crops them at a random scale and flip. Every batch image is float32
-[R, R, 3] scaled as x / 128 - 1; the backbone sees its downsample to S (`bbfcn_inference`).
+(`lmjax.data.windows.positive_windows`), rotated / flipped / colour-jittered, cut from the
+cached face regions at the branch resolution R inside the jitted step. Negatives: the
+face-free windows of `lmjax.data.negatives`, re-cropped by each step at a random scale and
+flip. Every batch image is float32 [R, R, 3] scaled as x / 128 - 1; the backbone sees its
+downsample to S (`lmjax.bbfcn.inference`).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import numpy as np
 
 from lmjax.core import augment
 from lmjax.data import batching, caches
-from lmjax.data import windows as bbfcn_sampling
+from lmjax.data.windows import positive_windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +82,7 @@ def positive_batch(
     (permuted like the points on flipped examples).
   """
   k_win, k_aug = jax.random.split(key)
-  windows = bbfcn_sampling.positive_windows(
-    k_win, bbox, max_scale=params.max_scale, max_shift=params.max_shift
-  )
+  windows = positive_windows(k_win, bbox, max_scale=params.max_scale, max_shift=params.max_shift)
   keys = jax.random.split(k_aug, regions.shape[0])
   draws = jax.vmap(lambda k: augment.sample_draw(k, params.augment))(keys)
   images, out_points = jax.vmap(
@@ -135,11 +131,5 @@ def eval_images(
       r, p, b, jax.random.key(0), jnp.zeros(r.shape[0], jnp.int32), params
     )
   )
-  arrays = {'regions': cache.regions[:, 0], 'points': cache.landmarks, 'bbox': cache.bbox}
-  images, points = [], []
-  for batch in batching.eval_batches(arrays, 256):
-    mask = batch.pop('_mask')
-    crop, pts = fn(batch['regions'], batch['points'], batch['bbox'])
-    images.append(np.asarray(crop)[mask])
-    points.append(np.asarray(pts)[mask])
-  return np.concatenate(images), np.concatenate(points)
+  arrays = (cache.regions[:, 0], cache.landmarks, cache.bbox)
+  return batching.run_bucketed(lambda batch: fn(*batch), arrays, (256,))

@@ -3,8 +3,10 @@
     face crop I at the branch resolution R  [B, R, R, 3]   (R = 64 for 5 points, 128 dense)
     I resized to S (32 / 64)  --backbone-->  coarse maps Mc [B, S, S, K]
     Ave{Mc, 13}  -> coarse (x, y) in S pixels
-    Mc resized to R; 24×24 patch of [I, Mc_k] around coarse location k  -> [B, K, 24, 24, 4]
-    --branch k--> fine map Mf [B, K, 24, 24]  --Ave{Mf, 13}-->  final (x, y) in R pixels
+    Mc resized to R; P×P patch of [I, Mc_k] around coarse location k  -> [B, K, P, P, 4]
+    --branch k--> fine map Mf [B, K, P, P]  --Ave{Mf, 13}-->  final (x, y) in R pixels
+
+with P = `lmjax.models.bbfcn.PATCH` (24) and Ave's count `lmjax.core.heatmaps.TOP_N` (13).
 
 The paper resizes the face image I to 32×32 for the backbone and to 64×64 for the branches;
 here I is cut once at R and the backbone input is its (antialiased) downsample, in training
@@ -24,9 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from lmjax.core import heatmaps
-
-PATCH = 24  # branch input side
-TOP_N = 13  # Ave{M, 13}
+from lmjax.models.bbfcn import PATCH
 
 
 def resize_to(x: jax.Array, size: int) -> jax.Array:
@@ -80,7 +80,7 @@ def branch_patches(
     jitter: optional [B, K, 2] shift of the patch centres in R pixels.
 
   Returns:
-    (patches [B, K, 24, 24, C + 1], origins int32 [B, K, 2] in R pixels).
+    (patches [B, K, P, P, C + 1], origins int32 [B, K, 2] in R pixels).
   """
   size, small = images.shape[1], maps.shape[1]
   centres = rescale_points(coarse, size / small)
@@ -100,26 +100,26 @@ def constrained_predict(
 
   Args:
     coarse_fn: [B, S, S, 3] -> [B, S, S, K] coarse maps (the backbone).
-    fine_fn: [B, K, 24, 24, 4] -> [B, K, 24, 24] fine maps (the branches), or None for the
+    fine_fn: [B, K, P, P, 4] -> [B, K, P, P] fine maps (the branches), or None for the
       backbone-only ablation.
     images: [B, R, R, 3] face crops at the branch resolution, normalised as the networks expect.
     backbone_size: S, the backbone's input side (32 for 5 points, 64 for dense sets).
 
   Returns:
     {'coarse': [B, K, 2], 'coarse_score': [B, K], 'points': [B, K, 2], 'score': [B, K],
-    'maps': [B, S, S, K], 'fine_maps': [B, K, 24, 24] (branches only), 'origins': [B, K, 2]
+    'maps': [B, S, S, K], 'fine_maps': [B, K, P, P] (branches only), 'origins': [B, K, 2]
     (branches only)}: every location is in R pixels; `points` are the refined ones (the
     coarse ones without branches).
   """
   size = images.shape[1]
   maps = coarse_fn(resize_to(images, backbone_size))  # [B, S, S, K]
-  coarse_small, coarse_score = heatmaps.top_mean(maps, TOP_N)  # [B, K, 2] in S pixels
+  coarse_small, coarse_score = heatmaps.top_mean(maps, heatmaps.TOP_N)  # [B, K, 2] in S pixels
   coarse = rescale_points(coarse_small, size / backbone_size)
   out = {'coarse': coarse, 'coarse_score': coarse_score, 'maps': maps}
   if fine_fn is None:
     return {**out, 'points': coarse, 'score': coarse_score}
   patches, origins = branch_patches(images, maps, coarse_small)
   fine_maps = fine_fn(patches)  # [B, K, P, P]
-  fine, score = heatmaps.top_mean(jnp.moveaxis(fine_maps, 1, -1), TOP_N)  # [B, K, 2]
+  fine, score = heatmaps.top_mean(jnp.moveaxis(fine_maps, 1, -1), heatmaps.TOP_N)  # [B, K, 2]
   points = fine + origins.astype(fine.dtype)
   return {**out, 'points': points, 'score': score, 'fine_maps': fine_maps, 'origins': origins}

@@ -1,19 +1,21 @@
-"""BB-FCN model folders: build, restore and predict (the constrained setting).
+"""BB-FCN model folders: predict in the constrained setting (face boxes given).
 
     predictor = BBFCNPredictor('pretrained/bbfcn5')
     points = predictor.predict(image, box)                  # [K, 2] image pixels
     points = predictor.predict_batch(images, boxes)         # [N, K, 2]
     coarse = predictor.predict_batch(images, boxes, refine=False)   # backbone only
+    out = predictor.predict_faces(images, boxes)            # 'points' and 'coarse', one pass
+    predictor = BBFCNPredictor.from_variables(spec, variables)      # e.g. during training
 
 `model.json` has `experiment: bbfcn` and a `variant`: `bbfcn` (backbone + branches),
-`backbone_only` or `regression` (the §IV-C baseline). The face crop is the square of
-`crop_scale` × the longer box side at the branch resolution R (`refine_size`), RGB scaled as
-x / 128 - 1; `lmjax.bbfcn.inference.constrained_predict` does the rest in one jitted call.
+`backbone_only` or `regression` (the §IV-C baseline); `lmjax.models.registry` builds it. The
+face crop is the square of `crop_scale` × the longer box side at the branch resolution R
+(`refine_size`), RGB scaled as x / 128 - 1; `lmjax.bbfcn.inference.constrained_predict` does
+the rest in one jitted call.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,27 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.bbfcn import inference
-from lmjax.core import geometry, image_ops, landmarks
+from lmjax.core import image_ops, landmarks
 from lmjax.data.batching import run_bucketed
+from lmjax.models import registry
 from lmjax.models.bbfcn import BBFCN, RegressionFCN
+from lmjax.models.interface import CropPredictor
 from lmjax.train import checkpoint
-
-
-def build_model(spec: dict[str, Any]) -> nn.Module:
-  """The flax module of a BB-FCN `model.json` spec."""
-  if spec.get('variant') == 'regression':
-    return RegressionFCN(num_points=spec['num_points'])
-  return BBFCN(num_points=spec['num_points'])
-
-
-def init_variables(model: nn.Module, spec: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-  """Fresh variables of `model` (N(0, 0.01) kernels, zero biases)."""
-  s, k = spec['size'], spec['num_points']
-  image = jnp.zeros((1, s, s, 3), jnp.float32)
-  if isinstance(model, RegressionFCN):
-    return dict(model.init(jax.random.key(seed), image))
-  patches = jnp.zeros((1, k, inference.PATCH, inference.PATCH, 4), jnp.float32)
-  return dict(model.init(jax.random.key(seed), image, patches))
 
 
 def predict_fn(model: nn.Module, spec: dict[str, Any], refine: bool):
@@ -71,29 +58,36 @@ def predict_fn(model: nn.Module, spec: dict[str, Any], refine: bool):
   return predict
 
 
-def load_model(directory: str) -> tuple[nn.Module, dict, dict]:
-  """(module, variables, spec) of a BB-FCN model folder."""
-  spec = checkpoint.read_model_spec(directory)
-  if spec.get('experiment') != 'bbfcn':
-    raise ValueError(f'{directory}: model.json experiment is {spec.get("experiment")!r}, not bbfcn')
-  model = build_model(spec)
-  abstract = jax.eval_shape(lambda: init_variables(model, spec))
-  variables = checkpoint.restore_variables(
-    os.path.join(directory, checkpoint.VARIABLES_DIR), abstract
-  )
-  return model, variables, spec
+class BBFCNPredictor(CropPredictor):
+  """Landmarks of faces given their boxes, with the BB-FCN constrained pipeline.
 
-
-class BBFCNPredictor:
-  """Landmarks of faces given their boxes, with the BB-FCN constrained pipeline."""
+  `outputs` is ('points', 'coarse') for a model with branches (the backbone-only points come
+  out of the same forward pass), else ('points',).
+  """
 
   def __init__(self, directory: str):
-    self.model, self.variables, self.spec = load_model(directory)
-    self.schema = landmarks.get_schema(self.spec['num_points'])
-    self.has_branches = self.spec['variant'] == 'bbfcn'
+    """Loads the BB-FCN model folder `directory` (`model.json` + `variables/`)."""
+    _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
+    self._setup(spec, variables)
+
+  @classmethod
+  def from_variables(cls, spec: dict[str, Any], variables: dict[str, Any]) -> BBFCNPredictor:
+    """The predictor of a BB-FCN spec and its {params} (e.g. during training)."""
+    spec = registry.validate(spec)
+    if spec['experiment'] != 'bbfcn':
+      raise ValueError(f"field 'experiment' is {spec['experiment']!r}; expected a bbfcn spec")
+    predictor = cls.__new__(cls)
+    predictor._setup(spec, variables)
+    return predictor
+
+  def _setup(self, spec: dict[str, Any], variables: dict[str, Any]) -> None:
+    self.spec, self.variables = spec, variables
+    self.model = registry.build(spec)
+    self.schema = landmarks.get_schema(spec['num_points'])
+    branches = spec['variant'] == 'bbfcn'
+    self.outputs = ('points', 'coarse') if branches else ('points',)
     self._forward = {
-      refine: jax.jit(predict_fn(self.model, self.spec, refine and self.has_branches))
-      for refine in (True, False)
+      refine: jax.jit(predict_fn(self.model, spec, refine and branches)) for refine in (True, False)
     }
 
   def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,42 +95,15 @@ class BBFCNPredictor:
     image, box = image_ops.check_image_and_box(image, box)
     if image.shape[2] == 1:
       image = np.repeat(image, 3, axis=2)
-    crop, A = image_ops.mcl_crop(
-      image, box, self.spec['refine_size'], False, self.spec['crop_scale']
-    )
-    return crop, A
+    return image_ops.mcl_crop(image, box, self.spec['refine_size'], False, self.spec['crop_scale'])
 
   def predict_crops(self, crops: np.ndarray, refine: bool = True) -> dict[str, np.ndarray]:
-    """`constrained_predict` outputs (R-pixel points, maps, ...) for crops [N, R, R, 3]."""
-    if not len(crops):
-      return {}
-    return run_bucketed(lambda x: self._forward[refine](self.variables, x), crops)
+    """`constrained_predict` outputs of crops [N, R, R, 3], every location in R pixels.
 
-  def predict_batch(
-    self,
-    images: Sequence[np.ndarray],
-    boxes: Sequence[Sequence[float]],
-    refine: bool = True,
-    with_coarse: bool = False,
-  ):
-    """Image-pixel landmarks [N, K, 2] of N faces (image i, box i); `refine=False`: backbone.
-
-    With `with_coarse=True` returns (points, coarse): the backbone-only locations come out of
-    the same forward pass, so the ablation costs nothing extra.
+    'points' [N, K, 2] (refined; backbone only with `refine=False` or without branches),
+    'coarse' [N, K, 2], their scores [N, K] and the response maps (see `constrained_predict`).
     """
-    if len(images) != len(boxes):
-      raise ValueError(f'{len(images)} images but {len(boxes)} boxes')
-    if not len(images):
-      empty = np.zeros((0, self.schema.num_points, 2), np.float32)
-      return (empty, empty) if with_coarse else empty
-    crops, affines = zip(
-      *(self.crop(im, b) for im, b in zip(images, boxes, strict=True)), strict=True
-    )
-    out = self.predict_crops(np.stack(crops), refine)
-    to_image = lambda p: geometry.to_image_coords(p, np.stack(affines)).astype(np.float32)
-    points = to_image(out['points'])
-    return (points, to_image(out['coarse'])) if with_coarse else points
-
-  def predict(self, image: np.ndarray, box: Sequence[float], refine: bool = True) -> np.ndarray:
-    """Image-pixel landmarks [K, 2] of one face."""
-    return self.predict_batch([image], [box], refine)[0]
+    if not len(crops):
+      k = self.schema.num_points
+      return {'points': np.zeros((0, k, 2), np.float32), 'coarse': np.zeros((0, k, 2), np.float32)}
+    return run_bucketed(lambda x: self._forward[refine](self.variables, x), crops)

@@ -9,13 +9,15 @@
 
 Each stage uses the selective loss; its hard-negative-mining flag lives in the train state and
 switches on when the validation loss has not improved for `loss.patience` evaluations (logged;
-`loss.hnm` = on / off forces it). Finished stages leave `<workdir>/models/<name>` and their
-validation metrics in `stages.json`; a re-run skips them and resumes the current stage from
-its latest checkpoint. The run ends with a per-landmark table of backbone-only vs BB-FCN.
+`loss.hnm` = on / off forces it). The stages run as a `lmjax.train.stages.Plan`: finished
+stages leave `<workdir>/models/<name>` and their validation metrics and seconds in
+`stages.json`; a re-run skips them and resumes the current stage from its latest checkpoint.
+The run ends with a per-landmark table of backbone-only vs BB-FCN.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -26,18 +28,18 @@ import numpy as np
 import optax
 from absl import logging
 
-from lmjax.bbfcn import data as data_lib
+from lmjax.bbfcn import data as bbfcn_data
 from lmjax.bbfcn import inference as bi
-from lmjax.bbfcn import predictor
+from lmjax.bbfcn.predictor import BBFCNPredictor
 from lmjax.core import heatmaps, image_ops, landmarks, losses
-from lmjax.data import batching
-from lmjax.data import caches as caches_lib
-from lmjax.data import negatives as negatives_lib
-from lmjax.data.caches import load_caches
-from lmjax.eval import reports
+from lmjax.data import batching, negatives, templates
+from lmjax.data.caches import load_caches, subset
+from lmjax.eval import face_crop, reports
 from lmjax.models import bbfcn as bbfcn_model
+from lmjax.models import registry
 from lmjax.models.bbfcn import BBFCN
-from lmjax.train import checkpoint, loop, optim
+from lmjax.train import loop, optim, stages
+from lmjax.train.writer import MetricWriter
 
 # Training stage -> the model folder it exports (`<workdir>/models/<name>`, `stages.json` key).
 MODEL_NAMES = {
@@ -50,16 +52,19 @@ FROZEN = {'backbone': r'^branches/', 'branches': r'^backbone/', 'branches_wm': r
 
 
 def model_spec(config: ml_collections.ConfigDict, variant: str) -> dict[str, Any]:
-  """What `lmjax.bbfcn.predictor` needs to rebuild and feed a model (saved as model.json)."""
-  return {
-    'experiment': 'bbfcn',
-    'variant': variant,
-    'num_points': config.model.num_points,
-    'size': config.model.size,
-    'refine_size': config.model.refine_size,
-    'crop_scale': config.input.crop_scale,
-    'dataset': config.data.name,
-  }
+  """The `model.json` of a stage's model (`lmjax.models.registry` schema), with the scanner's
+  face template of the training window."""
+  k, dataset, crop_scale = config.model.num_points, config.data.name, config.input.crop_scale
+  return registry.make_spec(
+    'bbfcn',
+    variant=variant,
+    num_points=k,
+    size=config.model.size,
+    refine_size=config.model.refine_size,
+    crop_scale=crop_scale,
+    dataset=dataset,
+    face_template=templates.face_template(k, dataset, crop_scale),
+  )
 
 
 def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None):
@@ -76,7 +81,7 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
     return max(losses.disc_pixel_bound(radius), int(ratio * pixels + 0.5), 1)
 
   backbone_cap = cap(heatmaps.BACKBONE_RADIUS * size, size * size)
-  branch_cap = cap(heatmaps.BRANCH_RADIUS * big, bi.PATCH * bi.PATCH)
+  branch_cap = cap(heatmaps.BRANCH_RADIUS * big, bbfcn_model.PATCH * bbfcn_model.PATCH)
 
   def backbone_loss(params, images, points, visible, key, hard):
     small = bi.resize_to(images, size)
@@ -92,12 +97,12 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
     k_jitter, k_loss = jax.random.split(key)
     small = bi.resize_to(images, size)
     maps = jax.lax.stop_gradient(model.apply({'params': params}, small, method=BBFCN.coarse))
-    coarse, _ = heatmaps.top_mean(maps, bi.TOP_N)
+    coarse, _ = heatmaps.top_mean(maps, heatmaps.TOP_N)
     shift = jax.random.uniform(k_jitter, coarse.shape, minval=-jitter, maxval=jitter)
     patches, origins = bi.branch_patches(images, maps, coarse, shift)
     local = points - origins.astype(points.dtype)  # [B, K, 2] patch pixels
     target = heatmaps.disc_maps(
-      local, visible, (bi.PATCH, bi.PATCH), heatmaps.BRANCH_RADIUS, ref_width=big
+      local, visible, (bbfcn_model.PATCH, bbfcn_model.PATCH), heatmaps.BRANCH_RADIUS, ref_width=big
     )
     fine = model.apply({'params': params}, patches, method=BBFCN.fine)  # [B, K, P, P]
     return losses.selective_loss(
@@ -140,7 +145,7 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
 
 def make_update_fn(batch_loss, tx, config, schema, num_pos: int, mesh):
   """The jitted train step: positives + negatives on device -> selective loss -> SGD."""
-  params = data_lib.positive_params(config)
+  params = bbfcn_data.positive_params(config)
   flip_perm = tuple(int(i) for i in schema.flip_perm)
   num_neg = config.batch_size - num_pos
   k = schema.num_points
@@ -148,7 +153,7 @@ def make_update_fn(batch_loss, tx, config, schema, num_pos: int, mesh):
   def update(state, data, idx, key):
     rng = jax.random.fold_in(key, state['step'])
     k_pos, k_idx, k_neg, k_loss = jax.random.split(rng, 4)
-    images, points, visible = data_lib.positive_batch(
+    images, points, visible = bbfcn_data.positive_batch(
       k_pos,
       data['regions'][idx, 0],
       data['landmarks'][idx],
@@ -159,7 +164,7 @@ def make_update_fn(batch_loss, tx, config, schema, num_pos: int, mesh):
     )
     if num_neg:
       neg_idx = jax.random.randint(k_idx, (num_neg,), 0, data['negatives'].shape[0])
-      negatives = data_lib.negative_batch(k_neg, data['negatives'], neg_idx, params)
+      negatives = bbfcn_data.negative_batch(k_neg, data['negatives'], neg_idx, params)
       images = jnp.concatenate([images, negatives])
       points = jnp.concatenate([points, jnp.zeros((num_neg, k, 2), points.dtype)])
       visible = jnp.concatenate([visible, jnp.zeros((num_neg, k), bool)])
@@ -169,18 +174,16 @@ def make_update_fn(batch_loss, tx, config, schema, num_pos: int, mesh):
     metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), **aux}
     return new_state, {**metrics, 'hnm': state['hard'].astype(jnp.float32)}
 
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(update, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  return loop.jit_update(update, mesh)
 
 
-def make_hnm_hook(stage: str, batch_loss, val_batch, config, workdir: str):
+def make_hnm_hook(stage: str, batch_loss, val_batch, config, writer: MetricWriter):
   """Validation-loss check that switches hard negative mining on at a plateau (or forces it)."""
   mode = config.loss.hnm
   if mode not in ('auto', 'on', 'off'):
     raise ValueError(f"loss.hnm={mode!r}; expected 'auto', 'on' or 'off'")
   images, points, visible = val_batch
   val_loss = jax.jit(lambda p: batch_loss(p, images, points, visible, jax.random.key(1), False)[0])
-  log_path = os.path.join(workdir, 'metrics.jsonl')
 
   def hook(state):
     step = int(state['step'])
@@ -201,8 +204,8 @@ def make_hnm_hook(stage: str, batch_loss, val_batch, config, workdir: str):
         best,
         bad,
       )
-    logging.info('[%s] step %d  val_loss=%.5g  best=%.5g  hnm=%s', stage, step, value, best, hard)
-    loop.append_json(log_path, {'stage': stage, 'step': step, 'val_loss': value, 'hnm': hard})
+    text = f'val_loss={value:.5g}  best={best:.5g}  hnm={hard}'
+    writer.eval_metrics(stage, step, {'val_loss': value, 'hnm': hard}, text)
     return {
       **state,
       'best_val': jnp.float32(best),
@@ -217,8 +220,8 @@ def validation_batch(val_cache, val_negatives, config):
   """Fixed validation images for the HNM criterion: test crops of up to `eval_batch_size`
   faces plus as many held-out negatives (their centre, at R)."""
   n = min(len(val_cache), config.eval_batch_size)
-  sub = caches_lib.subset(val_cache, np.arange(n))
-  images, points = data_lib.eval_images(sub, config)
+  sub = subset(val_cache, np.arange(n))
+  images, points = bbfcn_data.eval_images(sub, config)
   neg = image_ops.normalize_pixels(val_negatives[:n])
   k = config.model.num_points
   images = np.concatenate([images, neg])
@@ -227,142 +230,113 @@ def validation_batch(val_cache, val_negatives, config):
   return jnp.asarray(images), jnp.asarray(points), jnp.asarray(visible)
 
 
-def predict_cache(model, variables, cache, config, variant: str, refine: bool) -> np.ndarray:
-  """Image-pixel landmarks [N, K, 2] of every face of `cache` (its test-time crops)."""
-  fn = jax.jit(predictor.predict_fn(model, model_spec(config, variant), refine))
-  images, _ = data_lib.eval_images(cache, config)
-  points = []
-  for batch in batching.eval_batches({'images': images}, config.eval_batch_size):
-    mask = batch.pop('_mask')
-    points.append(np.asarray(fn(variables, batch['images'])['points'])[mask])
-  crop = config.model.refine_size, config.input.crop_scale
-  return cache.crop_to_image(np.concatenate(points), *crop)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) the BB-FCN stages and returns {model name: validation metrics}."""
+  """Runs (or resumes) the BB-FCN stages; returns {model name: validation metrics + elapsed_s}."""
   os.makedirs(workdir, exist_ok=True)
   schema = landmarks.get_schema(config.model.num_points)
   train_cache, val_cache = load_caches(config)
-  negatives = negatives_lib.build_negative_cache(config, set(val_cache.image_ids), config.seed)
-  train_neg, val_neg = negatives_lib.split_negatives(
-    negatives, config.negatives.num_validation, config.seed, (len(train_cache), len(val_cache))
+  windows = negatives.build_negative_cache(config, set(val_cache.image_ids), config.seed)
+  train_neg, val_neg = negatives.split_negatives(
+    windows, config.negatives.num_validation, config.seed, (len(train_cache), len(val_cache))
   )
   mesh = batching.make_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data = {**train_cache.device_arrays(mesh), 'negatives': jax.device_put(train_neg, replicated)}
+  data = {**train_cache.device_arrays(mesh), 'negatives': batching.replicate(train_neg, mesh)}
+  settings = loop.run_settings(config, workdir, data, len(train_cache), mesh)
+  model = registry.build(model_spec(config, config.variant))
   val_batch = validation_batch(val_cache, val_neg, config)
-  variant = config.variant
-  model = predictor.build_model(model_spec(config, variant))
-  stages_path = os.path.join(workdir, 'stages.json')
-  done: dict[str, Any] = loop.read_json(stages_path)
-  plan = {
+  names = {
     'bbfcn': ['backbone', 'branches']
     + (['branches_wm'] if config.stages.branches_wm.steps else []),
     'backbone_only': ['backbone'],
     'regression': ['regression'],
-  }[variant]
-  params = None
-  for stage in plan:
-    name = MODEL_NAMES[stage]
-    if name in done:
-      logging.info('[%s] finished earlier; skipping', stage)
-      params = None
-      continue
-    if params is None:
-      params = _start_params(model, config, variant, plan, stage, workdir)
-    stage_cfg = config.stages[stage]
-    weights = None
-    if stage == 'branches_wm':
-      errors = np.asarray(done['bbfcn']['per_landmark_ipd'], np.float32)
-      weights = np.asarray(losses.landmark_weights(errors))
-      if config.loss.wm_weights == 'uniform':  # the control: same extra steps, u_k = 1
-        weights = np.ones_like(weights)
-      elif config.loss.wm_weights != 'eq5':
-        raise ValueError(f"loss.wm_weights={config.loss.wm_weights!r}; expected 'eq5' or 'uniform'")
-      logging.info('[%s] weights u = %s', stage, np.array2string(weights, precision=3))
-    batch_loss = make_batch_loss(stage, model, config, weights)
-    tx = optim.from_config(params, stage_cfg, config.optim, frozen=FROZEN.get(stage))
-    update = make_update_fn(batch_loss, tx, config, schema, stage_cfg.positives, mesh)
-    forced = config.loss.hnm == 'on'
-    state = loop.run_stage(
-      stage,
-      workdir=workdir,
-      initial_state=lambda p=params, tx=tx, forced=forced: {
-        **loop.init_state({'params': p}, tx),
-        'hard': np.bool_(forced),
-        'best_val': np.float32(np.inf),
-        'bad_evals': np.int32(0),
-      },
-      update_fn=update,
-      data=data,
-      num_examples=len(train_cache),
-      num_steps=stage_cfg.steps,
-      batch_size=stage_cfg.positives,
-      seed=config.seed,
-      mesh=mesh,
-      log_every=config.log_every,
-      checkpoint_every=config.checkpoint_every,
-      hook=make_hnm_hook(stage, batch_loss, val_batch, config, workdir),
-      hook_every=config.validate_every,
+  }[config.variant]
+
+  def stage(name: str) -> stages.Stage:
+    variant = {'backbone': 'backbone_only', 'regression': 'regression'}.get(name, 'bbfcn')
+    spec = model_spec(config, variant)
+
+    def validate(variables):
+      return face_crop.evaluate_cache(
+        BBFCNPredictor.from_variables(spec, variables),
+        val_cache,
+        bbfcn_data.eval_params(config),
+        config.eval_batch_size,
+      )
+
+    start = functools.partial(
+      _stage_training,
+      name,
+      model,
+      first=name == names[0],
+      config=config,
+      schema=schema,
+      val_batch=val_batch,
+      settings=settings,
     )
-    params = state['params']
-    out_variant = {'backbone': 'backbone_only', 'regression': 'regression'}.get(stage, 'bbfcn')
-    metrics = _finish(model, params, val_cache, config, schema, out_variant, workdir, name)
-    done[name] = metrics
-    loop.write_json(stages_path, done)
-  _write_tables(done, schema, workdir, len(val_cache))
-  return done
+    return stages.Stage(name, start, validate, spec, model=MODEL_NAMES[name])
 
-
-def _start_params(model, config, variant, plan, stage, workdir):
-  """Initial parameters of `stage`: fresh for the first stage, else the previous model's."""
-  spec = model_spec(config, variant)
-  if stage == plan[0]:
-    params = predictor.init_variables(model, spec, config.seed)['params']
-    if config.model.init == 'he':
-      params = bbfcn_model.he_rescale(params)
-    elif config.model.init != 'paper':
-      raise ValueError(f"model.init={config.model.init!r}; expected 'paper' or 'he'")
-    return params
-  previous = MODEL_NAMES[plan[plan.index(stage) - 1]]
-  abstract = jax.eval_shape(lambda: predictor.init_variables(model, spec))
-  path = os.path.join(workdir, 'models', previous, checkpoint.VARIABLES_DIR)
-  return checkpoint.restore_variables(path, abstract)['params']
-
-
-def _finish(model, params, val_cache, config, schema, variant, workdir, name):
-  """Validation metrics of a finished stage; exports `<workdir>/models/<name>`."""
-  variables = {'params': params}
-  pred = predict_cache(model, variables, val_cache, config, variant, refine=variant == 'bbfcn')
-  metrics = reports.compute_metrics(
-    pred,
-    val_cache.image_landmarks,
-    val_cache.image_bbox,
-    schema,
-    visible=val_cache.visible,
+  plan = stages.Plan(
+    stages=[stage(name) for name in names],
+    summary=reports.landmark_summary,
+    table=functools.partial(_tables, schema=schema),
   )
-  checkpoint.export_model(
-    os.path.join(workdir, 'models', name), variables, model_spec(config, variant)
-  )
-  logging.info(
-    '[%s] validation: NME ioc %.3f%%  ipd %.3f%%  box %.3f%%  FR@10 ipd %.2f%%',
-    name,
-    metrics['nme_ioc'],
-    metrics['nme_ipd'],
-    metrics['nme_box'],
-    metrics['fr_10_ipd'],
-  )
-  return metrics
+  return stages.run(plan, settings)
 
 
-def _write_tables(done, schema, workdir: str, num_val: int) -> None:
-  """Summary and per-landmark tables (paper Table V / Fig. 10) in the log and `table.txt`."""
-  rows = {name: done[name] for name in MODEL_NAMES.values() if name in done}
+def _stage_training(
+  stage: str,
+  model,
+  previous: dict[str, Any] | None,
+  records: stages.Records,
+  *,
+  first: bool,
+  config: ml_collections.ConfigDict,
+  schema: landmarks.Schema,
+  val_batch,
+  settings: loop.RunSettings,
+) -> loop.Training:
+  """What `stage` trains: fresh parameters (first stage) or the previous model's."""
+  params = _initial_params(config) if first else previous['params']
+  weights = None
+  if stage == 'branches_wm':
+    errors = np.asarray(records['bbfcn']['per_landmark_ipd'], np.float32)
+    weights = np.asarray(losses.landmark_weights(errors))
+    if config.loss.wm_weights == 'uniform':  # the control: same extra steps, u_k = 1
+      weights = np.ones_like(weights)
+    elif config.loss.wm_weights != 'eq5':
+      raise ValueError(f"loss.wm_weights={config.loss.wm_weights!r}; expected 'eq5' or 'uniform'")
+    logging.info('[%s] weights u = %s', stage, np.array2string(weights, precision=3))
+  stage_cfg = config.stages[stage]
+  batch_loss = make_batch_loss(stage, model, config, weights)
+  tx = optim.from_config(params, stage_cfg, config.optim, frozen=FROZEN.get(stage))
+  forced = config.loss.hnm == 'on'
+  return loop.Training(
+    initial_state=lambda: {
+      **loop.init_state({'params': params}, tx),
+      'hard': np.bool_(forced),
+      'best_val': np.float32(np.inf),
+      'bad_evals': np.int32(0),
+    },
+    update_fn=make_update_fn(batch_loss, tx, config, schema, stage_cfg.positives, settings.mesh),
+    num_steps=stage_cfg.steps,
+    batch_size=stage_cfg.positives,
+    hook=make_hnm_hook(stage, batch_loss, val_batch, config, settings.writer),
+    hook_every=config.validate_every,
+  )
+
+
+def _initial_params(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Fresh parameters of the first stage (`model.init`: paper N(0, 0.01) or He rescaled)."""
+  params = registry.init(model_spec(config, config.variant), config.seed)['params']
+  if config.model.init == 'he':
+    return bbfcn_model.he_rescale(params)
+  if config.model.init != 'paper':
+    raise ValueError(f"model.init={config.model.init!r}; expected 'paper' or 'he'")
+  return params
+
+
+def _tables(records: stages.Records, schema: landmarks.Schema) -> str:
+  """Summary and per-landmark tables (paper Table V / Fig. 10)."""
+  rows = {name: records[name] for name in MODEL_NAMES.values() if name in records}
   keys = ['nme_ipd', 'nme_ioc', 'nme_box', 'fr_10_ipd', 'fr_8_ioc', 'auc_10_ipd']
-  text = reports.format_table(rows, keys)
-  text += '\n\n' + reports.per_landmark_table(rows, schema, 'ipd')
-  with open(os.path.join(workdir, 'table.txt'), 'w', encoding='utf-8') as f:
-    f.write(text + '\n')
-  logging.info('validation (%d faces), percent:\n%s', num_val, text)
-  print(text, flush=True)
+  return reports.format_table(rows, keys) + '\n\n' + reports.per_landmark_table(rows, schema, 'ipd')

@@ -1,8 +1,8 @@
 """On-device training augmentation of face regions: jittable, fixed shapes, one resampling.
 
-Training keeps the whole dataset as face regions (`lmjax.core.image_ops.extract_region`, stacked with
-`lmjax.core.image_ops.stack_regions`), possibly on the accelerator. Each step turns a batch of regions into
-MCL crops inside `jax.jit`, following the MCL paper's order:
+Training keeps the whole dataset as face regions (`lmjax.core.image_ops.extract_region`,
+stacked with `lmjax.core.image_ops.stack_regions`), possibly on the accelerator. Each step turns
+a batch of regions into MCL crops inside `jax.jit`, following the MCL paper's order:
 
   1. rotate the region about the face-box centre (uniform in ±`rotation_deg`);
   2. optionally (`rebox`) replace the box by the tight box of the rotated landmarks — the 300-W
@@ -11,10 +11,12 @@ MCL crops inside `jax.jit`, following the MCL paper's order:
      ±`translate` × the longer side, per axis);
   4. MCL crop: the square of `crop_scale` × that side, resampled to S × S;
   5. horizontal flip with the landmark permutation (probability `flip_prob`);
-  6. brightness / contrast jitter (JPEG re-compression is host-only: `lmjax.core.image_ops.jpeg_recompress`).
+  6. brightness / contrast jitter (JPEG re-compression is host-only:
+     `lmjax.core.image_ops.jpeg_recompress`).
 
 Steps 1–5 are composed into ONE affine per example and the crop is sampled ONCE from the region
-with a bilinear sampler (border value 128 outside the region). Randomness comes from one key per
+with the device sampler `lmjax.core.sampling.warp_affine` (bilinear, border value 128 outside
+the region). Randomness comes from one key per
 example, `jax.random.fold_in(base_key, example_seed)`: the same seed gives the same sample.
 """
 
@@ -28,7 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lmjax.core import geometry, image_ops
+from lmjax.core import geometry, image_ops, sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,13 +147,6 @@ def sample_draw(key: jax.Array, params: AugmentParams) -> AugmentDraw:
   )
 
 
-def _rotation_about(centre: jax.Array, angle: jax.Array) -> jax.Array:
-  """[2, 3] rotation by `angle` (radians) about `centre` [2]."""
-  c, s = jnp.cos(angle), jnp.sin(angle)
-  linear = jnp.stack([jnp.stack([c, -s]), jnp.stack([s, c])])  # [2, 2]
-  return jnp.concatenate([linear, (centre - linear @ centre)[:, None]], axis=1)
-
-
 def augment_affine(
   landmarks: jax.Array, bbox: jax.Array, draw: AugmentDraw, params: AugmentParams
 ) -> jax.Array:
@@ -167,7 +162,7 @@ def augment_affine(
     [2, 3] float32 affine; flipping is included as `x' = (S-1) - x`.
   """
   centre, side = geometry.box_centre_side(jnp.asarray(bbox, jnp.float32))
-  rotate = _rotation_about(centre, draw.angle)  # [2, 3]
+  rotate = geometry.rotation_about(centre, draw.angle)  # [2, 3]
   if params.rebox:
     rotated = geometry.apply_affine(landmarks.astype(jnp.float32), rotate)  # [K, 2]
     lo, hi = rotated.min(axis=0), rotated.max(axis=0)
@@ -178,44 +173,6 @@ def augment_affine(
   mirror = jnp.array([[-1.0, 0.0, last], [0.0, 1.0, 0.0]])
   crop = jnp.where(draw.flip, geometry.compose_affine(mirror, crop), crop)
   return geometry.compose_affine(crop, rotate)
-
-
-def sample_affine(
-  image: jax.Array, A: jax.Array, size: int, border: float = image_ops.BORDER_VALUE
-) -> jax.Array:
-  """Bilinear resampling of `image` onto an S × S grid with `A` (image -> output pixels).
-
-  Jittable counterpart of `lmjax.core.image_ops.warp`: every output pixel centre is mapped back with the
-  inverse of `A`, its 4 neighbours are gathered, and neighbours outside the image read as
-  `border`.
-
-  Args:
-    image: [H, W, C] image (any real dtype).
-    A: [2, 3] affine.
-    size: S.
-    border: value outside the image.
-
-  Returns:
-    float32 [S, S, C].
-  """
-  height, width, channels = image.shape
-  inv = geometry.invert_affine(A.astype(jnp.float32))  # [2, 3]
-  grid = jnp.arange(size, dtype=jnp.float32)
-  x = inv[0, 0] * grid[None, :] + inv[0, 1] * grid[:, None] + inv[0, 2]  # [S, S]
-  y = inv[1, 0] * grid[None, :] + inv[1, 1] * grid[:, None] + inv[1, 2]  # [S, S]
-  x0, y0 = jnp.floor(x), jnp.floor(y)
-  fx, fy = (x - x0)[..., None], (y - y0)[..., None]  # [S, S, 1]
-  x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
-  flat = image.reshape(height * width, channels)  # gather first, convert after
-
-  def tap(xi: jax.Array, yi: jax.Array) -> jax.Array:
-    inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-    index = jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
-    return jnp.where(inside[..., None], flat[index].astype(jnp.float32), border)  # [S, S, C]
-
-  top = tap(x0, y0) * (1 - fx) + tap(x0 + 1, y0) * fx
-  bottom = tap(x0, y0 + 1) * (1 - fx) + tap(x0 + 1, y0 + 1) * fx
-  return top * (1 - fy) + bottom * fy
 
 
 def _jitter_pixels(crop: jax.Array, draw: AugmentDraw) -> jax.Array:
@@ -235,10 +192,9 @@ def apply_draw(
   """Deterministic part of `augment_crop`: crop and landmarks for given random values."""
   A = augment_affine(landmarks, bbox, draw, params)
   if params.grayscale and region.shape[-1] == 3:
-    region = image_ops.rgb_to_grey(
-      region
-    )  # [R, R, 1]; before sampling: 1 gather instead of 3 (2× faster)
-  crop = sample_affine(region, A, params.size)  # [S, S, C]
+    # [R, R, 1]; converting before sampling gathers 1 channel instead of 3 (2× faster)
+    region = image_ops.rgb_to_grey(region)
+  crop = sampling.warp_affine(region, A, params.size)  # [S, S, C]
   if params.jitters_pixels:
     crop = _jitter_pixels(crop, draw)
   if params.normalize:

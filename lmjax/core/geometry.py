@@ -1,20 +1,22 @@
-"""Landmark-aware preprocessing: the MCL face crop, face-region caches, JPEG re-compression.
+"""Plane geometry on numpy or jax arrays: affines, the MCL crop square, boxes and their IoU.
 
 Conventions (SPEC §2):
-  * Images are uint8 [H, W, C] with C = 3 (RGB) or 1 (grey).
-  * Points are float32 [..., K, 2] (x, y) in 0-based pixel coordinates; the centre of pixel
+  * Points are float [..., K, 2] (x, y) in 0-based pixel coordinates; the centre of pixel
     (row i, column j) is at (x, y) = (j, i).
-  * A face box is (x0, y0, x1, y1) in the same coordinates.
+  * A box is (x0, y0, x1, y1) in the same coordinates.
   * An affine `A` is a [2, 3] matrix mapping source pixel coordinates to destination pixel
     coordinates: `dst = A[:, :2] @ src + A[:, 2]`.
 
 The MCL crop of a box is the square of `scale` (1.1) × the box's longer side centred on the
 box centre, resampled to S × S. Crop pixel u covers image x in [x_left + u·s, x_left + (u+1)·s)
-with s = side / S, hence `x_crop = (x - x_left) / s - 0.5`. `warp` resamples with exactly that
-affine, so a point mapped with `apply_affine` lands on the same image feature in the warped
-image. The geometry helpers (`square_affine`, `apply_affine`, `invert_affine`, `compose_affine`,
-`rgb_to_grey`, `normalize_pixels`) accept numpy or jax arrays; `warp`, `mcl_crop`,
-`extract_region` and the JPEG helpers are host-only (OpenCV).
+with s = side / S, hence `x_crop = (x - x_left) / s - 0.5` (`square_affine`). The samplers
+(`lmjax.core.image_ops.warp` on the host, `lmjax.core.sampling.warp_affine` on device) resample
+with exactly that affine, so a point mapped with `apply_affine` lands on the same image feature
+in the warped image.
+
+Every function accepts numpy or jax arrays (`array_module` picks the namespace) and is jittable
+with jax inputs; this module owns the one rotation affine (`rotation_about`) and the one box
+IoU (`iou`, `box_iou`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def array_module(*xs):
   return jnp if any(isinstance(x, jax.Array) for x in xs) else np
 
 
-# ----------------------------------------------------------------------------- geometry
+# ----------------------------------------------------------------------------- affines
 def square_affine(centre: Array, side: Array, size: int) -> Array:
   """Affine mapping the axis-aligned square (`centre`, `side`) onto an S × S pixel grid.
 
@@ -115,6 +117,19 @@ def compose_affine(second: Array, first: Array) -> Array:
   return xp.concatenate([linear, shift[..., None]], axis=-1)
 
 
+def rotation_about(centre: Array, angle: Array) -> Array:
+  """Rotation by `angle` [...] (radians) about `centre` [..., 2] -> [..., 2, 3].
+
+  Positive angles turn +x towards +y (clockwise on screen, where y points down). The centre is
+  a fixed point: `apply_affine(centre, rotation_about(centre, a)) == centre`.
+  """
+  xp = array_module(centre, angle)
+  c, s = xp.cos(angle), xp.sin(angle)
+  linear = xp.stack([xp.stack([c, -s], axis=-1), xp.stack([s, c], axis=-1)], axis=-2)  # [..., 2, 2]
+  shift = centre - (linear @ centre[..., None])[..., 0]  # [..., 2]
+  return xp.concatenate([linear, shift[..., None]], axis=-1)
+
+
 def flip_landmarks(points: Array, width: int, flip_perm: Sequence[int] | Array) -> Array:
   """Landmarks of the horizontally mirrored image: `x' = (W-1) - x`, `new[i] = old[perm[i]]`.
 
@@ -134,3 +149,44 @@ def flip_landmarks(points: Array, width: int, flip_perm: Sequence[int] | Array) 
 def to_image_coords(points_crop: Array, A: Array) -> Array:
   """Maps crop points [..., K, 2] back to image pixels with the inverse of `A` [..., 2, 3]."""
   return apply_affine(points_crop, invert_affine(A))
+
+
+# ----------------------------------------------------------------------------- boxes
+def centred_boxes(centres: Array, sides: Array) -> Array:
+  """Square boxes [..., 4] of side `sides` [...] around `centres` [..., 2]."""
+  xp = array_module(centres, sides)
+  half = sides[..., None] / 2
+  return xp.concatenate([centres - half, centres + half], axis=-1)
+
+
+def _box_area(boxes: Array) -> Array:
+  """Areas [...] of boxes [..., 4]; 0 for empty (inverted) boxes."""
+  xp = array_module(boxes)
+  return xp.prod(xp.maximum(boxes[..., 2:] - boxes[..., :2], 0.0), axis=-1)
+
+
+def iou(a: Array, b: Array) -> Array:
+  """Intersection over union of boxes a [..., 4] and b [..., 4] (broadcasting) -> [...].
+
+  0 where the union is empty (two empty boxes).
+  """
+  xp = array_module(a, b)
+  lo = xp.maximum(a[..., :2], b[..., :2])
+  hi = xp.minimum(a[..., 2:], b[..., 2:])
+  inter = xp.prod(xp.maximum(hi - lo, 0.0), axis=-1)
+  return inter / xp.maximum(_box_area(a) + _box_area(b) - inter, 1e-12)
+
+
+def box_iou(a: Array, b: Array) -> Array:
+  """IoU of every pair: a [..., N, 4], b [..., M, 4] -> [..., N, M] (0 for empty boxes).
+
+  Raises:
+    ValueError: `a` or `b` is not a stack of 4-vectors (x0, y0, x1, y1).
+  """
+  xp = array_module(a, b)
+  a, b = xp.asarray(a), xp.asarray(b)
+  for name, x, n in (('a', a, 'N'), ('b', b, 'M')):
+    if x.ndim < 2 or x.shape[-1] != 4:
+      want = f'[..., {n}, 4] (x0, y0, x1, y1)'
+      raise ValueError(f'{name}: expected boxes {want}, got shape {x.shape}')
+  return iou(a[..., :, None, :], b[..., None, :, :])

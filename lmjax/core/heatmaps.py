@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 BACKBONE_RADIUS = 0.05  # Rc / input width.
 BRANCH_RADIUS = 0.03  # Rf / input width.
+TOP_N = 13  # n of Ave{M, n} in the paper (§III-E)
 
 
 def disc_maps(
@@ -63,7 +64,7 @@ def disc_maps(
   return ((disc | nearest) & visible[:, None, None, :]).astype(jnp.float32)
 
 
-def top_mean(maps: jax.Array, n: int = 13) -> tuple[jax.Array, jax.Array]:
+def top_mean(maps: jax.Array, n: int = TOP_N) -> tuple[jax.Array, jax.Array]:
   """Ave{M, n} and its score: mean position and mean value of the n highest responses per map.
 
   Ties are broken by `jax.lax.top_k`, which prefers the lower flat index, i.e. the smaller y, then
@@ -73,7 +74,7 @@ def top_mean(maps: jax.Array, n: int = 13) -> tuple[jax.Array, jax.Array]:
 
   Args:
     maps: [B, H, W, K] response maps.
-    n: static number of highest responses to average (13 in the paper).
+    n: static number of highest responses to average (`TOP_N` = 13 in the paper).
 
   Returns:
     ([B, K, 2] float32 (x, y) locations, [B, K] mean of the n values as a confidence score).
@@ -85,6 +86,6 @@ def top_mean(maps: jax.Array, n: int = 13) -> tuple[jax.Array, jax.Array]:
   return jnp.mean(xy, axis=2), jnp.mean(values, axis=-1)
 
 
-def top_mean_location(maps: jax.Array, n: int = 13) -> jax.Array:
+def top_mean_location(maps: jax.Array, n: int = TOP_N) -> jax.Array:
   """Ave{M, n}: [B, H, W, K] maps → [B, K, 2] (x, y); see `top_mean` for ties and the score."""
   return top_mean(maps, n)[0]

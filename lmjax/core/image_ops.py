@@ -1,24 +1,20 @@
-"""Landmark-aware preprocessing: the MCL face crop, face-region caches, JPEG re-compression.
+"""Host image operations (numpy + OpenCV): files, pixels, the MCL crop, face regions, JPEG.
 
-Conventions (SPEC §2):
-  * Images are uint8 [H, W, C] with C = 3 (RGB) or 1 (grey).
-  * Points are float32 [..., K, 2] (x, y) in 0-based pixel coordinates; the centre of pixel
-    (row i, column j) is at (x, y) = (j, i).
-  * A face box is (x0, y0, x1, y1) in the same coordinates.
-  * An affine `A` is a [2, 3] matrix mapping source pixel coordinates to destination pixel
-    coordinates: `dst = A[:, :2] @ src + A[:, 2]`.
-
-The MCL crop of a box is the square of `scale` (1.1) × the box's longer side centred on the
-box centre, resampled to S × S. Crop pixel u covers image x in [x_left + u·s, x_left + (u+1)·s)
-with s = side / S, hence `x_crop = (x - x_left) / s - 0.5`. `warp` resamples with exactly that
-affine, so a point mapped with `apply_affine` lands on the same image feature in the warped
-image. The geometry helpers (`square_affine`, `apply_affine`, `invert_affine`, `compose_affine`,
-`rgb_to_grey`, `normalize_pixels`) accept numpy or jax arrays; `warp`, `mcl_crop`,
-`extract_region` and the JPEG helpers are host-only (OpenCV).
+Images are uint8 [H, W, C] with C = 3 (RGB) or 1 (grey); the geometry (pixel centres on
+integers, boxes, affines) is `lmjax.core.geometry`'s. This module owns:
+  * image files: `read_image` / `to_rgb` (grey, alpha and 16-bit files become uint8 RGB);
+  * pixels: BT.601 grey, the MCL input scaling `x / 128 - 1`, the border value 128;
+  * host resampling: `warp` (OpenCV bilinear with an area pre-shrink against aliasing), the
+    test-time MCL crop `mcl_crop`, input checks of the predictors;
+  * the face-region cache that on-device augmentation samples from (`extract_region`);
+  * JPEG re-compression (host-only augmentation).
+`rgb_to_grey`, `normalize_pixels` and `flip_image` also accept jax arrays; the on-device
+sampler is `lmjax.core.sampling`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import cv2
@@ -35,18 +31,58 @@ from lmjax.core.geometry import (
   invert_affine,
 )
 
-BORDER_VALUE = 128.0
+BORDER_VALUE = 128.0  # mid-grey outside the image: 0 after the `x / 128 - 1` input scaling
 
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY.
 
 
+class ImageFileError(ValueError):
+  """An image file is missing, cannot be decoded, or has an unsupported pixel format."""
+
+
+# ----------------------------------------------------------------------------- files
+def read_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads an image file as uint8 RGB [H, W, 3]; greyscale is replicated to 3 channels.
+
+  Raises:
+    ImageFileError: the file is missing or cannot be decoded.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ImageFileError(f'{path}: image file not found')
+  data = np.fromfile(path, np.uint8)
+  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+  if image is None:
+    raise ImageFileError(f'{path}: cannot decode image (expected a JPEG/PNG/PPM file)')
+  return to_rgb(image, path)
+
+
+def to_rgb(image: np.ndarray, where: str = 'image') -> np.ndarray:
+  """OpenCV-decoded array (grey, BGR or BGRA; uint8 or uint16) -> uint8 RGB [H, W, 3].
+
+  Raises:
+    ImageFileError: naming `where`, for another dtype or shape.
+  """
+  if image.dtype == np.uint16:
+    image = (image >> 8).astype(np.uint8)
+  if image.dtype != np.uint8:
+    raise ImageFileError(f'{where}: expected an 8-bit image, got dtype {image.dtype}')
+  if image.ndim == 2:
+    return np.repeat(image[:, :, None], 3, axis=2)
+  if image.ndim == 3 and image.shape[2] == 1:
+    return np.repeat(image, 3, axis=2)
+  if image.ndim == 3 and image.shape[2] in (3, 4):
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+  raise ImageFileError(f'{where}: unsupported image shape {image.shape}')
+
+
+# ----------------------------------------------------------------------------- pixels
 def flip_image(image: Array) -> Array:
   """Horizontally mirrored image [..., H, W, C]."""
   return image[..., :, ::-1, :]
 
 
-# ----------------------------------------------------------------------------- pixels
 def rgb_to_grey(image: Array) -> Array:
   """[..., 3] RGB (any dtype) -> float32 [..., 1] grey with BT.601 luma weights."""
   xp = array_module(image)

@@ -1,35 +1,24 @@
-"""Boxes on device: IoU and greedy non-maximum suppression with masks (fixed shapes, jittable).
+"""The one non-maximum suppression rule: greedy NMS with masks (fixed shapes, jittable).
 
-Boxes are (x0, y0, x1, y1) in pixels. `nms` is the classic greedy rule (walk the boxes from the
-highest score down; a kept box removes every lower-scored box whose IoU with it exceeds the
-threshold) over a fixed number of slots with a validity mask instead of a shrinking list, so it
-compiles once and batches with `vmap`.
+Boxes are (x0, y0, x1, y1) in pixels; their IoU is `lmjax.core.geometry.box_iou`. `nms` is the
+classic greedy rule (walk the boxes from the highest score down; a kept box removes every
+lower-scored box whose IoU with it exceeds the threshold) over a fixed number of slots with a
+validity mask instead of a shrinking list, so it compiles once and batches with `vmap`. The
+scanner runs it inside its jitted program; `nms_indices` runs the same rule on host arrays of
+any length (padded to a few bucket sizes, so it compiles a handful of times).
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lmjax.core.geometry import box_iou
 
-def iou(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Intersection over union of boxes [..., 4] and [..., 4] (broadcasting) -> [...]."""
-  lo = jnp.maximum(a[..., :2], b[..., :2])
-  hi = jnp.minimum(a[..., 2:], b[..., 2:])
-  inter = jnp.prod(jnp.maximum(hi - lo, 0.0), axis=-1)
-  area = lambda x: jnp.prod(jnp.maximum(x[..., 2:] - x[..., :2], 0.0), axis=-1)
-  return inter / jnp.maximum(area(a) + area(b) - inter, 1e-12)
-
-
-def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
-  """IoU of every pair: a [..., N, 4], b [..., M, 4] -> [..., N, M] (0 for empty boxes)."""
-  return iou(a[..., :, None, :], b[..., None, :, :])
-
-
-def centred_boxes(centres: jax.Array, sides: jax.Array) -> jax.Array:
-  """Square boxes [..., 4] of side `sides` [...] around `centres` [..., 2]."""
-  half = sides[..., None] / 2
-  return jnp.concatenate([centres - half, centres + half], axis=-1)
+MIN_BUCKET = 16  # smallest padded box count of `nms_indices`
 
 
 def nms(boxes: jax.Array, scores: jax.Array, valid: jax.Array, iou: float) -> jax.Array:
@@ -70,6 +59,46 @@ def nms(boxes: jax.Array, scores: jax.Array, valid: jax.Array, iou: float) -> ja
   keep_sorted, _ = jax.lax.while_loop(lambda s: s[1], body, (sorted_valid, jnp.array(True)))
   inverse = jnp.argsort(order, axis=-1)
   return jnp.take_along_axis(keep_sorted, inverse, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames='iou')
+def _nms_jit(boxes: jax.Array, scores: jax.Array, valid: jax.Array, iou: float) -> jax.Array:
+  return nms(boxes, scores, valid, iou)
+
+
+def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+  """Indices int64 [F] of the boxes [N, 4] that greedy NMS keeps, best score first.
+
+  The host entry to `nms` for variable-length lists: boxes are padded to the next power of two
+  (at least `MIN_BUCKET`) with invalid slots, so lengths share compiled programs. Scores are
+  compared in float32 (ties keep the lower index).
+
+  Args:
+    boxes: [N, 4] boxes (x0, y0, x1, y1).
+    scores: [N] scores.
+    iou: a box is removed when its IoU with a kept, higher-scored box is > `iou`.
+
+  Raises:
+    ValueError: `boxes` is not [N, 4] or `scores` not [N].
+  """
+  boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+  n = len(scores)
+  if scores.shape != (n,) or boxes.shape != (n, 4):
+    raise ValueError(
+      f'boxes: expected [N, 4] for scores [N]; got boxes {boxes.shape}, scores {scores.shape}'
+    )
+  if not n:
+    return np.zeros(0, np.int64)
+  bucket = max(MIN_BUCKET, 1 << (n - 1).bit_length())
+  pad = bucket - n
+  keep = _nms_jit(
+    np.pad(boxes, ((0, pad), (0, 0))),
+    np.pad(scores, (0, pad)),
+    np.arange(bucket) < n,
+    iou=float(iou),
+  )
+  kept = np.flatnonzero(np.asarray(keep)[:n])
+  return kept[np.argsort(-scores[kept], kind='stable')].astype(np.int64)
 
 
 def top_valid(scores: jax.Array, valid: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:

@@ -1,20 +1,17 @@
-"""Input pipeline: tfds source → cached face regions → fixed-shape, sharded batches.
+"""Batches on the `('data',)` mesh: train indices, sharding, and the padded batch runner.
 
-Training on face crops never waits for the host: every face of a split is resampled once into
-a square *region* around its box (`image_ops.extract_region`; 2.2 × the box side at twice the crop
-resolution by default, so that the evaluation crop is an exact sub-grid of the region), and the
-whole cache is placed on the accelerators. A train step then receives only example indices and
-a step number, gathers its regions on device and runs the random crop/affine augmentation
-inside the jitted step (`lmjax.core.augment`). JPEG re-compression cannot run under jit, so the
-cache can hold JPEG-degraded copies of every region that the step picks at random.
-
-Batches use a `('data',)` mesh: the batch axis is sharded over all devices, the cache is
-replicated. Evaluation batches are padded to a fixed size and carry a boolean `_mask`.
+Training reads its examples from a device-resident cache (`lmjax.data.caches`), so a train
+step receives only example indices: `train_indices` draws them as a pure function of the step
+(epoch-wise shuffles; a resumed run draws the same batches) and `shard` places them with the
+batch axis split over all devices, while `replicate` puts the cache and the state on every
+device. Evaluation and inference batches are padded to fixed sizes (`padded_batches`, one
+compile per size); `run_bucketed` runs a function over them and drops the padding again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -30,6 +27,16 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Sharding of arrays whose leading axis is the batch."""
   return NamedSharding(mesh, PartitionSpec('data'))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of arrays every device holds whole (parameters, train state, the region cache)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places a pytree of host arrays on every device of the mesh."""
+  return jax.device_put(tree, replicated_sharding(mesh))
 
 
 def train_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
@@ -51,50 +58,86 @@ def train_indices(step: int, num_examples: int, batch_size: int, seed: int) -> n
   return out
 
 
-def shard(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh, batch axis sharded over `'data'`."""
+def shard(batch: Any, mesh: Mesh) -> Any:
+  """Places a host batch (a pytree of arrays) on the mesh, batch axis sharded over `'data'`."""
   sharding = batch_sharding(mesh)
-  return {
-    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
-  }
-
-
-def eval_batches(
-  arrays: Mapping[str, np.ndarray], batch_size: int
-) -> Iterator[dict[str, np.ndarray]]:
-  """Fixed-size batches over arrays sharing a leading axis; the last one is padded.
-
-  Every batch has exactly `batch_size` rows and a bool `_mask` [B] marking real rows, so an
-  evaluation step compiles once.
-  """
-  n = len(next(iter(arrays.values())))
-  for start in range(0, n, batch_size):
-    stop = min(start + batch_size, n)
-    batch = {}
-    for k, v in arrays.items():
-      chunk = v[start:stop]
-      if stop - start < batch_size:
-        pad = np.zeros((batch_size - (stop - start), *chunk.shape[1:]), chunk.dtype)
-        chunk = np.concatenate([chunk, pad])
-      batch[k] = chunk
-    batch['_mask'] = np.arange(batch_size) < (stop - start)
-    yield batch
+  return jax.tree_util.tree_map(
+    lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch
+  )
 
 
 BATCH_BUCKETS = (1, 8, 32, 128)
 
 
-def run_bucketed(fn, inputs: np.ndarray, buckets: tuple[int, ...] = BATCH_BUCKETS):
-  """`fn` over `inputs` [N, ...] in chunks zero-padded to the smallest bucket that fits.
+def padded_batches(
+  inputs: Any, buckets: Sequence[int] = BATCH_BUCKETS
+) -> Iterator[tuple[Any, int]]:
+  """(batch, count) pairs over `inputs`, every batch zero-padded to a fixed size.
 
-  Each bucket size compiles once. `fn` returns arrays or a pytree of arrays with a leading
-  batch axis; the padded rows are dropped and the chunks concatenated (N > 0).
+  Chunks hold at most `max(buckets)` rows and each is padded to the smallest bucket size that
+  fits it, so a jitted function of the batches compiles once per bucket size (a single size
+  gives fixed-size batches). Padding rows are zeros of the input's dtype.
+
+  Args:
+    inputs: an array [N, ...] or a pytree of arrays sharing the leading axis N > 0.
+    buckets: the batch sizes to pad to.
+
+  Yields:
+    The batch (the structure of `inputs`) and how many of its leading rows are real.
+  """
+  leaves = jax.tree_util.tree_leaves(inputs)
+  n = len(leaves[0]) if leaves else 0
+  if n == 0 or any(len(x) != n for x in leaves):
+    shapes = [np.shape(x) for x in leaves]
+    raise ValueError(f'inputs: expected arrays sharing a leading axis N > 0, got shapes {shapes}')
+  sizes = sorted(buckets)
+  for start in range(0, n, sizes[-1]):
+    count = min(sizes[-1], n - start)
+    size = next(s for s in sizes if s >= count)
+    yield _padded_rows(inputs, start, count, size), count
+
+
+def eval_batches(
+  arrays: Mapping[str, np.ndarray], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """`padded_batches` of a dict at one size, the real rows marked by a bool `_mask` [B]."""
+  for batch, count in padded_batches(dict(arrays), (batch_size,)):
+    yield {**batch, '_mask': np.arange(batch_size) < count}
+
+
+def run_bucketed(
+  fn: Callable[[Any], Any],
+  inputs: Any,
+  buckets: Sequence[int] = BATCH_BUCKETS,
+  mesh: Mesh | None = None,
+) -> Any:
+  """`fn` over the `padded_batches` of `inputs`; the padding is dropped from its outputs.
+
+  The one padded batch runner of training-time validation and inference.
+
+  Args:
+    fn: maps a batch (the structure of `inputs`, leading axis = bucket size) to an array or a
+      pytree of arrays with a leading batch axis, e.g. a jitted forward pass.
+    inputs: an array [N, ...] or a pytree of arrays sharing the leading axis N > 0.
+    buckets: the batch sizes to pad to.
+    mesh: when given, each batch is sharded over its `'data'` axis (`shard`), so the bucket
+      sizes must divide over the devices.
+
+  Returns:
+    `fn`'s outputs for the N real rows, concatenated along the leading axis.
   """
   outs = []
-  for start in range(0, len(inputs), buckets[-1]):
-    chunk = inputs[start : start + buckets[-1]]
-    padded = np.zeros((next(b for b in buckets if b >= len(chunk)), *chunk.shape[1:]), np.float32)
-    padded[: len(chunk)] = chunk
-    n = len(chunk)
-    outs.append(jax.tree.map(lambda a: np.asarray(a)[:n], fn(padded)))  # noqa: B023 (applied at once)
-  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+  for batch, count in padded_batches(inputs, buckets):
+    out = fn(batch if mesh is None else shard(batch, mesh))
+    outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:count], out))  # noqa: B023 (used at once)
+  return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)
+
+
+def _padded_rows(inputs: Any, start: int, count: int, size: int) -> Any:
+  """Rows start … start + count - 1 of every array, zero rows appended up to `size` rows."""
+
+  def pad(x):
+    x = np.asarray(x[start : start + count])
+    return np.concatenate([x, np.zeros((size - count, *x.shape[1:]), x.dtype)])
+
+  return jax.tree_util.tree_map(pad, inputs)

@@ -1,15 +1,14 @@
-"""Input pipeline: tfds source → cached face regions → fixed-shape, sharded batches.
+"""Face-region caches: a tfds split → every face resampled once into a square region.
 
 Training on face crops never waits for the host: every face of a split is resampled once into
-a square *region* around its box (`image_ops.extract_region`; 2.2 × the box side at twice the crop
-resolution by default, so that the evaluation crop is an exact sub-grid of the region), and the
-whole cache is placed on the accelerators. A train step then receives only example indices and
-a step number, gathers its regions on device and runs the random crop/affine augmentation
-inside the jitted step (`lmjax.core.augment`). JPEG re-compression cannot run under jit, so the
-cache can hold JPEG-degraded copies of every region that the step picks at random.
-
-Batches use a `('data',)` mesh: the batch axis is sharded over all devices, the cache is
-replicated. Evaluation batches are padded to a fixed size and carry a boolean `_mask`.
+a square *region* around its box (`image_ops.extract_region`; 2.2 × the box side at twice the
+crop resolution by default, so that the evaluation crop is an exact sub-grid of the region),
+and the whole cache is placed on the accelerators. A train step then receives only example
+indices and a step number, gathers its regions on device and runs the random crop/affine
+augmentation inside the jitted step (`lmjax.core.augment`). JPEG re-compression cannot run under
+jit, so the cache can hold JPEG-degraded copies of every region that the step picks at random.
+`load_caches` is the one loader of all trainers: (train, validation) caches of `config.data`
+(resolved through the dataset table), never falling back to another dataset.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from lmjax.core import geometry, image_ops
 from lmjax.data import datasets
+from lmjax.data.datasets import table
 
 
 @dataclasses.dataclass
@@ -177,11 +177,11 @@ def subset(cache: RegionCache, index: np.ndarray) -> RegionCache:
   return RegionCache(**kw, image_ids=[cache.image_ids[i] for i in index])
 
 
-def missing_data_message(config: ml_collections.ConfigDict) -> str:
-  """What to do when the configured dataset is not on disk."""
+def missing_data_message(data: ml_collections.ConfigDict) -> str:
+  """What to do when the dataset of a resolved `config.data` block is not on disk."""
   return (
-    f'dataset {config.data.name!r} expects its official files in '
-    f'{os.path.abspath(config.data.manual_dir)!r} (set --config.data.manual_dir=DIR to '
+    f'dataset {data.name!r} expects its official files in '
+    f'{os.path.abspath(data.manual_dir)!r} (set --config.data.manual_dir=DIR to '
     'point elsewhere; the README lists the layout per dataset). To run without any '
     'download on the embedded synthetic faces instead, add `:data=synthetic` to the config '
     'path, e.g. --config=configs/mcl68.py:runlocal,data=synthetic'
@@ -193,13 +193,14 @@ def load_caches(
 ) -> tuple[RegionCache, RegionCache]:
   """(train, validation) region caches of `config.data`; never falls back to another dataset.
 
-  The validation set is `config.data.val_split` when set, else `num_validation` faces carved
+  `config.data` fields left at None take the dataset table's value (`datasets.table.resolve`).
+  The validation set is `data.val_split` when set, else `num_validation` faces carved
   deterministically out of the training split.
 
   Raises:
     datasets.DatasetFormatError: the dataset's files are missing, with instructions.
   """
-  d = config.data
+  d = table.resolve(config.data, config.model.num_points)
   kwargs = dict(
     manual_dir=d.manual_dir or None, data_dir=d.data_dir or None, config=builder_config(d)
   )
@@ -207,7 +208,7 @@ def load_caches(
     train_source = datasets.load(d.name, d.train_split, **kwargs)
     val_source = datasets.load(d.name, d.val_split, **kwargs) if d.val_split else None
   except datasets.DatasetFormatError as e:
-    raise datasets.DatasetFormatError(f'{e}\n\n{missing_data_message(config)}') from None
+    raise datasets.DatasetFormatError(f'{e}\n\n{missing_data_message(d)}') from None
   schema = datasets.schema_of(train_source)
   if schema.num_points != config.model.num_points:
     raise ValueError(
@@ -233,7 +234,8 @@ def load_caches(
 
 
 def builder_config(d: ml_collections.ConfigDict):
-  """The tfds builder config: a config name, or a resized synthetic config."""
+  """The tfds builder config of a resolved `config.data` block (`datasets.table.resolve`): a
+  config name, or a resized synthetic config."""
   if d.name == 'synthetic' and (d.synthetic_train or d.synthetic_validation):
     from lmjax.data.datasets import synthetic
 

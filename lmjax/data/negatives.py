@@ -1,13 +1,10 @@
-"""BB-FCN training data: face-region caches, a negative-window cache, and jittable batches.
+"""The negative-window cache: face-free R × R crops shared by BB-FCN and the face classifier.
 
-Positives (paper §III-E): square face windows whose IoU with the face box exceeds 0.5
-(`bbfcn_sampling.positive_windows`), rotated / flipped / colour-jittered, cut from the cached
-face regions at the branch resolution R inside the jitted step. Negatives: windows with no
-annotated face, cut on the host once into a cache of R × R images from (a) the training photos
-away from their (enlarged) face boxes (`bbfcn_sampling.negative_windows`) and (b) procedural
-clutter backgrounds (`lmjax.synthface.background`), the stand-in for the paper's Pascal VOC
-images; each step re-crops them at a random scale and flip. Every batch image is float32
-[R, R, 3] scaled as x / 128 - 1; the backbone sees its downsample to S (`bbfcn_inference`).
+Cut on the host once per run from (a) the training photos, away from their face boxes
+enlarged by `FACE_MARGIN` (windows drawn by `lmjax.data.windows.negative_windows`), skipping the
+validation faces' photos, and (b) procedural clutter backgrounds (`lmjax.synthface.background`,
+the stand-in for the paper's Pascal VOC images). `split_negatives` holds some out for
+validation. Each training step then re-crops them on device (the experiments' own data code).
 """
 
 from __future__ import annotations
@@ -21,7 +18,8 @@ from tqdm import tqdm
 
 from lmjax.core import geometry, image_ops
 from lmjax.data import caches, datasets
-from lmjax.data import windows as bbfcn_sampling
+from lmjax.data.datasets import table
+from lmjax.data.windows import negative_windows
 from lmjax.synthface import background as synth_background
 
 # Negatives avoid the face box enlarged by this factor about its centre (the tight landmark
@@ -35,7 +33,7 @@ def build_negative_cache(
   """uint8 [N, R, R, 3] face-free windows: training photos plus synthetic backgrounds.
 
   Args:
-    config: the experiment config (`data`, `negatives`, `model.refine_size`).
+    config: the experiment config (`data`, `negatives`, `model.refine_size`, `model.num_points`).
     exclude_ids: image ids not to take windows from (the validation faces).
     seed: randomness of the windows and backgrounds.
   """
@@ -44,7 +42,7 @@ def build_negative_cache(
   rng = np.random.default_rng(seed)
   out = []
   if n.from_photos > 0:
-    d = config.data
+    d = table.resolve(config.data, config.model.num_points)
     source = datasets.load(
       d.name,
       d.train_split,
@@ -87,7 +85,7 @@ def _photo_windows(key, ex, num: int, min_side_frac: float) -> np.ndarray:
   min_side = max(12.0, min_side_frac * min(h, w))
   if min_side > min(h, w):
     return np.zeros((0, 4), np.float32)
-  windows, valid = bbfcn_sampling.negative_windows(
+  windows, valid = negative_windows(
     key, (h, w), jnp.asarray(face), jnp.ones(1, bool), num, min_side=min_side
   )
   return np.asarray(windows)[np.asarray(valid)]

@@ -1,7 +1,8 @@
-"""BB-FCN training windows: positive face crops (IoU > 0.5) and negative non-face crops.
+"""Training windows: positive face crops (IoU > 0.5) and negative non-face crops.
 
-The paper trains the backbone on square crops: positives are windows whose IoU with the face box
-exceeds 0.5, negatives are windows from image regions without an annotated face. Both samplers
+BB-FCN trains its backbone on square crops (the face classifier reuses the samplers):
+positives are windows whose IoU with the face box exceeds 0.5, negatives are windows from
+image regions without an annotated face. Both samplers
 are jittable with fixed shapes: each draws `tries` candidates per window from a stateless key
 and keeps the first candidate that satisfies the condition (a fixed-shape rejection sampler).
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmjax.core.nms import centred_boxes, iou
+from lmjax.core.geometry import centred_boxes, iou
 
 POSITIVE_IOU = 0.5
 

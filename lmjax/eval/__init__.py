@@ -1,4 +1,6 @@
 """Evaluation shared by training-time validation and `python -m lmjax.evaluate`: the metric
-maths, one evaluator per kind of data (face crops, multi-face images, face/non-face), and the
-reports (tables, CED and recall plots, JSON).
+maths (`metrics`, `multiface_metrics`), one evaluator per kind of data (`face_crop`: one face box
+per example; `multiface`: whole images scanned for every face; `classification`: face / non-face
+windows) and the reports (`reports`: tables, CED / recall / PR plots, JSON). It imports only
+core, data, models and train: the scanner and the predictors are passed in by the caller.
 """

@@ -8,20 +8,19 @@
   * `DetectionAccumulator`: face-detection precision-recall, AP, recall at n false positives.
 
 Pure numpy, accumulated image by image; rates are ratios (0.9 = 90 %), NaN when there is
-nothing to count. Boxes are (x0, y0, x1, y1). `plain` makes results JSON-ready; `plot_*` write
-PNGs with the Agg canvas (no display, no pyplot state).
+nothing to count. Boxes are (x0, y0, x1, y1). `plain` makes results JSON-ready; the plots of
+these results are in `lmjax.eval.reports`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
+
+from lmjax.core.geometry import box_iou
 
 ERROR_GRID = np.arange(101) / 200  # 0, 0.005, ..., 0.5 (i / 200: exact decimals)
 REPORT_ERRORS = (0.05, 0.10, 0.25)
@@ -56,17 +55,6 @@ def _image_boxes(boxes, scores, valid, gt_boxes, what: str) -> tuple[np.ndarray,
   _require_finite('gt_boxes', gt, np.ones(len(gt), bool))
   order = np.argsort(-scores[valid], kind='stable')
   return boxes[valid][order], scores[valid][order], gt
-
-
-def box_iou(a: ArrayLike, b: ArrayLike) -> np.ndarray:
-  """[N, M] intersection over union of boxes a [N, 4] and b [M, 4] (0 where the union is empty)."""
-  a = _checked('a', a, (None, 4), '[N, 4]')[:, None]
-  b = _checked('b', b, (None, 4), '[M, 4]')[None]
-  wh = np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2])
-  inter = np.clip(wh, 0, None).prod(axis=-1)
-  area = lambda x: np.clip(x[..., 2:] - x[..., :2], 0, None).prod(axis=-1)
-  union = area(a) + area(b) - inter
-  return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def face_scale(landmarks, visible, bbox, eyes=(0, 1), box_ratio=BOX_IOD_RATIO) -> np.ndarray:
@@ -282,75 +270,3 @@ class DetectionAccumulator:
       reachable = self.num_gt and cfp.size and cfp[-1] >= n
       out[f'recall_at_{n}_fp'] = (float(recall[i]) if i >= 0 else 0.0) if reachable else np.nan
     return out
-
-
-def plain(value: Any) -> Any:
-  """`value` with numpy arrays / scalars as lists / Python numbers (NaN stays NaN)."""
-  if isinstance(value, Mapping):
-    return {str(k): plain(v) for k, v in value.items()}
-  if isinstance(value, np.ndarray | list | tuple):
-    return [plain(v) for v in value]
-  return value.item() if isinstance(value, np.generic) else value
-
-
-def _figure(curves: Mapping, panels: int) -> tuple[Figure, np.ndarray]:
-  if not curves:
-    raise ValueError('curves: expected at least one curve')
-  fig = Figure(figsize=(6, 4.5) if panels == 1 else (3.2 * panels, 3.6), dpi=100)
-  FigureCanvasAgg(fig)
-  return fig, fig.subplots(1, panels, squeeze=False)[0]
-
-
-def _save(fig: Figure, axes: np.ndarray, path_png, title: str, loc: str = 'lower right') -> None:
-  for ax in axes:
-    ax.set(ylim=(0, 1.02))
-    ax.grid(alpha=0.3)
-  axes[0].legend(loc=loc, fontsize='small')
-  fig.suptitle(title)
-  fig.tight_layout()
-  path_png = os.fspath(path_png)
-  os.makedirs(os.path.dirname(path_png) or '.', exist_ok=True)
-  fig.savefig(path_png, format='png')
-
-
-def plot_recall_error(curves: Mapping[str, Mapping], path_png, names=None, title='') -> None:
-  """Recall-error curves, one panel per landmark type (paper Fig. 5), as a PNG.
-
-  Args:
-    curves: legend label (e.g. 'BB-FCN m=30') -> `RecallAccumulator.result(m)` or its `plain`
-      copy ('errors' [E], 'curves' [K, E]; the same K everywhere).
-    path_png: output file (str or path); missing parent directories are created.
-    names: optional K landmark-type names (panel titles).
-    title: figure title.
-  """
-  ks = {np.shape(r['curves'])[0] for r in curves.values()}
-  if len(ks) > 1:
-    raise ValueError(f'curves: expected the same number K of types everywhere, got {sorted(ks)}')
-  k = ks.pop() if ks else 1
-  names = [f'type {i}' for i in range(k)] if names is None else list(names)
-  if len(names) != k:
-    raise ValueError(f'names: expected K = {k} names, got {len(names)}')
-  fig, axes = _figure(curves, k)
-  for i, ax in enumerate(axes):
-    for label, r in curves.items():
-      ax.plot(100 * np.asarray(r['errors']), np.asarray(r['curves'])[i], label=label)
-    ax.set(title=names[i], xlabel='error (% of d_f)', ylabel='recall' if i == 0 else '')
-  _save(fig, axes, path_png, title)
-
-
-def plot_proposal_recall(curves: Mapping[str, Mapping], path_png, title: str = '') -> None:
-  """Face recall against proposals per image (log x), label -> proposal `result()`, as a PNG."""
-  fig, axes = _figure(curves, 1)
-  for label, r in curves.items():
-    axes[0].plot(r['num_proposals'], r['recall'], label=label)
-  axes[0].set(xscale='log', xlabel='proposals per image', ylabel='recall')
-  _save(fig, axes, path_png, title)
-
-
-def plot_precision_recall(curves: Mapping[str, Mapping], path_png, title: str = '') -> None:
-  """Precision-recall curves, label -> detection `result()` (legend: AP in %), as a PNG."""
-  fig, axes = _figure(curves, 1)
-  for label, r in curves.items():
-    axes[0].plot(r['recall'], r['precision'], label=f'{label} (AP = {100 * r["ap"]:.2f})')
-  axes[0].set(xlim=(0, 1.02), xlabel='recall', ylabel='precision')
-  _save(fig, axes, path_png, title, loc='lower left')

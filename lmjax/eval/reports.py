@@ -1,8 +1,11 @@
-"""Evaluation reports: metric dictionaries in percent, JSON files, CED plots, text tables.
+"""Evaluation reports: metric dictionaries in percent, JSON files, plots, text tables.
 
-Used by training-time validation and by the evaluation command line. The maths lives in
-`lmjax.eval.metrics` (ratios); everything returned or written here is in percent, and every error
-key names its normaliser (`nme_ioc`, `fr_10_ipd`, `auc_8_box`, ...).
+Used by training-time validation, the evaluators and the evaluation command line. The maths
+lives in `lmjax.eval.metrics` (face crops, ratios) and `lmjax.eval.multiface_metrics` (many
+faces per image); everything returned here is in percent, and every error key names its
+normaliser (`nme_ioc`, `fr_10_ipd`, `auc_8_box`, ...). Plots (CED curves; recall-error,
+proposal-recall and precision-recall curves) use the Agg canvas directly: no display, no pyplot
+state.
 """
 
 from __future__ import annotations
@@ -82,15 +85,18 @@ def compute_metrics(
   return out
 
 
-def _json_ready(value: Any) -> Any:
-  """Plain Python types for `json`; NaN / inf become None (strict JSON has no NaN)."""
+def plain(value: Any, *, strict: bool = False) -> Any:
+  """`value` with numpy arrays / scalars as lists / Python numbers, ready for `json`.
+
+  With `strict=True`, NaN and inf become None (strict JSON has no NaN); else they stay floats.
+  """
   if isinstance(value, Mapping):
-    return {str(k): _json_ready(v) for k, v in value.items()}
+    return {str(k): plain(v, strict=strict) for k, v in value.items()}
   if isinstance(value, np.ndarray | list | tuple):
-    return [_json_ready(v) for v in value]
+    return [plain(v, strict=strict) for v in value]
   if isinstance(value, np.generic):
     value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
+  if strict and isinstance(value, float) and not math.isfinite(value):
     return None
   return value
 
@@ -105,7 +111,7 @@ def write_results(metrics: Mapping[str, Any], path_json: str | os.PathLike) -> N
   path_json = os.fspath(path_json)
   os.makedirs(os.path.dirname(path_json) or '.', exist_ok=True)
   with open(path_json, 'w') as f:
-    json.dump(_json_ready(metrics), f, sort_keys=True, indent=2, allow_nan=False)
+    json.dump(plain(metrics, strict=True), f, sort_keys=True, indent=2, allow_nan=False)
     f.write('\n')
 
 
@@ -185,6 +191,14 @@ def format_table(
   )
 
 
+def landmark_summary(metrics: Mapping[str, Any]) -> str:
+  """One log line of a landmark model's validation metrics (percent)."""
+  return (
+    f'NME ioc {metrics["nme_ioc"]:.3f}%  ipd {metrics["nme_ipd"]:.3f}%  '
+    f'box {metrics["nme_box"]:.3f}%  FR@10 ipd {metrics["fr_10_ipd"]:.2f}%'
+  )
+
+
 def per_landmark_table(
   rows: Mapping[str, Mapping[str, Any]], schema: Schema, normaliser: str, precision: int = 2
 ) -> str:
@@ -230,3 +244,111 @@ def save_predictions(
   os.makedirs(os.path.dirname(path_npz) or '.', exist_ok=True)
   with open(path_npz, 'wb') as f:
     np.savez(f, image_ids=ids, pred=pred)
+
+
+# ----------------------------------------------------------------------------- multi-face
+def _figure(curves: Mapping, panels: int) -> tuple[Figure, np.ndarray]:
+  if not curves:
+    raise ValueError('curves: expected at least one curve')
+  fig = Figure(figsize=(6, 4.5) if panels == 1 else (3.2 * panels, 3.6), dpi=100)
+  FigureCanvasAgg(fig)
+  return fig, fig.subplots(1, panels, squeeze=False)[0]
+
+
+def _save(fig: Figure, axes: np.ndarray, path_png, title: str, loc: str = 'lower right') -> None:
+  for ax in axes:
+    ax.set(ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+  axes[0].legend(loc=loc, fontsize='small')
+  fig.suptitle(title)
+  fig.tight_layout()
+  path_png = os.fspath(path_png)
+  os.makedirs(os.path.dirname(path_png) or '.', exist_ok=True)
+  fig.savefig(path_png, format='png')
+
+
+def plot_recall_error(curves: Mapping[str, Mapping], path_png, names=None, title='') -> None:
+  """Recall-error curves, one panel per landmark type (paper Fig. 5), as a PNG.
+
+  Args:
+    curves: legend label (e.g. 'BB-FCN m=30') -> `RecallAccumulator.result(m)` or its `plain`
+      copy ('errors' [E], 'curves' [K, E]; the same K everywhere).
+    path_png: output file (str or path); missing parent directories are created.
+    names: optional K landmark-type names (panel titles).
+    title: figure title.
+  """
+  ks = {np.shape(r['curves'])[0] for r in curves.values()}
+  if len(ks) > 1:
+    raise ValueError(f'curves: expected the same number K of types everywhere, got {sorted(ks)}')
+  k = ks.pop() if ks else 1
+  names = [f'type {i}' for i in range(k)] if names is None else list(names)
+  if len(names) != k:
+    raise ValueError(f'names: expected K = {k} names, got {len(names)}')
+  fig, axes = _figure(curves, k)
+  for i, ax in enumerate(axes):
+    for label, r in curves.items():
+      ax.plot(100 * np.asarray(r['errors']), np.asarray(r['curves'])[i], label=label)
+    ax.set(title=names[i], xlabel='error (% of d_f)', ylabel='recall' if i == 0 else '')
+  _save(fig, axes, path_png, title)
+
+
+def plot_proposal_recall(curves: Mapping[str, Mapping], path_png, title: str = '') -> None:
+  """Face recall against proposals per image (log x), label -> proposal `result()`, as a PNG."""
+  fig, axes = _figure(curves, 1)
+  for label, r in curves.items():
+    axes[0].plot(r['num_proposals'], r['recall'], label=label)
+  axes[0].set(xscale='log', xlabel='proposals per image', ylabel='recall')
+  _save(fig, axes, path_png, title)
+
+
+def plot_precision_recall(curves: Mapping[str, Mapping], path_png, title: str = '') -> None:
+  """Precision-recall curves, label -> detection `result()` (legend: AP in %), as a PNG."""
+  fig, axes = _figure(curves, 1)
+  for label, r in curves.items():
+    axes[0].plot(r['recall'], r['precision'], label=f'{label} (AP = {100 * r["ap"]:.2f})')
+  axes[0].set(xlim=(0, 1.02), xlabel='recall', ylabel='precision')
+  _save(fig, axes, path_png, title, loc='lower left')
+
+
+def plot_multiface(
+  results: Mapping[str, Mapping[str, Any]], stem: str, schema: Schema, title: str = ''
+) -> None:
+  """The three plots of a multi-face evaluation: `<stem>_recall.png`, `_proposals`, `_pr`.
+
+  Args:
+    results: model name -> {'recall_m<m>': recall `result(m)` per m, 'proposals', 'faces', and
+      optionally 'detector' / 'rescored_proposals'} (`lmjax.eval.multiface`).
+    stem: output path without extension.
+    schema: landmark schema (panel titles of the recall plot).
+    title: figure title.
+  """
+  curves = {
+    f'{k} m={key[len("recall_m") :]}': r[key]
+    for k, r in results.items()
+    for key in r
+    if key.startswith('recall_m')
+  }
+  plot_recall_error(curves, f'{stem}_recall.png', names=schema.names or None, title=title)
+  props = {k: r['proposals'] for k, r in results.items()}
+  props.update({f'{k} + classifier': r['rescored_proposals'] for k, r in results.items()
+                if 'rescored_proposals' in r})  # fmt: skip
+  plot_proposal_recall(props, f'{stem}_proposals.png', title=title)
+  pr = {f'{k} faces': r['faces'] for k, r in results.items()}
+  pr.update({f'{k} + classifier': r['detector'] for k, r in results.items() if 'detector' in r})
+  plot_precision_recall(pr, f'{stem}_pr.png', title=title)
+
+
+def multiface_summary_table(report: Mapping[str, Any], num_points: int) -> str:
+  """Text table of a multi-face report: recall@10 % (m = 30) per type and proposal recalls."""
+  names = ['LE', 'RE', 'N', 'LM', 'RM'] if num_points == 5 else [str(i) for i in range(num_points)]
+  lines = [
+    f'{"model":<14}' + ''.join(f'{n:>8}' for n in names) + '    mean  prop@2  prop@3 prop@20'
+  ]
+  for key, row in report['summary'].items():
+    per_type = ''.join(f'{v:8.1f}' for v in row['recall10_m30'])
+    props = ''.join(f'{row[f"proposal_recall_at_{n}"]:8.1f}' for n in (2, 3, 20))
+    lines.append(f'{key:<14}{per_type}{row["mean_recall10_m30"]:8.1f}{props}')
+  row = next(iter(report['summary'].values()))
+  bound = ', '.join(f'{row[f"proposal_oracle_at_{n}"]:.1f} at {n}' for n in (2, 3, 20))
+  lines.append(f'(a perfect ranking of proposals would recall {bound})')
+  return 'recall@10% (m=30) and proposal recall (%):\n' + '\n'.join(lines)

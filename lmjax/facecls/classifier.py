@@ -3,12 +3,9 @@
     classifier = FaceClassifier.load('runs/facecls5/models/facecls')
     probs = classifier.score(image, boxes)    # uint8 [H, W, 3], [P, 4] x0 y0 x1 y1 -> [P]
 
-Crop protocol (training and inference share `crop_windows`): a box is scored on the square of
-its longer side about its centre, resampled to S × S (S = 24). Resampling is anti-aliased with
-fixed shapes: the image is halved repeatedly (2 × 2 means) into a pyramid packed side by side on
-one canvas; each window reads the level on which it spans G to 2 G pixels (G = S · supersample;
-the finest level for smaller windows), bilinearly on a G × G grid that is then averaged
-supersample × supersample down to S × S. Level j has pixel centres x_j = (x + 0.5) / 2^j - 0.5.
+Crop protocol (training and inference share `lmjax.core.mipmap.crop_windows`): a box is scored
+on the square of its longer side about its centre, resampled to S × S (S = 24) with
+anti-aliasing (read from the image's mip map of 2×-halved levels, see `lmjax.core.mipmap`).
 Pixels outside the image read as 128 (0 after x / 128 - 1), like the training regions' border.
 
 `score` pads the boxes to a bucket (a power of two ≥ 16) and the image to multiples of 64 pixels
@@ -19,7 +16,6 @@ shape, box bucket).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -27,160 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.core import geometry, image_ops
+from lmjax.core.mipmap import crop_windows
 from lmjax.models import facenet
 from lmjax.train import checkpoint
 
 MIN_BUCKET = 16  # smallest padded box count
 IMAGE_BUCKET = 64  # images are padded to multiples of this (one program per padded shape)
-MAX_LEVELS = 10
-# Layout of a packed pyramid: (height, width, x offset on the canvas) of every level.
-Layout = tuple[tuple[int, int, int], ...]
-
-
-def pyramid_layout(height: int, width: int, grid: int) -> Layout:
-  """Static layout of the levels: halve while the image's longer side reaches 2 × `grid`."""
-  layout, h, w, offset = [(height, width, 0)], height, width, width
-  while len(layout) < MAX_LEVELS and max(height, width) >= grid * 2 ** len(layout):
-    h, w = -(-h // 2), -(-w // 2)
-    layout.append((h, w, offset))
-    offset += w
-  return tuple(layout)
-
-
-def level_sizes(
-  layout: Layout, grid: int, image_size: jax.Array | None = None
-) -> tuple[jax.Array, jax.Array]:
-  """True sizes int32 [L, 2] (h_j, w_j) of the levels and the number of levels in use.
-
-  Without `image_size` the image fills the layout; with it (int [2], h w, may be traced) the
-  image is its top-left part and the rest is padding: level j is ceil(h / 2^j) × ceil(w / 2^j)
-  and only the levels `pyramid_layout(h, w, grid)` would build are used.
-  """
-  if image_size is None:
-    return jnp.asarray([(h, w) for h, w, _ in layout], jnp.int32), jnp.int32(len(layout))
-  hw = jnp.asarray(image_size, jnp.int32)
-  j = jnp.arange(len(layout), dtype=jnp.int32)
-  step = jnp.left_shift(1, j)  # 2^j
-  sizes = (hw[None] + step[:, None] - 1) // step[:, None]  # [L, 2]
-  levels = 1 + jnp.sum((j >= 1) & (jnp.max(hw) >= grid * step))
-  return sizes, levels
-
-
-def _replicate_edges(level: jax.Array, hw: jax.Array) -> jax.Array:
-  """`level` [H, W, C] with rows ≥ h and columns ≥ w replaced by copies of the last ones."""
-  rows = jnp.minimum(jnp.arange(level.shape[0]), hw[0] - 1)
-  cols = jnp.minimum(jnp.arange(level.shape[1]), hw[1] - 1)
-  return level[rows][:, cols]
-
-
-def pyramid_canvas(image: jax.Array, layout: Layout, sizes: jax.Array | None = None) -> jax.Array:
-  """float32 [H, W', C]: the levels of `layout` side by side (level 0 = `image` [H, W, C]).
-
-  Each level is the 2 × 2 mean of the previous one, padded by edge replication to even size;
-  rows below a smaller level are zero (never read: taps outside a level are masked). With
-  `sizes` (`level_sizes` of a padded image) every level is edge-replicated beyond its true
-  size first, so the true part of each level equals the pyramid of the unpadded image.
-  """
-  level = image.astype(jnp.float32)
-  height, channels = image.shape[0], image.shape[2]
-  if sizes is not None:
-    level = _replicate_edges(level, sizes[0])
-  parts = [level]
-  for j, (h, w, _) in enumerate(layout[1:], 1):
-    pad = ((0, 2 * h - level.shape[0]), (0, 2 * w - level.shape[1]), (0, 0))
-    level = jnp.pad(level, pad, mode='edge').reshape(h, 2, w, 2, channels).mean(axis=(1, 3))
-    if sizes is not None:
-      level = _replicate_edges(level, sizes[j])
-    parts.append(jnp.pad(level, ((0, height - h), (0, 0), (0, 0))))
-  return jnp.concatenate(parts, axis=1)
-
-
-def window_affines(
-  centre: jax.Array,
-  side: jax.Array,
-  grid: int,
-  angle: jax.Array | None = None,
-  flip: jax.Array | None = None,
-) -> jax.Array:
-  """[P, 2, 3] affines image -> G × G grid of square windows (`centre` [P, 2], `side` [P]).
-
-  `angle` [P] (radians) rotates the window about its centre; `flip` bool [P] mirrors it.
-  """
-  A = geometry.square_affine(centre, side, grid)
-  if angle is not None:
-    c, s = jnp.cos(angle), jnp.sin(angle)
-    linear = jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2)  # [P, 2, 2]
-    shift = centre - jnp.einsum('pij,pj->pi', linear, centre)
-    A = geometry.compose_affine(A, jnp.concatenate([linear, shift[..., None]], axis=-1))
-  if flip is not None:
-    mirror = jnp.array([[-1.0, 0.0, grid - 1.0], [0.0, 1.0, 0.0]])
-    A = jnp.where(flip[:, None, None], geometry.compose_affine(mirror, A), A)
-  return A
-
-
-def crop_windows(
-  image: jax.Array,
-  centre: jax.Array,
-  side: jax.Array,
-  *,
-  size: int,
-  supersample: int = 2,
-  angle: jax.Array | None = None,
-  flip: jax.Array | None = None,
-  border: float = image_ops.BORDER_VALUE,
-  image_size: jax.Array | None = None,
-) -> jax.Array:
-  """Square windows of one image resampled to S × S, anti-aliased (jittable, fixed shapes).
-
-  Args:
-    image: [H, W, C] image (any real dtype; values as pixels, e.g. uint8).
-    centre: [P, 2] window centres (x, y) in image pixels.
-    side: [P] window sides in image pixels (> 0).
-    size: S.
-    supersample: grid points per output pixel and axis (G = S · supersample).
-    angle: optional [P] rotations (radians) of the windows about their centres.
-    flip: optional bool [P] horizontal mirroring.
-    border: value of pixels outside the image.
-    image_size: optional int [2] (h, w), may be traced: the image is `image`'s top-left
-      h × w part, the rest is padding (read as outside). The crops equal those of the
-      unpadded image, so images padded to a few shapes share one compiled program.
-
-  Returns:
-    float32 [P, S, S, C] in the image's value range.
-  """
-  height, width, channels = image.shape
-  grid = size * supersample
-  layout = pyramid_layout(height, width, grid)
-  sizes, levels = level_sizes(layout, grid, image_size)
-  flat = pyramid_canvas(image, layout, None if image_size is None else sizes)
-  canvas_width = flat.shape[1]
-  flat = flat.reshape(-1, channels)
-  inv = geometry.invert_affine(window_affines(centre, side, grid, angle, flip).astype(jnp.float32))
-  side = jnp.maximum(jnp.asarray(side, jnp.float32), 1e-6)
-  level = jnp.clip(jnp.floor(jnp.log2(side / grid)), 0, levels - 1).astype(jnp.int32)
-  scale = 2.0 ** -level.astype(jnp.float32)  # [P]
-  inv = inv * scale[:, None, None]  # grid -> level pixels: x_j = (x + 0.5) / 2^j - 0.5
-  inv = inv.at[:, :, 2].add(0.5 * scale[:, None] - 0.5)
-  h, w = (sizes[level, i, None, None] for i in range(2))  # [P, 1, 1]
-  offset = jnp.asarray([o for _, _, o in layout], jnp.int32)[level, None, None]
-  g = jnp.arange(grid, dtype=jnp.float32)
-  m = inv[:, :, :, None, None]  # [P, 2, 3, 1, 1]
-  x = m[:, 0, 0] * g + m[:, 0, 1] * g[:, None] + m[:, 0, 2]  # [P, G, G] level pixels
-  y = m[:, 1, 0] * g + m[:, 1, 1] * g[:, None] + m[:, 1, 2]
-  x0, y0 = jnp.floor(x), jnp.floor(y)
-  fx, fy = (x - x0)[..., None], (y - y0)[..., None]  # [P, G, G, 1]
-  x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
-
-  def tap(xi: jax.Array, yi: jax.Array) -> jax.Array:
-    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    index = jnp.clip(yi, 0, h - 1) * canvas_width + offset + jnp.clip(xi, 0, w - 1)
-    return jnp.where(inside[..., None], flat[index], border)  # [P, G, G, C]
-
-  top = tap(x0, y0) * (1 - fx) + tap(x0 + 1, y0) * fx
-  bottom = tap(x0, y0 + 1) * (1 - fx) + tap(x0 + 1, y0 + 1) * fx
-  out = top * (1 - fy) + bottom * fy
-  p = out.shape[0]
-  return out.reshape(p, size, supersample, size, supersample, channels).mean(axis=(2, 4))
 
 
 def crop_boxes(
@@ -273,17 +121,7 @@ class FaceClassifier:
   @classmethod
   def load(cls, model_dir: str) -> FaceClassifier:
     """Restores the model folder written by `lmjax.facecls.train` (model.json + variables/)."""
-    spec = checkpoint.read_model_spec(model_dir)
-    if spec.get('experiment') != 'facecls':
-      raise ValueError(
-        f'{model_dir}: model.json experiment is {spec.get("experiment")!r}, not facecls'
-      )
-    model = facenet.build_model(spec)
-    abstract = jax.eval_shape(lambda: facenet.init_variables(model, spec['size']))
-    variables = checkpoint.restore_variables(
-      os.path.join(model_dir, checkpoint.VARIABLES_DIR), abstract
-    )
-    return cls(model, variables, spec)
+    return cls(*checkpoint.load_model(model_dir, 'facecls'))
 
   def score(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Face probabilities float32 [P] of `boxes` [P, 4] (x0, y0, x1, y1) in `image`.

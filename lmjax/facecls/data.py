@@ -10,7 +10,7 @@ else a fallback that always qualifies):
               part of the window)
   background  a random square of a negative-cache image (label 0)
 Every window is rotated (± rotation_deg), flipped, colour-jittered and sometimes turned grey,
-and cut with `face_classifier.crop_windows` (the inference crop), inside the jitted step from
+and cut with `lmjax.core.mipmap.crop_windows` (the inference crop), inside the jitted step from
 the device-resident regions and negative cache. Crops are float32 [S, S, 3], x / 128 - 1.
 """
 
@@ -25,11 +25,11 @@ import ml_collections
 import numpy as np
 
 from lmjax.core import geometry, image_ops
-from lmjax.core.nms import centred_boxes, iou
-from lmjax.data import negatives as bbfcn_data
-from lmjax.data import windows as bbfcn_sampling
+from lmjax.core.geometry import centred_boxes, iou
+from lmjax.core.mipmap import crop_windows
+from lmjax.data import windows as window_sampler
+from lmjax.data.negatives import build_negative_cache
 from lmjax.data.windows import first_ok
-from lmjax.facecls.classifier import crop_windows
 
 # Partial-window modes: (side / box side range, log-uniform; centre offset description).
 PARTIAL_MODES = (
@@ -91,7 +91,7 @@ def sample_params(config: ml_collections.ConfigDict) -> SampleParams:
 
 def positive_windows(key: jax.Array, boxes: jax.Array, p: SampleParams) -> jax.Array:
   """[N, 4] squares with IoU > pos_min_iou to `boxes` [N, 4] (fallback: the box's square)."""
-  return bbfcn_sampling.positive_windows(
+  return window_sampler.positive_windows(
     key, boxes, max_scale=p.pos_max_scale, max_shift=p.pos_max_shift, tries=p.tries,
     min_iou=p.pos_min_iou,
   )  # fmt: skip
@@ -257,7 +257,7 @@ def negative_cache(config: ml_collections.ConfigDict, exclude_ids: set[str]) -> 
     {
       'data': config.data.to_dict(),
       'negatives': config.negatives.to_dict(),
-      'model': {'refine_size': config.negatives.size},
+      'model': {'refine_size': config.negatives.size, 'num_points': config.model.num_points},
     }
   )
-  return bbfcn_data.build_negative_cache(shim, exclude_ids, config.seed)
+  return build_negative_cache(shim, exclude_ids, config.seed)

@@ -3,17 +3,19 @@
 FaceNet (`lmjax.models.facenet`) learns to tell face windows (IoU ≥ 0.65 with a face box) from
 partial-face windows (IoU 0.05-0.3) and background windows, with the sigmoid cross-entropy and
 SGD momentum (`lmjax.train.optim`). Faces and the negative cache are those of BB-FCN (same dataset
-split, `lmjax.bbfcn.data.build_negative_cache`); batches are cut on device inside the jitted
-step (`lmjax.facecls.data`). `loop.run_stage` checkpoints and resumes; every
-`validate_every` steps the validation crops (one positive and one partial window per held-out
-face, plus the held-out negatives) are scored and logged to `metrics.jsonl`. The finished stage
-exports `<workdir>/models/facecls` (for `lmjax.facecls.classifier.FaceClassifier.load`) and
-writes its validation metrics to `stages.json`; a re-run skips it.
+split, `lmjax.data.negatives.build_negative_cache`); batches are cut on device inside the jitted
+step (`lmjax.facecls.data`). The one stage runs through `lmjax.train.stages`, which
+checkpoints and resumes; every `validate_every` steps the validation crops (one positive and
+one partial window per held-out face, plus the held-out negatives) are scored and logged to
+`metrics.jsonl`. The finished stage exports `<workdir>/models/facecls` (for
+`lmjax.facecls.classifier.FaceClassifier.load`) and writes its validation metrics and seconds
+to `stages.json`; a re-run skips it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,28 +25,28 @@ import numpy as np
 import optax
 from absl import logging
 
-from lmjax.data import batching
-from lmjax.data import negatives as bbfcn_data
+from lmjax.data import batching, negatives
 from lmjax.data.caches import load_caches
+from lmjax.eval.classification import classification_metrics
 from lmjax.facecls import data as facecls_data
-from lmjax.models import facenet
-from lmjax.train import checkpoint, loop, optim
+from lmjax.models import registry
+from lmjax.train import loop, optim, stages
+from lmjax.train.writer import MetricWriter
 
 STAGE = 'facecls'  # the stage, its checkpoint folder, its model folder and stages.json key
-KINDS = ('positive', 'partial', 'background')
 
 
 def model_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What `lmjax.facecls.classifier` needs to rebuild and feed the model (saved as model.json)."""
-  return {
-    'experiment': 'facecls',
-    'size': config.model.size,
-    'supersample': config.model.supersample,
-    'widths': list(config.model.widths),
-    'hidden': config.model.hidden,
-    'crop': 'square of the longer box side about the box centre',
-    'dataset': config.data.name,
-  }
+  """The `model.json` of the classifier (`lmjax.models.registry` schema)."""
+  return registry.make_spec(
+    'facecls',
+    size=config.model.size,
+    supersample=config.model.supersample,
+    widths=list(config.model.widths),
+    hidden=config.model.hidden,
+    crop='square of the longer box side about the box centre',
+    dataset=config.data.name,
+  )
 
 
 def make_update_fn(model, tx, config, params: facecls_data.SampleParams, mesh):
@@ -72,8 +74,7 @@ def make_update_fn(model, tx, config, params: facecls_data.SampleParams, mesh):
     }
     return new_state, metrics
 
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(update, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  return loop.jit_update(update, mesh)
 
 
 def make_logits_fn(model, batch_size: int):
@@ -81,37 +82,9 @@ def make_logits_fn(model, batch_size: int):
   forward = jax.jit(lambda p, x: model.apply({'params': p}, x))
 
   def logits(params, crops: np.ndarray) -> np.ndarray:
-    out = []
-    for batch in batching.eval_batches({'x': crops}, batch_size):
-      out.append(np.asarray(forward(params, batch['x']))[batch['_mask']])
-    return np.concatenate(out)
+    return batching.run_bucketed(lambda x: forward(params, x), crops, (batch_size,))
 
   return logits
-
-
-def classification_metrics(logits: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
-  """Loss, accuracy (threshold 0.5), accuracy per kind of window and ROC AUC.
-
-  Args:
-    logits: [N] face logits.
-    kinds: int [N]: 0 = positive, 1 = partial-face negative, 2 = background negative.
-  """
-  logits = np.asarray(logits, np.float64)
-  labels = (kinds == 0).astype(np.float64)
-  loss = np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits))))
-  correct = (logits > 0) == (labels > 0.5)
-  out = {'loss': float(loss), 'accuracy': float(correct.mean() * 100)}
-  for k, name in enumerate(KINDS):
-    if np.any(kinds == k):
-      out[f'{name}_acc'] = float(correct[kinds == k].mean() * 100)
-  pos, neg = logits[labels > 0.5], logits[labels < 0.5]
-  if len(pos) and len(neg):  # P(logit of a face > logit of a non-face), ties count half
-    neg = np.sort(neg)
-    below = np.searchsorted(neg, pos, 'left')
-    tied = np.searchsorted(neg, pos, 'right') - below
-    out['auc'] = float((below + 0.5 * tied).sum() / (len(pos) * len(neg)))
-  out.update(num_positive=len(pos), num_negative=len(neg))
-  return out
 
 
 def _format(metrics: dict[str, float]) -> str:
@@ -119,74 +92,66 @@ def _format(metrics: dict[str, float]) -> str:
   return '  '.join(f'{k}={metrics[k]:.4g}' for k in keys if k in metrics)
 
 
-def make_validation_hook(logits_fn, crops: np.ndarray, kinds: np.ndarray, workdir: str):
+def make_validation_hook(
+  logits_fn, crops: np.ndarray, kinds: np.ndarray, writer: MetricWriter
+) -> Callable[[loop.State], loop.State]:
   """Scores the validation crops, logs the metrics (state unchanged)."""
-  log_path = os.path.join(workdir, 'metrics.jsonl')
 
   def hook(state):
-    step = int(state['step'])
     metrics = classification_metrics(logits_fn(state['params'], crops), kinds)
-    logging.info('[%s] step %d  validation: %s', STAGE, step, _format(metrics))
-    record = {'stage': STAGE, 'step': step, **{f'val_{k}': v for k, v in metrics.items()}}
-    loop.append_json(log_path, record)
+    record = {f'val_{k}': v for k, v in metrics.items()}
+    writer.eval_metrics(STAGE, int(state['step']), record, f'validation: {_format(metrics)}')
     return state
 
   return hook
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the face classifier; returns {'facecls': validation metrics}."""
+  """Trains (or resumes) the face classifier; returns {'facecls': metrics + elapsed_s}."""
   os.makedirs(workdir, exist_ok=True)
-  stages_path = os.path.join(workdir, 'stages.json')
-  done: dict[str, Any] = loop.read_json(stages_path)
-  if STAGE in done:
+  records = stages.read_records(workdir)
+  if STAGE in records:  # finished: no need to load the data
     logging.info('[%s] finished earlier; skipping', STAGE)
-    return done
+    return records
   num_background = config.batch_size - config.batch.positives - config.batch.partial
   if min(config.batch.positives, config.batch.partial, num_background) < 0:
     raise ValueError('batch: positives + partial must not exceed batch_size')
   params = facecls_data.sample_params(config)
   train_cache, val_cache = load_caches(config)
-  negatives = facecls_data.negative_cache(config, set(val_cache.image_ids))
-  train_neg, val_neg = bbfcn_data.split_negatives(
-    negatives, config.negatives.num_validation, config.seed, (len(train_cache), len(val_cache))
+  windows = facecls_data.negative_cache(config, set(val_cache.image_ids))
+  train_neg, val_neg = negatives.split_negatives(
+    windows, config.negatives.num_validation, config.seed, (len(train_cache), len(val_cache))
   )
   mesh = batching.make_mesh()
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data = {
-    'regions': jax.device_put(train_cache.regions[:, 0], replicated),
-    'bbox': jax.device_put(train_cache.bbox, replicated),
-    'negatives': jax.device_put(train_neg, replicated),
-  }
+  data = {'regions': train_cache.regions[:, 0], 'bbox': train_cache.bbox, 'negatives': train_neg}
+  settings = loop.run_settings(
+    config, workdir, batching.replicate(data, mesh), len(train_cache), mesh
+  )
   crops, kinds = facecls_data.validation_set(
     val_cache.regions[:, 0], val_cache.bbox, val_neg, params, config.eval_batch_size
   )
-  model = facenet.build_model(model_spec(config))
+  spec = model_spec(config)
+  model = registry.build(spec)
   logits_fn = make_logits_fn(model, config.eval_batch_size)
   stage_cfg = config.stages[STAGE]
-  init = facenet.init_variables(model, config.model.size, config.seed)['params']
-  tx = optim.from_config(init, stage_cfg, config.optim)
-  state = loop.run_stage(
-    STAGE,
-    workdir=workdir,
-    initial_state=lambda: loop.init_state({'params': init}, tx),
-    update_fn=make_update_fn(model, tx, config, params, mesh),
-    data=data,
-    num_examples=len(train_cache),
-    num_steps=stage_cfg.steps,
-    batch_size=config.batch.positives,
-    seed=config.seed,
-    mesh=mesh,
-    log_every=config.log_every,
-    checkpoint_every=config.checkpoint_every,
-    hook=make_validation_hook(logits_fn, crops, kinds, workdir),
-    hook_every=config.validate_every,
+
+  def start(previous, records) -> loop.Training:
+    del previous, records
+    init = registry.init(spec, config.seed)['params']
+    tx = optim.from_config(init, stage_cfg, config.optim)
+    return loop.Training(
+      initial_state=lambda: loop.init_state({'params': init}, tx),
+      update_fn=make_update_fn(model, tx, config, params, mesh),
+      num_steps=stage_cfg.steps,
+      batch_size=config.batch.positives,
+      hook=make_validation_hook(logits_fn, crops, kinds, settings.writer),
+      hook_every=config.validate_every,
+    )
+
+  stage = stages.Stage(
+    STAGE, start, lambda v: classification_metrics(logits_fn(v['params'], crops), kinds), spec
   )
-  variables = {'params': jax.device_get(state['params'])}
-  metrics = classification_metrics(logits_fn(variables['params'], crops), kinds)
-  checkpoint.export_model(os.path.join(workdir, 'models', STAGE), variables, model_spec(config))
-  logging.info('[%s] final validation: %s', STAGE, _format(metrics))
-  print(f'{STAGE} validation: {_format(metrics)}', flush=True)
-  done[STAGE] = metrics
-  loop.write_json(stages_path, done)
-  return done
+  plan = stages.Plan(
+    stages=[stage], summary=_format, table=lambda r: f'{STAGE} validation: {_format(r[STAGE])}'
+  )
+  return stages.run(plan, settings)

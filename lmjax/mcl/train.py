@@ -7,14 +7,17 @@
               errors; heads/0..m-1 all start from WM's head
   am          assemble one head from the rows of head i for cluster i (pytree surgery)
 
-Each finished stage leaves `<workdir>/models/<stage>` (model.json + orbax variables) and its
-validation metrics in `<workdir>/stages.json`; a re-run skips finished stages and resumes the
-current one from its latest checkpoint. The run ends with a BM / WM / AM table (paper Table VI)
-in `<workdir>/table.txt` and the log.
+This module builds the stages (initial state, landmark weights, frozen parameters, train step,
+validation) as a `lmjax.train.stages.Plan`; the runner does the rest: each finished stage
+leaves `<workdir>/models/<stage>` (model.json + orbax variables) and its validation metrics and
+seconds in `<workdir>/stages.json`; a re-run skips finished stages and resumes the current one
+from its latest checkpoint. The run ends with a BM / WM / AM table (paper Table VI) in
+`<workdir>/table.txt` and the log.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -27,27 +30,27 @@ from absl import logging
 
 from lmjax.core import augment, geometry, landmarks, losses
 from lmjax.data import batching
-from lmjax.data import caches as caches_lib
-from lmjax.data.caches import load_caches
-from lmjax.eval import reports
-from lmjax.mcl.predictor import build_model
+from lmjax.data.caches import RegionCache, load_caches
+from lmjax.eval import face_crop, reports
+from lmjax.mcl.predictor import FacePredictor
+from lmjax.models import registry
 from lmjax.models.mcl import MCL
-from lmjax.train import checkpoint, loop, optim, surgery
+from lmjax.train import loop, optim, stages, surgery
 
 
 def model_spec(config: ml_collections.ConfigDict, num_heads: int) -> dict[str, Any]:
-  """What `lmjax.mcl.predictor` needs to rebuild and feed a model (saved as model.json)."""
-  return {
-    'experiment': 'mcl',
-    'num_points': config.model.num_points,
-    'width': config.model.width,
-    'variant': config.model.variant,
-    'num_heads': num_heads,
-    'size': config.input.size,
-    'crop_scale': config.input.crop_scale,
-    'grayscale': config.input.grayscale,
-    'dataset': config.data.name,
-  }
+  """The `model.json` of a stage's model (`lmjax.models.registry` schema)."""
+  return registry.make_spec(
+    'mcl',
+    num_points=config.model.num_points,
+    width=config.model.width,
+    variant=config.model.variant,
+    num_heads=num_heads,
+    size=config.input.size,
+    crop_scale=config.input.crop_scale,
+    grayscale=config.input.grayscale,
+    dataset=config.data.name,
+  )
 
 
 def augment_params(config: ml_collections.ConfigDict) -> augment.AugmentParams:
@@ -125,163 +128,115 @@ def make_update_fn(
     new_state = {**loop.sgd_step(state, grads, tx), 'batch_stats': stats}
     return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
 
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(update, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  return loop.jit_update(update, mesh)
 
 
-def predict_cache(
-  model: MCL,
-  variables: Any,
-  cache: caches_lib.RegionCache,
-  config: ml_collections.ConfigDict,
-  mesh,
-) -> np.ndarray:
-  """Predictions [N, m, K, 2] in original image pixels for every face of `cache`."""
-  params = augment.AugmentParams.none(
+def crop_params(config: ml_collections.ConfigDict) -> augment.AugmentParams:
+  """The test-time crop (no augmentation) of the validation faces."""
+  return augment.AugmentParams.none(
     size=config.input.size, crop_scale=config.input.crop_scale, grayscale=config.input.grayscale
-  )
-
-  @jax.jit
-  def predict(variables, regions, bbox):
-    n, k = regions.shape[0], config.model.num_points
-    crops, _ = augment.augment_batch(
-      regions, jnp.zeros((n, k, 2)), bbox, jax.random.key(0), jnp.zeros(n, jnp.int32), params
-    )
-    return model.apply(variables, crops, train=False)  # [B, m, K, 2] crop pixels
-
-  arrays = {'regions': cache.regions[:, 0], 'bbox': cache.bbox}
-  outs = []
-  for batch in batching.eval_batches(arrays, config.eval_batch_size):
-    mask = batch.pop('_mask')
-    out = predict(variables, **batching.shard(batch, mesh))
-    outs.append(np.asarray(out)[mask])
-  crop_pts = np.concatenate(outs)  # [N, m, K, 2]
-  return cache.crop_to_image(crop_pts, config.input.size, config.input.crop_scale)
-
-
-def validate(model, variables, cache, config, mesh, schema, head: int = 0) -> dict[str, Any]:
-  pred = predict_cache(model, variables, cache, config, mesh)[:, head]
-  return reports.compute_metrics(
-    pred, cache.image_landmarks, cache.image_bbox, schema, visible=cache.visible
   )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) Algorithm 1 and returns {stage: validation metrics}."""
+  """Runs (or resumes) Algorithm 1 and returns {stage: validation metrics + elapsed_s}."""
   os.makedirs(workdir, exist_ok=True)
   schema = landmarks.get_schema(config.model.num_points)
-  num_clusters = len(schema.clusters)
   train_cache, val_cache = load_caches(config)
   logging.info('train faces: %d, validation faces: %d', len(train_cache), len(val_cache))
   mesh = batching.make_mesh()
   if config.batch_size % mesh.size:
     raise ValueError(f'batch_size {config.batch_size} must divide over {mesh.size} devices')
-  data = train_cache.device_arrays(mesh)
-  aug = augment_params(config)
-  stages_path = os.path.join(workdir, 'stages.json')
-  done: dict[str, Any] = loop.read_json(stages_path)
-  variables = None
-
-  def finish(stage: str, model: MCL, new_vars: Any, num_heads: int, head: int = 0):
-    metrics = validate(model, new_vars, val_cache, config, mesh, schema, head)
-    checkpoint.export_model(
-      os.path.join(workdir, 'models', stage), new_vars, model_spec(config, num_heads)
-    )
-    done[stage] = metrics
-    loop.write_json(stages_path, done)
-    logging.info(
-      '[%s] validation: NME ioc %.3f%%  ipd %.3f%%  box %.3f%%  FR@10 ipd %.2f%%',
-      stage,
-      metrics['nme_ioc'],
-      metrics['nme_ipd'],
-      metrics['nme_box'],
-      metrics['fr_10_ipd'],
-    )
-
-  def restore(stage: str, num_heads: int):
-    model = build_model(model_spec(config, num_heads))
-    abstract = _abstract_variables(model, config)
-    return checkpoint.restore_variables(
-      os.path.join(workdir, 'models', stage, checkpoint.VARIABLES_DIR), abstract
-    )
-
-  plan = [('bm', 1), ('wm_partial', 1), ('wm', 1)] + [
-    (f'mc_{i}', num_clusters) for i in range(num_clusters)
-  ]
-  for stage, num_heads in plan:
-    if stage in done:
-      logging.info('[%s] finished earlier; skipping', stage)
-      variables = None  # restored lazily below, only for the stage that needs it
-      continue
-    if variables is None and stage != 'bm':
-      previous = plan[[s for s, _ in plan].index(stage) - 1]
-      variables = restore(*previous)
-    model = build_model(model_spec(config, num_heads))
-    head = int(stage[3:]) if stage.startswith('mc_') else 0
-    init_vars, weights, frozen, stage_cfg = _stage_setup(
-      stage, config, model, variables, done, schema, num_heads, train_cache
-    )
-    tx = optim.from_config(init_vars['params'], stage_cfg, config.optim, frozen=frozen or None)
-    logging.info(
-      '[%s] weights u = %s',
-      stage,
-      np.array2string(np.asarray(weights), precision=3, max_line_width=200),
-    )
-    update = make_update_fn(
-      model,
-      tx,
-      aug,
-      schema,
-      head=head,
-      train_bn=not stage.startswith('mc_'),
-      jpeg_prob=config.input.jpeg_prob,
-      weights=weights,
-      frozen=surgery.path_mask(init_vars['params'], frozen or None),
-      mesh=mesh,
-    )
-    state = loop.run_stage(
-      stage,
-      workdir=workdir,
-      initial_state=lambda iv=init_vars, tx=tx: loop.init_state(iv, tx),
-      update_fn=update,
-      data=data,
-      num_examples=len(train_cache),
-      num_steps=stage_cfg.steps,
-      batch_size=config.batch_size,
-      seed=config.seed,
-      mesh=mesh,
-      log_every=config.log_every,
-      checkpoint_every=config.checkpoint_every,
-    )
-    variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-    finish(stage, model, variables, num_heads, head)
-    if stage == config.stop_after:
-      logging.info('stopping after stage %s (config.stop_after)', stage)
-      return done
-
-  if 'am' not in done:
-    mc_vars = (
-      variables if variables is not None else restore(f'mc_{num_clusters - 1}', num_clusters)
-    )
-    am_params = surgery.assemble_heads(mc_vars['params'], schema.clusters, schema.num_points)
-    am_vars = {'params': am_params, 'batch_stats': mc_vars['batch_stats']}
-    finish('am', build_model(model_spec(config, 1)), am_vars, 1)
-  table = reports.format_table(
-    {name.upper(): done[name] for name in ('bm', 'wm', 'am')},
-    ['nme_ipd', 'nme_ioc', 'nme_box', 'fr_10_ipd', 'fr_8_ioc', 'auc_10_ipd'],
+  settings = loop.run_settings(
+    config, workdir, train_cache.device_arrays(mesh), len(train_cache), mesh
   )
-  with open(os.path.join(workdir, 'table.txt'), 'w', encoding='utf-8') as f:
-    f.write(table + '\n')
-  logging.info('validation (%d faces), percent:\n%s', len(val_cache), table)
-  print(table, flush=True)
-  return done
+  num_clusters = len(schema.clusters)
+  heads = {'bm': 1, 'wm_partial': 1, 'wm': 1}
+  heads.update({f'mc_{i}': num_clusters for i in range(num_clusters)})
+
+  def stage(name: str, num_heads: int, start=None) -> stages.Stage:
+    spec = model_spec(config, num_heads)
+    model, head = registry.build(spec), int(name[3:]) if name.startswith('mc_') else 0
+    if start is None:  # a trained stage
+      start = functools.partial(
+        _stage_training, name, model, config=config, schema=schema, cache=train_cache, mesh=mesh
+      )
+    return stages.Stage(
+      name=name,
+      start=start,
+      validate=lambda v: face_crop.evaluate_cache(
+        FacePredictor.from_variables(spec, v, head=head, fold_bn=False),
+        val_cache,
+        crop_params(config),
+        config.eval_batch_size,
+      ),
+      spec=spec,
+    )
+
+  def assemble(mc_vars: dict[str, Any], records: stages.Records) -> dict[str, Any]:
+    del records
+    am_params = surgery.assemble_heads(mc_vars['params'], schema.clusters, schema.num_points)
+    return {'params': am_params, 'batch_stats': mc_vars['batch_stats']}
+
+  plan = stages.Plan(
+    stages=[stage(n, h) for n, h in heads.items()] + [stage('am', 1, assemble)],
+    summary=reports.landmark_summary,
+    table=lambda records: reports.format_table(
+      {name.upper(): records[name] for name in ('bm', 'wm', 'am')},
+      ['nme_ipd', 'nme_ioc', 'nme_box', 'fr_10_ipd', 'fr_8_ioc', 'auc_10_ipd'],
+    ),
+    stop_after=config.stop_after,
+  )
+  return stages.run(plan, settings)
 
 
-def _stage_setup(stage, config, model, variables, done, schema, num_heads, train_cache):
+def _stage_training(
+  stage: str,
+  model: MCL,
+  variables: dict[str, Any] | None,
+  records: stages.Records,
+  *,
+  config: ml_collections.ConfigDict,
+  schema: landmarks.Schema,
+  cache: RegionCache,
+  mesh,
+) -> loop.Training:
+  """What stage `stage` trains, from the previous stage's variables and the finished records."""
+  num_heads = model.num_heads
+  init_vars, weights, frozen, stage_cfg = _stage_setup(
+    stage, config, variables, records, schema, num_heads, cache
+  )
+  tx = optim.from_config(init_vars['params'], stage_cfg, config.optim, frozen=frozen or None)
+  logging.info(
+    '[%s] weights u = %s',
+    stage,
+    np.array2string(np.asarray(weights), precision=3, max_line_width=200),
+  )
+  update = make_update_fn(
+    model,
+    tx,
+    augment_params(config),
+    schema,
+    head=int(stage[3:]) if stage.startswith('mc_') else 0,
+    train_bn=not stage.startswith('mc_'),
+    jpeg_prob=config.input.jpeg_prob,
+    weights=weights,
+    frozen=surgery.path_mask(init_vars['params'], frozen or None),
+    mesh=mesh,
+  )
+  return loop.Training(
+    initial_state=lambda: loop.init_state(init_vars, tx),
+    update_fn=update,
+    num_steps=stage_cfg.steps,
+    batch_size=config.batch_size,
+  )
+
+
+def _stage_setup(stage, config, variables, done, schema, num_heads, train_cache):
   """(initial variables, landmark weights, frozen regex, stage config) of one stage."""
   n = schema.num_points
   if stage == 'bm':
-    init_vars = _init_variables(model, config)
+    init_vars = registry.init(model_spec(config, num_heads), config.seed)
     if config.model.head_bias_init == 'mean_shape':
       init_vars = with_head_bias(init_vars, mean_crop_shape(train_cache, config))
     elif config.model.head_bias_init != 'zeros':
@@ -305,7 +260,7 @@ def _stage_setup(stage, config, model, variables, done, schema, num_heads, train
   return variables, weights, config.stages.mc.frozen.format(head=i), config.stages.mc
 
 
-def mean_crop_shape(cache: caches_lib.RegionCache, config) -> np.ndarray:
+def mean_crop_shape(cache: RegionCache, config) -> np.ndarray:
   """[K, 2] mean ground-truth landmarks of `cache` in un-augmented crop pixels (visible only)."""
   A = geometry.crop_affine(
     cache.bbox.astype(np.float64), config.input.size, config.input.crop_scale
@@ -329,13 +284,3 @@ def with_head_bias(variables: dict[str, Any], shape: np.ndarray) -> dict[str, An
   params = dict(variables['params'])
   heads = {k: {**v, 'bias': jnp.asarray(shape.reshape(-1))} for k, v in params['heads'].items()}
   return {**variables, 'params': {**params, 'heads': heads}}
-
-
-def _init_variables(model: MCL, config) -> dict[str, Any]:
-  size, channels = config.input.size, 1 if config.input.grayscale else 3
-  dummy = jnp.zeros((1, size, size, channels), jnp.float32)
-  return dict(model.init(jax.random.key(config.seed), dummy, train=False))
-
-
-def _abstract_variables(model: MCL, config) -> Any:
-  return jax.eval_shape(lambda: _init_variables(model, config))

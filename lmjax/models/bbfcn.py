@@ -58,6 +58,7 @@ TRUNK = (
   ('conv6', 40),
 )
 BRANCH = (('conv1', 5), ('conv2', 5), ('conv3', 5), ('conv4', 5))
+PATCH = 24  # P, the side of a branch input (paper §III-C)
 
 
 def _conv(x: jax.Array, name: str, features: int, kernel: int, dtype) -> jax.Array:

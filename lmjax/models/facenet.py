@@ -20,7 +20,6 @@ default widths. Kernels use flax's LeCun-normal default, biases start at zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,13 +47,3 @@ class FaceNet(nn.Module):
       x = nn.relu(nn.Conv(width, (3, 3), padding='SAME', name=f'conv{i + 1}')(x))
     x = nn.relu(nn.Dense(self.hidden, name='fc')(x.reshape(x.shape[0], -1)))
     return nn.Dense(1, name='logit')(x)[:, 0]
-
-
-def build_model(spec: dict[str, Any]) -> FaceNet:
-  """The module of a face-classifier `model.json` spec."""
-  return FaceNet(widths=tuple(spec['widths']), hidden=spec['hidden'])
-
-
-def init_variables(model: FaceNet, size: int, seed: int = 0) -> dict[str, Any]:
-  """Fresh variables of `model` for `size` × `size` crops."""
-  return dict(model.init(jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32)))

@@ -14,14 +14,16 @@ Folders and videos show a progress bar.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+import types
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 import cv2
 import numpy as np
+from absl import flags
 
 from lmjax.scan import detect
 from lmjax.viz import draw
@@ -29,20 +31,52 @@ from lmjax.viz import draw
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 
 
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog='lmjax-scan', description=__doc__.split('\n')[0])
-  p.add_argument('input', help='image file, folder of images, or video file')
-  p.add_argument('--checkpoint', required=True, help='BB-FCN model folder')
-  p.add_argument('--out', help='drawn image / folder / video (default: nothing drawn)')
-  p.add_argument('--json', help='write the faces of every input here')
-  depth = p.add_mutually_exclusive_group()
-  depth.add_argument('--levels', type=int, help='pyramid levels L')
-  depth.add_argument('--min_face', type=float, default=40.0, help='smallest face side, pixels')
-  p.add_argument('--threshold', type=float, default=0.2, help='candidate response threshold')
-  p.add_argument('--min_score', type=float, help='face score threshold (see face_detect)')
-  p.add_argument('--face_classifier', help='face/non-face CNN folder to re-score proposals')
-  p.add_argument('--backbone_only', action='store_true', help='skip the branch refinement')
-  return p
+PROG = 'lmjax-scan'
+USAGE = f'usage: {PROG} INPUT --checkpoint=DIR [--out=PATH] [--json=FILE] [flags]'
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defines the command's flags on `fv` (the input is the one positional argument)."""
+  kw = dict(flag_values=fv)
+  flags.DEFINE_string('checkpoint', None, 'BB-FCN model folder', required=True, **kw)
+  flags.DEFINE_string('out', None, 'drawn image / folder / video (default: nothing drawn)', **kw)
+  flags.DEFINE_string('json', None, 'write the faces of every input here', **kw)
+  flags.DEFINE_integer('levels', None, 'pyramid levels L (not with --min_face)', **kw)
+  flags.DEFINE_float('min_face', None, 'smallest face side, pixels (default 40)', **kw)
+  flags.DEFINE_float('threshold', 0.2, 'candidate response threshold', **kw)
+  flags.DEFINE_float('min_score', None, 'face score threshold (see scan.detect)', **kw)
+  flags.DEFINE_string(
+    'face_classifier', None, 'face/non-face CNN folder (re-scores proposals)', **kw
+  )
+  flags.DEFINE_bool('backbone_only', False, 'skip the branch refinement', **kw)
+  flags.mark_flags_as_mutual_exclusive(['levels', 'min_face'], flag_values=fv)
+
+
+def _usage_error(message: str) -> NoReturn:
+  print(f'{USAGE}\n{PROG}: error: {message}', file=sys.stderr)
+  raise SystemExit(2)
+
+
+def parse_flags(argv: Sequence[str] | None) -> types.SimpleNamespace:
+  """The flag values and `input` of `argv` (without the program name; default `sys.argv[1:]`),
+  parsed on a fresh `FlagValues`; `--help` prints the flags and exits 0, a bad command line
+  exits 2 with a message."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  args = list(sys.argv[1:] if argv is None else argv)
+  if {'-h', '--help'} & set(args):
+    print(f'{USAGE}\n\n{__doc__.split(chr(10))[0]}\n{fv.get_help(include_special_flags=False)}')
+    raise SystemExit(0)
+  try:
+    rest = fv([PROG, *args])[1:]
+  except flags.Error as e:
+    _usage_error(str(e))
+  if len(rest) != 1:
+    _usage_error(f'expected one input (image file, folder of images or video), got {rest}')
+  args = types.SimpleNamespace(**fv.flag_values_dict(), input=rest[0])
+  if args.min_face is None:
+    args.min_face = 40.0
+  return args
 
 
 class _Runner:
@@ -140,7 +174,8 @@ def _scan_images(runner: _Runner, args, paths: Sequence[str], folder: bool) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  """Command-line entry point; returns 0, or exits with a message (2 for a bad command line)."""
+  args = parse_flags(argv)
   try:
     return _main(args)
   except (draw.DrawError, ValueError, FileNotFoundError) as e:

@@ -1,17 +1,17 @@
 """Faces from a scan: proposals (optionally re-scored by a face/non-face CNN) → final faces.
 
     out = scanner.scan(image)
-    faces = face_detect.faces_from_scan(out)                       # landmark-score faces
-    faces = face_detect.faces_from_scan(out, image, classifier)    # re-scored (paper §IV-F)
+    faces = detect.faces_from_scan(out)                       # landmark-score faces
+    faces = detect.faces_from_scan(out, image, classifier)    # re-scored (paper §IV-F)
 
 Without a classifier a face is one of the scanner's grouped faces whose landmark consensus
 (`face_score`, about 1 when every landmark type agrees) reaches `min_score`. With a classifier
 every surviving proposal is scored by its face probability × √(consensus clipped to 1) — the
 consensus pushes down windows on parts of a face (an eye or a mouth alone) that the 24×24
 classifier accepts; on 60 composite scenes AP went from 92.9 (probability alone) to 94.0 —
-proposals below `min_score` go, and NMS across all of them (IoU `iou`) gives the faces; each
-face takes, per landmark type, the strongest detection whose proposal overlaps it (IoU ≥ 0.5),
-as the scanner's own grouping does.
+proposals below `min_score` go, and NMS across all of them (IoU `iou`; the scanner's rule,
+`lmjax.core.nms`) gives the faces; each face takes, per landmark type, the strongest detection
+whose proposal overlaps it (IoU ≥ 0.5), as the scanner's own grouping does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import dataclasses
 
 import numpy as np
 
-from lmjax.eval.multiface_metrics import box_iou
+from lmjax.core.geometry import box_iou
+from lmjax.core.nms import nms_indices
 
 DEFAULT_MIN_SCORE = {'landmarks': 0.6, 'classifier': 0.5}
 
@@ -32,17 +33,6 @@ class Face:
   box: np.ndarray
   score: float
   points: np.ndarray
-
-
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-  """Indices of the boxes kept by greedy NMS, best first."""
-  order = np.argsort(-np.asarray(scores), kind='stable')
-  overlap = box_iou(boxes, boxes)
-  keep = []
-  for i in order:
-    if all(overlap[i, j] <= iou for j in keep):
-      keep.append(i)
-  return np.array(keep, np.int64)
 
 
 def _points_of(box: np.ndarray, out: dict, member_iou: float) -> np.ndarray:
@@ -89,7 +79,7 @@ def faces_from_scan(
     prob = np.asarray(classifier.score(image, boxes)) if len(boxes) else np.zeros(0)
     scores = prob * np.sqrt(consensus)
     boxes, scores = boxes[scores >= thr], scores[scores >= thr]
-  keep = greedy_nms(boxes, scores, iou) if len(boxes) else np.zeros(0, np.int64)
+  keep = nms_indices(boxes, scores, iou)
   return [
     Face(boxes[i].astype(np.float32), float(scores[i]), _points_of(boxes[i], out, member_iou))
     for i in keep

@@ -1,11 +1,11 @@
 """Face proposals from landmark detections, and their grouping into faces (paper §IV-F).
 
 Each detection of type k at level l proposes the backbone's training window at that level
-(32 level pixels), placed so that the landmark sits where the mean face puts type k
-(`face_template`), shrunk to the face box of the model's box convention. Proposals are scored
-by landmark consensus, suppressed per type and then across types, and every surviving face
-takes the strongest detection of each type on it. Jittable, fixed shapes, used inside
-`scanner.scan_images` and by `Scanner.regroup`.
+(32 level pixels), placed so that the landmark sits where the mean face puts type k (the
+`face_template` of the model's `model.json`), shrunk to the face box of the model's box
+convention. Proposals are scored by landmark consensus, suppressed per type and then across
+types, and every surviving face takes the strongest detection of each type on it. Jittable,
+fixed shapes, used inside `scanner.scan_images` and by `Scanner.regroup`.
 """
 
 from __future__ import annotations
@@ -14,34 +14,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from lmjax.core import landmarks, nms
+from lmjax.core import geometry, nms
 from lmjax.scan import pyramid
-
-
-def face_template(num_points: int, dataset: str, crop_scale: float) -> np.ndarray:
-  """Mean landmark positions [K, 2] inside a model's training window, in [0, 1] units.
-
-  The frontal mean face of `lmjax.synthface` is boxed with the rule of the model's training
-  data (MTFL: `mtfl.face_box_np` on the 5 points; others: the tight box of the 68 points), and
-  the window is the square of `crop_scale` × the longer box side around the box centre, as
-  the training crops are.
-  """
-  from lmjax.data.datasets import common, mtfl
-  from lmjax.synthface import shape
-
-  p68 = shape.face_shape()[:, :2]
-  if num_points == 68:
-    points = p68
-  elif num_points == 5:
-    points = landmarks.five_from_68(p68)
-  else:
-    raise ValueError(f'the scanner supports 5- and 68-point models, not {num_points} points')
-  box = mtfl.face_box_np(points) if dataset == 'mtfl' else common.tight_box(p68)
-  side = crop_scale * float(np.max(box[2:] - box[:2]))
-  corner = (box[:2] + box[2:]) / 2 - side / 2
-  return ((points - corner) / side).astype(np.float32)
 
 
 def face_boxes(points, scale, template, crop_scale):
@@ -55,7 +30,7 @@ def face_boxes(points, scale, template, crop_scale):
   """
   side = pyramid.BASE_SIDE / scale  # window side in image pixels
   centre = points + (0.5 - template[:, None, :]) * side[..., None]
-  return nms.centred_boxes(centre, side / crop_scale)
+  return geometry.centred_boxes(centre, side / crop_scale)
 
 
 def _group_faces(boxes, score, valid, params):
@@ -74,7 +49,7 @@ def _group_faces(boxes, score, valid, params):
   """
   k, m = score.shape
   flat_boxes, flat_valid = boxes.reshape(k * m, 4), valid.reshape(k * m)
-  iou = nms.box_iou(flat_boxes, flat_boxes).reshape(k * m, k, m)  # proposal × detection
+  iou = geometry.box_iou(flat_boxes, flat_boxes).reshape(k * m, k, m)  # proposal × detection
   member = (iou >= params.face_iou) & valid[None]
   support = jnp.where(member, score[None], 0.0).max(axis=-1).sum(axis=-1) / k  # [K·m]
   support = jnp.where(flat_valid, support, 0.0)

@@ -1,6 +1,7 @@
 """Landmarks of every face in a whole image: the BB-FCN pyramid scanner (paper §III-E-2, §IV-F).
 
     scanner = Scanner.load('pretrained/bbfcn5', min_face=40)   # or levels=L
+    scanner = Scanner(spec, variables, levels=L)       # a model in memory (model.json spec)
     out = scanner.scan(image)          # numpy dict, see `scan_images` for the keys
     out['faces'], out['face_points']   # grouped faces: boxes [F, 4], landmarks [F, K, 2]
 
@@ -27,12 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.core import heatmaps, image_ops, landmarks, nms
+from lmjax.core import geometry, heatmaps, image_ops, landmarks, nms
+from lmjax.core.heatmaps import TOP_N
+from lmjax.models import registry
+from lmjax.models.bbfcn import BBFCN, PATCH
 from lmjax.scan import proposals, pyramid
+from lmjax.train import checkpoint
 
 REGION = 12  # candidate region / patch side at its level
-PATCH = 24  # branch input side
-TOP_N = 13  # Ave{M, 13}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +162,7 @@ def scan_images(
   values, where, level = (_gather(x, best) for x in (values, where, level))  # [N, K, M]
   s = jnp.take_along_axis(scale[:, None, :], level, axis=2)  # [N, K, M]
   centre = pyramid.to_image(where.astype(jnp.float32), s)
-  regions = nms.centred_boxes(centre, REGION / s)
+  regions = geometry.centred_boxes(centre, REGION / s)
   keep = nms.nms(regions, values, ok, params.nms_iou)
   sel, valid = nms.top_valid(values, keep, min(params.detections, values.shape[2]))
   v, xy, lv, s = (_gather(x, sel) for x in (values, where, level, s))  # [N, K, m]
@@ -197,7 +200,8 @@ class Scanner:
   """The pyramid scanner of a BB-FCN model (`Scanner.load(folder)` for a model folder).
 
   Args:
-    model, variables, spec: a BB-FCN module, its variables and its `model.json` dict.
+    spec: the model's `model.json` dict (`lmjax.models.registry`; it needs `face_template`).
+    variables: its {params}.
     levels: pyramid levels L for every image; or
     min_face: the smallest face box side (pixels) to find: L is chosen per image from its
       smaller side (`pyramid.levels_for_min_face`). Default: levels = 12.
@@ -208,40 +212,39 @@ class Scanner:
 
   def __init__(
     self,
-    model,
-    variables,
-    spec,
+    spec: dict,
+    variables: dict,
     levels: int | None = None,
     min_face: float | None = None,
     refine: bool = True,
     bucket: int = 32,
     **params,
   ):
-    if spec.get('variant') == 'regression':
+    spec = registry.validate(spec)
+    if spec['experiment'] != 'bbfcn':
+      raise ValueError(f"field 'experiment' is {spec['experiment']!r}; the scanner needs bbfcn")
+    if spec['variant'] == 'regression':
       raise ValueError('the scanner needs response maps; the regression baseline has none')
     if levels is not None and min_face is not None:
       raise ValueError('give either levels or min_face, not both')
-    self.model, self.variables, self.spec = model, variables, spec
+    self.template = registry.face_template(spec)
+    self.model, self.variables, self.spec = registry.build(spec), variables, spec
     self.min_face = min_face
-    refine = refine and spec.get('variant') == 'bbfcn'
+    refine = refine and spec['variant'] == 'bbfcn'
     self.params = ScanParams(levels=levels or ScanParams.levels, refine=refine, **params)
     self.bucket = bucket
     self.schema = landmarks.get_schema(spec['num_points'])
-    self.template = proposals.face_template(
-      spec['num_points'], spec.get('dataset', ''), spec['crop_scale']
-    )
     self._programs = {}
     self._regroup = None
 
   @classmethod
   def load(cls, directory: str, **kwargs) -> Scanner:
     """Scanner of a BB-FCN model folder (`variant` bbfcn or backbone_only)."""
-    from lmjax.bbfcn.predictor import load_model
-
+    _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
     try:
-      return cls(*load_model(directory), **kwargs)
+      return cls(spec, variables, **kwargs)
     except ValueError as e:
-      raise ValueError(f'{directory}: {e}') from None
+      raise ValueError(f'{registry.spec_path(directory)}: {e}') from None
 
   def levels_for(self, smaller_side: int) -> int:
     """Pyramid levels used for an image whose smaller side is `smaller_side` pixels."""
@@ -253,8 +256,6 @@ class Scanner:
   def program(self, levels: int):
     """The jitted `fn(variables, images [N, H, W, 3], sizes [N, 2]) -> outputs` for L levels."""
     if levels not in self._programs:
-      from lmjax.models.bbfcn import BBFCN
-
       model, spec = self.model, self.spec
       params = dataclasses.replace(self.params, levels=levels)
       template = jnp.asarray(self.template)

@@ -1,18 +1,21 @@
-"""Orbax checkpointing (the only module that imports orbax).
+"""Orbax checkpointing (the only module that imports orbax) and model folders.
 
 A run directory holds one `CheckpointManager` per training stage (`<workdir>/ckpt/<stage>`).
 States are plain dicts `{step, params, batch_stats, opt}`; restoring with an abstract target
 (`jax.eval_shape` of the initial state) brings back the optimizer state's structure.
+A model folder is `model.json` (the `lmjax.models.registry` schema) and `variables/`
+(`export_model`, `load_model`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from lmjax.models import registry
 
 
 class StageCheckpoints:
@@ -69,26 +72,42 @@ def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
     )
 
 
-SPEC_FILE = 'model.json'
 VARIABLES_DIR = 'variables'
 
 
 def export_model(directory: str, variables: Any, spec: dict[str, Any]) -> None:
-  """Writes a self-describing model folder: `model.json` (how to build and feed the model)
-  and `variables/` (orbax, {params, batch_stats})."""
-  os.makedirs(directory, exist_ok=True)
+  """Writes a self-describing model folder: `model.json` (`lmjax.models.registry` schema,
+  validated first) and `variables/` (orbax, {params[, batch_stats]})."""
+  spec = registry.validate(spec, registry.spec_path(directory), current=True)  # before writing
   save_variables(os.path.join(directory, VARIABLES_DIR), variables)
-  with open(os.path.join(directory, SPEC_FILE), 'w', encoding='utf-8') as f:
-    json.dump(spec, f, indent=2, sort_keys=True)
+  registry.write_spec(directory, spec)  # last: a folder with a model.json is complete
 
 
-def read_model_spec(directory: str) -> dict[str, Any]:
-  """The `model.json` of a model folder written by `export_model`."""
-  path = os.path.join(directory, SPEC_FILE)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-      f'{directory} is not an lmjax model folder: {SPEC_FILE} is missing (expected the '
-      f'output of training, e.g. <workdir>/models/am, or pretrained/<name>)'
-    )
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+def load_model(directory: str, family: str | None = None) -> tuple[Any, dict, dict]:
+  """(module, variables, spec) of a model folder, optionally required to be of `family`.
+
+  Only the variables are restored, into `registry.abstract_variables(spec)`: no optimizer
+  state, no training code.
+  """
+  spec = registry.read_spec(directory, family)
+  variables = restore_variables(
+    os.path.join(directory, VARIABLES_DIR), registry.abstract_variables(spec)
+  )
+  return registry.build(spec), dict(variables), spec
+
+
+def upgrade_model_folder(directory: str) -> dict[str, Any]:
+  """Rewrites a format-1 `model.json` in the current format; returns the new spec.
+
+  BB-FCN folders gain the scanner's `face_template`, computed as the trainer does
+  (`lmjax.data.templates.face_template`, which needs the face renderer: training-side code).
+  """
+  from lmjax.data import templates
+
+  spec = registry.read_spec(directory)
+  template = None
+  if spec['experiment'] == 'bbfcn':
+    template = templates.face_template(spec['num_points'], spec['dataset'], spec['crop_scale'])
+  spec = registry.upgrade_spec(spec, template)
+  registry.write_spec(directory, spec)
+  return spec

@@ -1,16 +1,10 @@
-"""Draws predicted landmarks on images: `draw_landmarks` for notebooks, and a command line.
+"""Landmarks drawn on images, and image files in and out, for notebooks and command lines.
 
-    python -m lmjax.draw --checkpoint=runs/mcl68/models/am --image=face.jpg --out=face.png \
-        [--box=x0,y0,x1,y1] [--scale=2]
-    python -m lmjax.draw --checkpoint=runs/mcl68/models/am --folder=faces/ --out=drawn/
-
-Without `--box` the whole image is the face box, i.e. the image is taken to be a face crop
-(the box runs through the centres of the border pixels, (0, 0, W-1, H-1)). `--folder` draws
-every image of a folder (not recursive; other files such as `.pts` are ignored) with its whole
-image as the box and writes `<out>/<name>.png`. Points are small anti-aliased dots, coloured
-per MCL cluster when the model's landmark schema has clusters; the box is a thin white line.
-
-Coordinates are image pixels with pixel centres on integers (the lmjax convention).
+`draw_landmarks` draws points as small anti-aliased dots (coloured per MCL cluster when the
+landmark schema has clusters) and the face box as a thin white line; coordinates are image
+pixels with pixel centres on integers (the lmjax convention). The helpers read and write image
+files, parse and check `x0,y0,x1,y1` boxes and list the images of a folder with one-line errors
+(`DrawError`). The command line over them is `python -m lmjax.draw`.
 """
 
 from __future__ import annotations
@@ -22,8 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from lmjax.core import landmarks
-from lmjax.data.datasets import common
+from lmjax.core import image_ops, landmarks
 
 # Distinct colours (RGB) that stay visible on skin, hair and dark backgrounds; cluster i uses
 # PALETTE[i % len(PALETTE)]. Points of a schema without clusters use POINT_COLOR.
@@ -176,8 +169,8 @@ def draw_landmarks(
 
 # ----------------------------------------------------------------------------- file I/O
 def read_image(path: str, flag: str = '--image') -> np.ndarray:
-  """uint8 [H, W, 3] RGB image at `path` (`datasets.common.read_image`: grey, alpha and 16-bit
-  images are converted).
+  """uint8 [H, W, 3] RGB image at `path` (`lmjax.core.image_ops.read_image`: grey, alpha and
+  16-bit images are converted).
 
   Raises:
     DrawError: the file is missing or OpenCV cannot decode it; the message names `flag`.
@@ -185,8 +178,8 @@ def read_image(path: str, flag: str = '--image') -> np.ndarray:
   if not os.path.isfile(path):
     raise DrawError(f'{flag}: no such file {path!r} (expected an image file)')
   try:
-    return common.read_image(path)
-  except common.DatasetFormatError:
+    return image_ops.read_image(path)
+  except image_ops.ImageFileError:
     raise DrawError(
       f'{flag}: cannot read {path!r} as an image (expected a file OpenCV can decode, e.g. '
       f'{", ".join(IMAGE_EXTENSIONS)})'

@@ -5,7 +5,9 @@
 
 Building never needs TensorFlow: builders store encoded images in array_record files and
 `load` returns `tfds.data_source` random-access readers. A prepared dataset remembers a
-fingerprint of its manual directory and is rebuilt when the files change.
+fingerprint of its manual directory and is rebuilt when the files change. What training needs
+to know about each dataset a config can name (default folder, builder config per landmark count,
+validation split) is the table in `lmjax.data.datasets.table`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared pieces of the landmark tfds builders: feature specs, image I/O, base class.
+"""Shared pieces of the landmark tfds builders: feature specs, image encoding, base class.
 
 Every builder yields the same per-face features:
 
@@ -11,7 +11,8 @@ Every builder yields the same per-face features:
 Multi-face scenes (the synthetic `scene*` configs, `afw_multiface`, `composite_multiface`)
 carry `image`, `image_id` and a sequence `faces` of {landmarks, visible, bbox}.
 
-Images are handed to tfds already encoded so that building never needs TensorFlow.
+Images are handed to tfds already encoded so that building never needs TensorFlow; image files
+are decoded with `lmjax.core.image_ops` (`read_image`, `to_rgb`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
+
+from lmjax.core import image_ops
 
 
 class DatasetFormatError(ValueError):
@@ -55,37 +58,6 @@ def _face_fields(num_points: int) -> dict:
     'visible': tfds.features.Tensor(shape=(num_points,), dtype=np.bool_),
     'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
   }
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as uint8 RGB [H, W, 3]; greyscale is replicated to 3 channels.
-
-  Raises:
-    DatasetFormatError: the file is missing or cannot be decoded.
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise DatasetFormatError(f'{path}: image file not found')
-  data = np.fromfile(path, np.uint8)
-  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-  if image is None:
-    raise DatasetFormatError(f'{path}: cannot decode image (expected a JPEG/PNG/PPM file)')
-  return to_rgb(image, path)
-
-
-def to_rgb(image: np.ndarray, where: str = 'image') -> np.ndarray:
-  """OpenCV-decoded array (grey, BGR or BGRA; uint8 or uint16) -> uint8 RGB [H, W, 3]."""
-  if image.dtype == np.uint16:
-    image = (image >> 8).astype(np.uint8)
-  if image.dtype != np.uint8:
-    raise DatasetFormatError(f'{where}: expected an 8-bit image, got dtype {image.dtype}')
-  if image.ndim == 2:
-    return np.repeat(image[:, :, None], 3, axis=2)
-  if image.ndim == 3 and image.shape[2] == 1:
-    return np.repeat(image, 3, axis=2)
-  if image.ndim == 3 and image.shape[2] in (3, 4):
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-  raise DatasetFormatError(f'{where}: unsupported image shape {image.shape}')
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -123,7 +95,10 @@ def image_bytes_for_tfds(path: str | os.PathLike) -> tuple[bytes, tuple[int, int
   is_jpeg_or_png = head[:3] == b'\xff\xd8\xff' or head == b'\x89PNG\r\n\x1a\n'
   if is_jpeg_or_png and decoded.ndim == 3 and decoded.shape[2] == 3 and decoded.dtype == np.uint8:
     return raw.tobytes(), decoded.shape[:2]
-  rgb = to_rgb(decoded, path)
+  try:
+    rgb = image_ops.to_rgb(decoded, path)
+  except image_ops.ImageFileError as e:
+    raise DatasetFormatError(str(e)) from None
   return encode_png(rgb), rgb.shape[:2]
 
 

@@ -12,9 +12,9 @@ go through the pixels' affine; `visible` = the point lies in the image.
 Source faces are the validation faces training holds out of the `train` split of
 `lmjax.data.datasets.load(source, 'train')` (default builder config):
 `caches.split_train_validation(num_validation, split_seed)` with the training defaults
-(MTFL 500, 300-W 200, seed 0; `mcl_config.DATA`). They are dealt to the scenes from successive
-shuffles, so each is used at most ⌈faces needed / num_validation⌉ ≤ `max_face_uses` times.
-The manual directory is the source's folder. Configs:
+(MTFL 500, 300-W 200, seed 0; `lmjax.data.datasets.table`). They are dealt to the scenes
+from successive shuffles, so each is used at most ⌈faces needed / num_validation⌉ ≤
+`max_face_uses` times. The manual directory is the source's folder. Configs:
 
   mtfl        MTFL faces, 5 points, box = `mtfl.face_box`
   the300w     300-W faces, 5 points (`landmarks.five_from_68`), box = tight box of the 68 points
@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from lmjax.core import image_ops
 from lmjax.core import landmarks as lm
 from lmjax.data.datasets import common, mtfl, the300w
 from lmjax.synthface.background import background, to_uint8
@@ -232,7 +233,7 @@ def compose_scene(cfg: CompositeConfig, i: int, faces: list[dict]) -> tuple[np.n
 def _decode_face(example: dict, num_points: int) -> dict:
   """A skip-decoded source example as {image, landmarks (num_points), bbox, image_id}."""
   raw = np.frombuffer(example['image'], np.uint8)
-  image = common.to_rgb(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED), 'source image')
+  image = image_ops.to_rgb(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED), 'source image')
   points = example['landmarks'].astype(np.float32)
   if num_points != len(points):
     points = lm.five_from_68(points)

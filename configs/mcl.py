@@ -1,57 +1,46 @@
-"""The MCL experiment config, shared by `configs/mcl{5,29,68}.py` (imports only ml_collections).
+r"""MCL, Multi-Center Learning (Shao et al.; SPEC §2): the config family of `configs/mcl*.py`.
 
-Paper settings (Shao et al. §IV-A): batch 64, SGD momentum 0.9, weight decay 5e-4, lr 0.02 for
-pre-training and 0.001 for every fine-tuning step, ×0.3 every 30k iterations, 180k pre-training
-and 60k iterations per fine-tuning step, α = 125. `runlocal` shrinks the schedule for a 2-core
-CPU; the data table below says where each dataset lives and how its face box behaves.
+  python -m lmjax.main --config=configs/mcl.py:points=68,data=synthetic,runlocal \
+      --workdir=runs/mcl68_synth
+Arguments: `points=68|5|29` (default 68), `data=300w|mtfl|cofw|synthetic` (default: the paper's
+dataset for that count: 300w, mtfl, cofw), `width=N` (default 1024 for 68 points, else 512),
+`runlocal` (shrink everything for a 2-core CPU). `configs/mcl68.py`, `mcl5.py` and `mcl29.py`
+are the paper's three experiments.
+
+Paper settings (§IV-A): batch 64, SGD momentum 0.9, weight decay 5e-4, lr 0.02 for pre-training
+and 0.001 for every fine-tuning step, ×0.3 every 30k iterations, 180k pre-training and 60k
+iterations per fine-tuning step, α = 125.
 """
 
-from __future__ import annotations
+import pathlib
+import runpy
+import types
 
 import ml_collections
+
+common = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'common.py')))
 
 # Regex of the "first six convolutional layers" (and their BatchNorm) of Algorithm 1, step 2.
 FIRST_SIX_CONVS = r'^(conv|bn)(11|12|21|22|31|32)/'
 # Steps 4-6: everything but the head being fine-tuned ({head} is that head's index), i.e. the
 # shared layers Θ_S (BatchNorm included, run in inference mode) and the other heads.
 ALL_BUT_HEAD = r'^(?!heads/{head}/)'
-
-DATA = {
-  # name: (tfds name, default manual dir, builder config per point count, validation split
-  #        or '' to carve `num_validation` faces out of train, num_validation, rebox)
-  '300w': ('300w', 'data/300w', {}, '', 200, True),
-  'mtfl': ('mtfl', 'data/mtfl', {}, '', 500, False),
-  'cofw': ('cofw', 'data/cofw', {}, '', 100, False),
-  'synthetic': ('synthetic', '', {68: 'face68', 5: 'face5'}, 'validation', 0, True),
-}
+# Per landmark count: the paper's dataset and network width.
+DATA = {68: '300w', 5: 'mtfl', 29: 'cofw'}
+WIDTH = {68: 1024, 5: 512, 29: 512}
 
 
-def data_config(num_points: int, data: str) -> dict:
-  """The `config.data` fields of dataset `data` (shared by the MCL and BB-FCN configs)."""
-  if data not in DATA:
-    raise ValueError(f'unknown data={data!r}; known: {sorted(DATA)}')
-  tfds_name, manual_dir, builder_configs, val_split, num_val, _ = DATA[data]
-  if builder_configs and num_points not in builder_configs:
-    raise ValueError(f'data={data} has no {num_points}-point variant')
-  return dict(
-    name=tfds_name,
-    manual_dir=manual_dir,
-    data_dir='',
-    builder_config=builder_configs.get(num_points, ''),
-    train_split='train',
-    val_split=val_split,
-    num_validation=num_val,
-    split_seed=0,
-    # synthetic only: split sizes (0 keeps the builder's defaults)
-    synthetic_train=0,
-    synthetic_validation=0,
-  )
+def get_config(arg=None):
+  """The config of argument string `arg` (see the module docstring)."""
+  arg = common.parse_arg(arg, points=68, data='', width=0, runlocal=False)
+  if arg.points not in DATA:
+    raise ValueError(f'config argument points={arg.points}: expected one of {sorted(DATA)}')
+  data, width = arg.data or DATA[arg.points], arg.width or WIDTH[arg.points]
+  return mcl_config(arg.points, width, data, arg.runlocal)
 
 
 def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_collections.ConfigDict:
   """Full MCL config for `num_points` landmarks on dataset `data`."""
-  data_fields = data_config(num_points, data)  # validates `data`
-  rebox = DATA[data][-1]
   c = ml_collections.ConfigDict()
   c.experiment = 'mcl'
   c.seed = 0
@@ -60,7 +49,7 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
   c.model = dict(
     num_points=num_points, width=width, variant='gap', dtype='float32', head_bias_init='mean_shape'
   )
-  c.data = data_fields
+  c.data = common.data_config(data, num_points)
   # Face regions cached once (2.2× the box at twice the crop resolution: the evaluation crop
   # is then an exact sub-grid), with one JPEG-degraded copy picked with probability jpeg_prob.
   c.input = dict(
@@ -74,11 +63,12 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
     jpeg_quality_min=30,
     jpeg_quality_max=90,
   )
-  # `rebox` re-derives the tight landmark box after rotation: right where the protocol box
-  # is the tight box of the very points we have (300-W, synthetic 68).
+  # `rebox` re-derives the tight landmark box after rotation: right where the protocol box is
+  # the tight box of the very points we have, i.e. the 68-point ones (300-W, synthetic face68;
+  # `tight_box` in lmjax/data/datasets/table.py, checked by a test).
   c.aug = dict(
     rotation_deg=18.0,
-    rebox=rebox and num_points == 68,
+    rebox=num_points == 68,
     scale_min=0.9,
     scale_max=1.1,
     translate=0.05,

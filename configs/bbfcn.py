@@ -1,9 +1,14 @@
-"""The BB-FCN experiment config, shared by `configs/bbfcn{5,68}.py` and `configs/regfcn{5,68}.py`.
+r"""BB-FCN (Liu et al.; SPEC §3): the config family of `configs/bbfcn*.py` and `configs/regfcn*.py`.
 
-Paper settings (Liu et al. §III-E): batch 40, positive:negative images 1:1 for the backbone and
-4:1 for the branches, SGD momentum 0.9, weight decay 5e-4, N(0, 0.01) init; backbone lr 1e-3
-for 25k iterations; branches lr 1e-4 for 30k then 1e-5 for 20k; Rc = 5 %, Rf = 3 %.
-Imports only ml_collections (and the MCL data table), so config files stay cheap to load.
+  python -m lmjax.main --config=configs/bbfcn.py:points=5,data=synthetic,runlocal \
+      --workdir=runs/bbfcn5_synth
+Arguments: `points=5|68` (default 5), `data=mtfl|300w|synthetic` (default mtfl for 5 points,
+300w for 68), `variant=bbfcn|backbone_only|regression`, `weighting`, `runlocal` (shrink
+everything for a 2-core CPU).
+
+Paper settings (§III-E): batch 40, positive:negative images 1:1 for the backbone and 4:1 for the
+branches, SGD momentum 0.9, weight decay 5e-4, N(0, 0.01) init; backbone lr 1e-3 for 25k
+iterations; branches lr 1e-4 for 30k then 1e-5 for 20k; Rc = 5 %, Rf = 3 %.
 
 Variants (`config.variant`):
   bbfcn          backbone stage, then branch stage (the paper's model)
@@ -13,20 +18,33 @@ Variants (`config.variant`):
 stage that fine-tunes them with u_k from the branch model's validation errors.
 """
 
-from __future__ import annotations
+import pathlib
+import runpy
+import types
 
 import ml_collections
 
-from lmjax.mcl_config import data_config
+common = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'common.py')))
+
+# Per landmark count: the paper's dataset.
+DATA = {5: 'mtfl', 68: '300w'}
 
 VARIANTS = ('bbfcn', 'backbone_only', 'regression')
+
+
+def get_config(arg=None):
+  """The config of argument string `arg` (see the module docstring)."""
+  arg = common.parse_arg(arg, points=5, data='', variant='bbfcn', weighting=False, runlocal=False)
+  if arg.points not in DATA:
+    raise ValueError(f'config argument points={arg.points}: expected one of {sorted(DATA)}')
+  data = arg.data or DATA[arg.points]
+  return bbfcn_config(arg.points, data, arg.runlocal, arg.variant, arg.weighting)
 
 
 def bbfcn_config(
   num_points: int, data: str, runlocal: bool, variant: str = 'bbfcn', weighting: bool = False
 ) -> ml_collections.ConfigDict:
   """Full BB-FCN config for `num_points` landmark types on dataset `data`."""
-  data_fields = data_config(num_points, data)  # validates `data`
   if variant not in VARIANTS:
     raise ValueError(f'unknown variant={variant!r}; known: {VARIANTS}')
   if weighting and variant != 'bbfcn':
@@ -45,7 +63,7 @@ def bbfcn_config(
     refine_size=128 if dense else 64,
     init='paper',
   )
-  c.data = data_fields  # the same validation faces as the MCL configs (split seed 0)
+  c.data = common.data_config(data, num_points)  # the MCL configs' validation faces
   # Face regions cached once at 2 × R for 2.2 × the box; the test crop is crop_scale × the box.
   region = 2 * (128 if dense else 64)
   c.input = dict(

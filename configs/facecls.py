@@ -1,36 +1,45 @@
-"""The face / non-face classifier config (`configs/facecls5.py`): FaceNet on BB-FCN's data.
+r"""Face / non-face classifier (FaceNet, 24 × 24; BB-FCN §IV-F): family of `configs/facecls5.py`.
 
-The BB-FCN paper (§IV-F) re-scores its face proposals with cascade CNN's Net-12; the config
-trains `lmjax.models.facenet.FaceNet` on 24 × 24 crops of the same faces and the same negative
-cache as BB-FCN (`lmjax.bbfcn.data.build_negative_cache`). Per step, on device:
+  python -m lmjax.main --config=configs/facecls.py:data=synthetic,runlocal --workdir=runs/facecls
+Arguments: `data=mtfl|300w|synthetic|cofw` (default mtfl; the model has the dataset's landmark
+count, which the classifier ignores), `runlocal` (shrink everything for a 2-core CPU).
+
+The BB-FCN paper re-scores its face proposals with cascade CNN's Net-12; this trains
+`lmjax.models.facenet.FaceNet` on 24 × 24 crops of the same faces and the same negative cache as
+BB-FCN (`lmjax.data.negatives.build_negative_cache`). Per step, on device:
   positives    square windows with IoU ≥ `windows.pos_min_iou` (0.65) to the face box
   partial      windows of the face regions with IoU in [neg_min_iou, neg_max_iou) = [0.05, 0.3):
                shifted, too small or too large (what wrong landmark proposals look like)
   background   re-crops of the negative cache (photo windows away from faces, clutter)
-Windows with IoU in [0.3, 0.65) are never shown (neither label fits them). Imports only
-ml_collections (and the MCL data table), so config files stay cheap to load.
+Windows with IoU in [0.3, 0.65) are never shown (neither label fits them).
 """
 
-from __future__ import annotations
+import pathlib
+import runpy
+import types
 
 import ml_collections
 
-from lmjax.mcl_config import data_config
+common = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'common.py')))
 
-# Landmark count of each dataset (the face caches check it; the classifier ignores landmarks).
-POINTS = {'mtfl': 5, 'synthetic': 5, '300w': 68, 'cofw': 29}
+
+def get_config(arg=None):
+  """The config of argument string `arg` (see the module docstring)."""
+  arg = common.parse_arg(arg, runlocal=False, data='mtfl')
+  return facecls_config(arg.data, arg.runlocal)
 
 
 def facecls_config(data: str, runlocal: bool) -> ml_collections.ConfigDict:
   """Full face-classifier config on dataset `data`."""
-  if data not in POINTS:
-    raise ValueError(f'unknown data={data!r}; known: {sorted(POINTS)}')
+  if data not in common.POINTS:
+    raise ValueError(f'unknown data={data!r}; known: {sorted(common.POINTS)}')
+  num_points = min(common.POINTS[data])  # the classifier ignores landmarks: the fewest will do
   c = ml_collections.ConfigDict()
   c.experiment = 'facecls'
   c.seed = 0
   # size: the crop side; supersample: grid points per crop pixel and axis (anti-aliasing).
-  c.model = dict(num_points=POINTS[data], size=24, supersample=2, widths=(16, 32, 64), hidden=64)
-  c.data = data_config(POINTS[data], data)  # the validation faces of the MCL / BB-FCN configs
+  c.model = dict(num_points=num_points, size=24, supersample=2, widths=(16, 32, 64), hidden=64)
+  c.data = common.data_config(data, num_points)  # the MCL / BB-FCN configs' validation faces
   # Face regions cached once at 3.2 × the box (room for the too-large and shifted negatives;
   # the box is then 35 pixels, above the 24-pixel crop).
   c.input = dict(

@@ -12,7 +12,7 @@ Rows (median over repeats, each repeat timing a loop of calls with `block_until_
   * model, BN kept:   the flax module as trained (`MCL.apply`, eval mode) on ready crops;
   * model, BN folded: what `FacePredictor` runs (`fold_batch_norm`, conv + ReLU only);
   * crop + model:     `FacePredictor.predict(image, box)`: a 640×480 photo with a ~200-pixel
-                      face box, the host crop (`pp.mcl_crop`), transfer, forward, mapping back;
+                      face box, the host crop (`mcl_crop`), transfer, forward, mapping back;
   * compile:          lower + compile of the batch-1 forward (seconds, reported separately).
 
 The batch-128 rows run the same calls on 128 faces at once (`predict_batch` for crop + model).

@@ -54,6 +54,9 @@ def bbfcn_config(
   c.experiment = 'bbfcn'
   c.variant = variant
   c.seed = 0
+  # A model folder (e.g. pretrained/<name>) the first stage starts from: leaves matched by name
+  # and shape (lmjax.train.warm_start); '' starts from scratch.
+  c.init_from = ''
   # size: backbone input S; refine_size: the branches' image R = 2 S (the paper's 64 for 32).
   # init: 'paper' = N(0, 0.01) kernels, zero biases; 'he' = the same draws rescaled to
   # N(0, 2 / fan_in) (a deviation that trains much faster from scratch; see he_rescale).

@@ -37,6 +37,9 @@ def facecls_config(data: str, runlocal: bool) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'facecls'
   c.seed = 0
+  # A model folder (e.g. pretrained/<name>) the first stage starts from: leaves matched by name
+  # and shape (lmjax.train.warm_start); '' starts from scratch.
+  c.init_from = ''
   # size: the crop side; supersample: grid points per crop pixel and axis (anti-aliasing).
   c.model = dict(num_points=num_points, size=24, supersample=2, widths=(16, 32, 64), hidden=64)
   c.data = common.data_config(data, num_points)  # the MCL / BB-FCN configs' validation faces

@@ -44,6 +44,9 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
   c = ml_collections.ConfigDict()
   c.experiment = 'mcl'
   c.seed = 0
+  # A model folder (e.g. pretrained/<name>) the first stage starts from: leaves matched by name
+  # and shape (lmjax.train.warm_start); '' starts from scratch.
+  c.init_from = ''
   # head_bias_init: 'mean_shape' (heads start at the training faces' mean shape; removes the
   # ~500-step plateau of learning it through the bias) or 'zeros'; kernels are N(0, 0.01).
   c.model = dict(

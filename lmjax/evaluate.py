@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lmjax.eval import face_crop, reports
+from lmjax.eval import face_crop, pose_bins, reports
 
 FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
 SCAN_THRESHOLD = 0.2
@@ -99,6 +99,7 @@ def run(
       print(reports.per_landmark_table(rows, predictor.schema, norm))
   keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
   print(reports.format_table({name: results}, keys))
+  print(pose_bins.bins_table(results['pose_bins']))
   return results
 
 

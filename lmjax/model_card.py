@@ -23,6 +23,7 @@ from lmjax.eval import reports
 from lmjax.train import stages as stages_lib
 
 MAX_BYTES = 10 * 1024 * 1024  # the repository's limit for a committed model
+CHAIN_FILE = 'training_chain.json'  # the runs behind a published model, oldest first
 
 
 def training_seconds(stages: Mapping[str, Mapping]) -> float | None:
@@ -62,8 +63,9 @@ def render_card(
   stage: str,
   size_bytes: int,
   notes: str = '',
+  chain: Sequence[Mapping] = (),
 ) -> str:
-  """The MODEL_CARD.md text."""
+  """The MODEL_CARD.md text (`chain`: the warm-start chain of runs, oldest first)."""
   data = config['data']
   steps = {k: v['steps'] for k, v in config['stages'].items() if v['steps']}
   bbfcn = config.get('experiment') == 'bbfcn'
@@ -163,9 +165,45 @@ def render_card(
     *use,
     '```',
   ]
+  if len(chain) > 1:
+    lines += ['', '## Warm-start chain', '', *_chain_lines(chain)]
   if notes:
     lines += ['', '## Notes', '', notes]
   return '\n'.join(lines) + '\n'
+
+
+def _previous_chain(init_from: str) -> list[dict]:
+  """The runs behind the warm-start folder `init_from` ([] for a run from scratch)."""
+  if not init_from:
+    return []
+  path = os.path.join(init_from, CHAIN_FILE)
+  if not os.path.isfile(path):  # a folder published before chains were recorded
+    return [{'command': f'(unrecorded runs behind {init_from})', 'seconds': None}]
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _chain_entry(workdir: str, command: str | None, config: Mapping) -> dict:
+  """This run's link of the warm-start chain."""
+  stages = stages_lib.read_records(workdir)
+  return {
+    'command': command or _command(workdir),
+    'init_from': config.get('init_from', ''),
+    'steps': {k: v['steps'] for k, v in config['stages'].items() if v.get('steps')},
+    'seconds': training_seconds(stages),
+  }
+
+
+def _chain_lines(chain: Sequence[Mapping]) -> list[str]:
+  """The card's warm-start chain: one line per run, oldest first, and the total time."""
+  lines = []
+  for i, run in enumerate(chain, 1):
+    hours = f'{run["seconds"] / 3600:.2f} h' if run.get('seconds') is not None else 'time unknown'
+    steps = ', '.join(f'{k} {v}' for k, v in run.get('steps', {}).items())
+    lines.append(f'{i}. `{run["command"]}` ({hours}{"; steps " + steps if steps else ""})')
+  known = [r['seconds'] for r in chain if r.get('seconds') is not None]
+  lines += ['', f'Total recorded training time: {sum(known) / 3600:.2f} h over {len(chain)} runs.']
+  return lines
 
 
 def _time_line(seconds: float | None) -> str:
@@ -202,9 +240,12 @@ def publish(
   stages = stages_lib.read_records(workdir)
   if not stages:
     raise SystemExit(f'{workdir}: no {stages_lib.STAGES_FILE} (has the run finished a stage?)')
-  if os.path.exists(out):
+  chain = [*_previous_chain(config.get('init_from', '')), _chain_entry(workdir, command, config)]
+  if os.path.exists(out):  # after reading the chain: `out` may be the run's own init_from
     shutil.rmtree(out)
   shutil.copytree(source, out)
+  with open(os.path.join(out, CHAIN_FILE), 'w', encoding='utf-8') as f:
+    json.dump(chain, f, indent=1)
   card = render_card(
     os.path.basename(os.path.normpath(out)),
     command or _command(workdir),
@@ -214,6 +255,7 @@ def publish(
     stage,
     size,
     notes,
+    chain,
   )
   path = os.path.join(out, 'MODEL_CARD.md')
   with open(path, 'w', encoding='utf-8') as f:

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -347,3 +348,34 @@ def test_heads_start_at_the_mean_shape():
   cache.visible = np.zeros((3, 5), bool)
   with pytest.raises(ValueError, match='invisible in every training face'):
     train.mean_crop_shape(cache, config)
+
+
+def test_warm_start_from_a_published_model_and_the_chain_on_its_card(full_run, tmp_path):
+  root, _ = full_run
+  first = tmp_path / 'pub' / 'tiny5'
+  model_card.publish(str(root / 'run'), str(first), hardware='test machine')
+  assert len(json.loads((first / model_card.CHAIN_FILE).read_text())) == 1
+  work = tmp_path / 'warm'
+  extra = [f'--config.init_from={first}', '--config.stop_after=bm']
+  result = run_main(work, root / 'tfds', extra=extra)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # Same architecture: every array of the published AM model (params and BatchNorm statistics)
+  # is loaded, nothing is new or dropped.
+  loaded = re.search(
+    rf'warm start from {re.escape(str(first))}: loaded (\d+) arrays, new 0, dropped 0$',
+    result.stderr,
+    re.M,
+  )
+  assert loaded and int(loaded.group(1)) == len(
+    jax.tree_util.tree_leaves(checkpoint.load_model(str(first))[1])
+  )
+  # The second link of the chain: publishing into the warm-start folder itself keeps the first.
+  stages = json.loads((work / 'stages.json').read_text())
+  assert list(stages) == ['bm']
+  card = pathlib.Path(model_card.publish(str(work), str(first), 'test machine', stage='bm'))
+  chain = json.loads((first / model_card.CHAIN_FILE).read_text())
+  assert [c['init_from'] for c in chain] == ['', str(first)]
+  assert chain[1]['seconds'] == pytest.approx(stages['bm']['elapsed_s'])
+  text = card.read_text()
+  assert '## Warm-start chain' in text and 'over 2 runs' in text
+  assert f'--config.init_from={first}' in text

@@ -38,7 +38,7 @@ from lmjax.eval import face_crop, reports
 from lmjax.models import bbfcn as bbfcn_model
 from lmjax.models import registry
 from lmjax.models.bbfcn import BBFCN
-from lmjax.train import loop, optim, stages
+from lmjax.train import loop, optim, stages, warm_start
 from lmjax.train.writer import MetricWriter
 
 # Training stage -> the model folder it exports (`<workdir>/models/<name>`, `stages.json` key).
@@ -326,12 +326,15 @@ def _stage_training(
 
 
 def _initial_params(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Fresh parameters of the first stage (`model.init`: paper N(0, 0.01) or He rescaled)."""
+  """Parameters of the first stage: `model.init` (paper N(0, 0.01) or He rescaled), then the
+  leaves `config.init_from` has (a warm start)."""
   params = registry.init(model_spec(config, config.variant), config.seed)['params']
   if config.model.init == 'he':
-    return bbfcn_model.he_rescale(params)
-  if config.model.init != 'paper':
+    params = bbfcn_model.he_rescale(params)
+  elif config.model.init != 'paper':
     raise ValueError(f"model.init={config.model.init!r}; expected 'paper' or 'he'")
+  if config.init_from:
+    params = warm_start.apply({'params': params}, config.init_from)['params']
   return params
 
 

@@ -23,11 +23,11 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from lmjax.core import geometry, image_ops
-from lmjax.data import datasets
+from lmjax.data import batching, datasets
 from lmjax.data.datasets import table
 
 
@@ -71,9 +71,8 @@ class RegionCache:
 
   def device_arrays(self, mesh: Mesh) -> dict[str, jax.Array]:
     """The arrays a jitted step reads, replicated over `mesh`."""
-    replicated = NamedSharding(mesh, PartitionSpec())
     keys = ('regions', 'landmarks', 'visible', 'bbox')
-    return {k: jax.device_put(getattr(self, k), replicated) for k in keys}
+    return batching.replicate({k: getattr(self, k) for k in keys}, mesh)
 
 
 def cache_regions(
@@ -155,16 +154,10 @@ def split_train_validation(
 ) -> tuple[RegionCache, RegionCache]:
   """Deterministic random split of a cache into (train, validation) by face.
 
-  Faces are ordered by image id before shuffling, so the split depends only on the set of
-  faces and the seed, not on the order tfds stored them in.
+  The rule is `lmjax.data.datasets.table.held_out_split` (by image id, then seeded shuffle).
   """
-  if not 0 < num_validation < len(cache):
-    raise ValueError(f'num_validation must be in (0, {len(cache)}), got {num_validation}')
-  order = np.argsort(np.asarray(cache.image_ids))
-  perm = order[np.random.default_rng(seed).permutation(len(cache))]
-  return subset(cache, np.sort(perm[num_validation:])), subset(
-    cache, np.sort(perm[:num_validation])
-  )
+  train, val = table.held_out_split(cache.image_ids, num_validation, seed)
+  return subset(cache, train), subset(cache, val)
 
 
 def subset(cache: RegionCache, index: np.ndarray) -> RegionCache:

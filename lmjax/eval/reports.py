@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from lmjax.core.landmarks import Schema
 from lmjax.eval import metrics as metrics_lib
+from lmjax.eval import pose_bins
 
 THRESHOLDS = (0.08, 0.10)
 
@@ -66,10 +67,13 @@ def compute_metrics(
     A JSON-ready dict: `num_faces` (int); for each normaliser `<norm>` in ioc / ipd / box the
     floats `nme_<norm>`, `fr_8_<norm>`, `fr_10_<norm>` (failure rates), `auc_8_<norm>`,
     `auc_10_<norm>`, the list `per_landmark_<norm>` ([K], NaN where a point is never visible)
-    and, when the schema has clusters, the dict `per_cluster_<norm>` (cluster name -> float).
+    and, when the schema has clusters, the dict `per_cluster_<norm>` (cluster name -> float);
+    `pose_bins`: the NMEs per yaw / roll / face-size bin of the ground truth and the worst
+    bin's ratio to the mean (`lmjax.eval.pose_bins`).
   """
   out: dict[str, Any] = {'num_faces': int(np.shape(pred)[0])}
-  for kind, nme in per_image_nmes(pred, gt, bbox, schema, visible).items():
+  nmes = per_image_nmes(pred, gt, bbox, schema, visible)
+  for kind, nme in nmes.items():
     out[f'nme_{kind}'] = 100 * float(nme.mean())
     for thr in THRESHOLDS:
       tag = round(100 * thr)
@@ -82,6 +86,7 @@ def compute_metrics(
       out[f'per_cluster_{kind}'] = {
         name: 100 * float(v) for name, v in zip(schema.cluster_names, per_cluster, strict=True)
       }
+  out['pose_bins'] = pose_bins.pose_bins(nmes, gt, schema)
   return out
 
 

@@ -30,7 +30,7 @@ from lmjax.data.caches import load_caches
 from lmjax.eval.classification import classification_metrics
 from lmjax.facecls import data as facecls_data
 from lmjax.models import registry
-from lmjax.train import loop, optim, stages
+from lmjax.train import loop, optim, stages, warm_start
 from lmjax.train.writer import MetricWriter
 
 STAGE = 'facecls'  # the stage, its checkpoint folder, its model folder and stages.json key
@@ -138,6 +138,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   def start(previous, records) -> loop.Training:
     del previous, records
     init = registry.init(spec, config.seed)['params']
+    if config.init_from:
+      init = warm_start.apply({'params': init}, config.init_from)['params']
     tx = optim.from_config(init, stage_cfg, config.optim)
     return loop.Training(
       initial_state=lambda: loop.init_state({'params': init}, tx),

@@ -35,7 +35,7 @@ from lmjax.eval import face_crop, reports
 from lmjax.mcl.predictor import FacePredictor
 from lmjax.models import registry
 from lmjax.models.mcl import MCL
-from lmjax.train import loop, optim, stages, surgery
+from lmjax.train import loop, optim, stages, surgery, warm_start
 
 
 def model_spec(config: ml_collections.ConfigDict, num_heads: int) -> dict[str, Any]:
@@ -243,6 +243,8 @@ def _stage_setup(stage, config, variables, done, schema, num_heads, train_cache)
       raise ValueError(
         f'model.head_bias_init={config.model.head_bias_init!r}; expected mean_shape or zeros'
       )
+    if config.init_from:
+      init_vars = warm_start.apply(init_vars, config.init_from)
     return init_vars, np.ones(n, np.float32), config.stages.bm.frozen, config.stages.bm
   if stage in ('wm_partial', 'wm'):
     errors = np.asarray(done['bm']['per_landmark_ipd'], np.float32)

@@ -36,6 +36,7 @@ class MetricWriter:
     self.path = os.path.join(workdir, METRICS_FILE)
     self.active = jax.process_index() == 0
     self._clock: tuple[int, float] = (0, time.time())  # (step, time) of the last train line
+    self._last_table = ''  # the last parameter table logged (logged again only when it changes)
 
   def write(self, record: Mapping[str, Any]) -> None:
     """Appends one JSON line."""
@@ -75,9 +76,15 @@ class MetricWriter:
     self.write({'stage': stage, 'step': step, **record})
 
   def parameter_overview(self, stage: str, params: Any) -> None:
-    """Logs the parameter count and a table of arrays / parameters per top-level subtree."""
-    if self.active:
-      logging.info('[%s] parameters:\n%s', stage, parameter_table(params))
+    """Logs a table of arrays / parameters per top-level subtree (once per distinct model)."""
+    if not self.active:
+      return
+    table = parameter_table(params)
+    if table == self._last_table:
+      logging.info('[%s] parameters: as above (%s)', stage, table.rsplit('\n', 1)[-1].split()[-1])
+      return
+    self._last_table = table
+    logging.info('[%s] parameters:\n%s', stage, table)
 
 
 def parameter_table(params: Any) -> str:

@@ -37,7 +37,7 @@ from absl import logging
 
 from lmjax.core import image_ops
 from lmjax.core import landmarks as lm
-from lmjax.data.datasets import common, mtfl, the300w
+from lmjax.data.datasets import common, mtfl, table, the300w
 from lmjax.synthface.background import background, to_uint8
 
 SPLIT = 'validation'
@@ -117,16 +117,8 @@ def check_split(manual_dir: str, split: str, builder_config: CompositeConfig | N
 
 
 def validation_indices(image_ids: list[str], num_validation: int, seed: int) -> np.ndarray:
-  """Sorted indices of the faces `caches.split_train_validation` holds out."""
-  from lmjax.data import caches
-
-  index = np.arange(len(image_ids))
-  fields = [f.name for f in dataclasses.fields(caches.RegionCache)]
-  cache = caches.RegionCache(
-    **{f: index for f in fields if f != 'image_ids'}, image_ids=list(image_ids)
-  )
-  _, val = caches.split_train_validation(cache, num_validation, seed)
-  return val.regions
+  """Sorted indices of the faces the training caches hold out (`table.held_out_split`)."""
+  return table.held_out_split(image_ids, num_validation, seed)[1]
 
 
 def _rngs(cfg: CompositeConfig, i: int) -> tuple[np.random.Generator, np.random.Generator]:

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 
 import ml_collections
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,3 +96,20 @@ def resolve(data: Mapping, num_points: int) -> ml_collections.ConfigDict:
 
 def _counts(e: Entry) -> str:
   return ' or '.join(str(k) for k in sorted(e.builder_configs))
+
+
+def held_out_split(
+  image_ids: list[str], num_validation: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+  """(train, validation) sorted indices when `num_validation` faces are carved out of a split.
+
+  Faces are ordered by image id before shuffling, so the split depends only on the set of
+  faces and the seed, not on the order tfds stored them in. The training caches and the
+  composite multi-face builder (which pastes exactly the held-out faces) share this rule.
+  """
+  n = len(image_ids)
+  if not 0 < num_validation < n:
+    raise ValueError(f'num_validation must be in (0, {n}), got {num_validation}')
+  order = np.argsort(np.asarray(image_ids))
+  perm = order[np.random.default_rng(seed).permutation(n)]
+  return np.sort(perm[num_validation:]), np.sort(perm[:num_validation])

@@ -1,18 +1,12 @@
-"""BB-FCN window samplers: IoU, positives above 0.5, negatives away from faces, determinism."""
+"""Training window samplers: positives above IoU 0.5, negatives away from faces, determinism."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.data import windows as bs
-
-
-def test_iou_hand_values():
-  a = jnp.array([0.0, 0.0, 10.0, 10.0])
-  assert float(bs.iou(a, a)) == pytest.approx(1.0)
-  assert float(bs.iou(a, jnp.array([5.0, 0.0, 15.0, 10.0]))) == pytest.approx(50 / 150)
-  assert float(bs.iou(a, jnp.array([20.0, 20.0, 30.0, 30.0]))) == 0.0
+from lmjax.core.geometry import iou
+from lmjax.data.windows import negative_windows, positive_windows
 
 
 def test_positive_windows_have_iou_above_half_and_vary():
@@ -20,11 +14,11 @@ def test_positive_windows_have_iou_above_half_and_vary():
   centre = rng.uniform(50, 200, (2000, 2))
   size = rng.uniform(20, 120, (2000, 1)) * np.array([[1.0, 1.0]]) * rng.uniform(0.7, 1.3, (2000, 2))
   boxes = jnp.asarray(np.concatenate([centre - size / 2, centre + size / 2], 1), jnp.float32)
-  sample = jax.jit(bs.positive_windows)
+  sample = jax.jit(positive_windows)
   windows = sample(jax.random.key(0), boxes)
   w = np.asarray(windows)
   np.testing.assert_allclose(w[:, 2] - w[:, 0], w[:, 3] - w[:, 1], rtol=1e-5)  # square
-  assert (np.asarray(bs.iou(windows, boxes)) > 0.5).all()
+  assert (np.asarray(iou(windows, boxes)) > 0.5).all()
   side_ratio = (w[:, 2] - w[:, 0]) / np.asarray(jnp.max(boxes[:, 2:] - boxes[:, :2], axis=1))
   assert side_ratio.min() < 0.9 and side_ratio.max() > 1.1  # jittered in scale
   np.testing.assert_array_equal(sample(jax.random.key(0), boxes), windows)  # stateless
@@ -34,14 +28,14 @@ def test_positive_windows_have_iou_above_half_and_vary():
 def test_negative_windows_avoid_faces():
   faces = jnp.array([[40.0, 30.0, 120.0, 110.0], [200.0, 50.0, 260.0, 110.0], [0, 0, 0, 0]])
   mask = jnp.array([True, True, False])
-  fn = jax.jit(bs.negative_windows, static_argnums=(1, 4), static_argnames=('min_side',))
+  fn = jax.jit(negative_windows, static_argnums=(1, 4), static_argnames=('min_side',))
   windows, valid = fn(jax.random.key(0), (240, 320), faces, mask, 64, min_side=24.0)
   assert windows.shape == (64, 4) and bool(valid.all())
   w = np.asarray(windows)
   assert (w[:, :2] >= 0).all() and (w[:, 2] <= 320).all() and (w[:, 3] <= 240).all()
-  assert (np.asarray(bs.iou(windows[:, None], faces[None, :2])) == 0).all()
+  assert (np.asarray(iou(windows[:, None], faces[None, :2])) == 0).all()
   # A face covering the whole image leaves no valid negative.
-  _, none = bs.negative_windows(
+  _, none = negative_windows(
     jax.random.key(0),
     (64, 64),
     jnp.array([[0.0, 0.0, 64.0, 64.0]]),
@@ -51,4 +45,4 @@ def test_negative_windows_avoid_faces():
   )
   assert not bool(none.any())
   with pytest.raises(ValueError, match='min_side'):
-    bs.negative_windows(jax.random.key(0), (64, 64), faces, mask, 4, min_side=100.0)
+    negative_windows(jax.random.key(0), (64, 64), faces, mask, 4, min_side=100.0)

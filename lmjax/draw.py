@@ -1,4 +1,4 @@
-"""Draws predicted landmarks on images: `draw_landmarks` for notebooks, and a command line.
+"""`python -m lmjax.draw`: predicted landmarks drawn on images (the library is `lmjax.viz.draw`).
 
     python -m lmjax.draw --checkpoint=runs/mcl68/models/am --image=face.jpg --out=face.png \
         [--box=x0,y0,x1,y1] [--scale=2]

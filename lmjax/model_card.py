@@ -183,14 +183,13 @@ def _previous_chain(init_from: str) -> list[dict]:
     return json.load(f)
 
 
-def _chain_entry(workdir: str, command: str | None, config: Mapping) -> dict:
+def _chain_entry(command: str, config: Mapping, seconds: float | None) -> dict:
   """This run's link of the warm-start chain."""
-  stages = stages_lib.read_records(workdir)
   return {
-    'command': command or _command(workdir),
+    'command': command,
     'init_from': config.get('init_from', ''),
     'steps': {k: v['steps'] for k, v in config['stages'].items() if v.get('steps')},
-    'seconds': training_seconds(stages),
+    'seconds': seconds,
   }
 
 
@@ -240,7 +239,8 @@ def publish(
   stages = stages_lib.read_records(workdir)
   if not stages:
     raise SystemExit(f'{workdir}: no {stages_lib.STAGES_FILE} (has the run finished a stage?)')
-  chain = [*_previous_chain(config.get('init_from', '')), _chain_entry(workdir, command, config)]
+  this_run = _chain_entry(command or _command(workdir), config, training_seconds(stages))
+  chain = [*_previous_chain(config.get('init_from', '')), this_run]
   if os.path.exists(out):  # after reading the chain: `out` may be the run's own init_from
     shutil.rmtree(out)
   shutil.copytree(source, out)

@@ -58,13 +58,17 @@ class RegionCache:
   def __len__(self) -> int:
     return len(self.image_ids)
 
-  def crop_to_image(self, crop_points: np.ndarray, size: int, crop_scale: float) -> np.ndarray:
-    """Maps points [N, ..., K, 2] in test-crop pixels (the square of `crop_scale` × the box,
-    resampled to `size`) back to original image pixels, face by face."""
+  def crop_to_image_affines(self, size: int, crop_scale: float) -> np.ndarray:
+    """float64 [N, 2, 3]: test-crop pixels (the square of `crop_scale` × the box, resampled to
+    `size`) -> original image pixels, face by face."""
     A = geometry.crop_affine(self.bbox.astype(np.float64), size, crop_scale)  # region -> crop
-    to_image = geometry.compose_affine(
+    return geometry.compose_affine(
       self.region_to_image.astype(np.float64), geometry.invert_affine(A)
     )
+
+  def crop_to_image(self, crop_points: np.ndarray, size: int, crop_scale: float) -> np.ndarray:
+    """Maps points [N, ..., K, 2] in test-crop pixels back to original image pixels."""
+    to_image = self.crop_to_image_affines(size, crop_scale)
     extra = crop_points.ndim - 3  # e.g. the head axis of MCL predictions
     to_image = to_image.reshape(len(self), *([1] * extra), 2, 3)
     return geometry.apply_affine(crop_points.astype(np.float64), to_image).astype(np.float32)

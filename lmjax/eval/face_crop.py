@@ -197,10 +197,7 @@ def cache_batches(
     batch_size: faces per batch (the last batch is cut on a padded, fixed-size batch too).
   """
   cut = _crop_fn(params)
-  A = geometry.crop_affine(cache.bbox.astype(np.float64), params.size, params.crop_scale)
-  crop_to_image = geometry.compose_affine(
-    cache.region_to_image.astype(np.float64), geometry.invert_affine(A)
-  )
+  crop_to_image = cache.crop_to_image_affines(params.size, params.crop_scale)
   arrays = {'regions': cache.regions[:, 0], 'landmarks': cache.landmarks, 'bbox': cache.bbox}
   for start, batch in zip(
     range(0, len(cache), batch_size), batching.eval_batches(arrays, batch_size), strict=True

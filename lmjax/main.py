@@ -25,11 +25,16 @@ def main(argv):
   del argv
   import jax
 
+  from lmjax.data import batching
+
+  config = _CONFIG.value
+  batching.use_cpu_devices(
+    batching.cpu_device_count(config.get('cpu_devices', 0), _train_batch_sizes(config))
+  )
   if int(os.environ.get('JAX_NUM_PROCESSES', '1')) > 1:
     jax.distributed.initialize()
   from lmjax.data.datasets import table
 
-  config = _CONFIG.value
   config.data = table.resolve(config.data, config.model.num_points)  # the dataset table's defaults
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
@@ -54,6 +59,17 @@ def main(argv):
   except datasets.DatasetFormatError as e:
     logging.error('%s', e)
     raise SystemExit(f'error: {e}') from None
+
+
+def _train_batch_sizes(config) -> list[int]:
+  """Every per-step batch size in `config`: fields named batch_size or positives, any depth."""
+  sizes = []
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      sizes += _train_batch_sizes(value)
+    elif key in ('batch_size', 'positives') and isinstance(value, int):
+      sizes.append(value)
+  return sizes
 
 
 class _QuietLibraries(logging_std.Filter):

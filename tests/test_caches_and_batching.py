@@ -88,3 +88,12 @@ def test_shard_over_data_mesh():
   )
   data = cache.device_arrays(mesh)
   assert data['regions'].sharding.is_fully_replicated
+
+
+def test_cpu_device_count_divides_every_batch(monkeypatch):
+  monkeypatch.setattr(batching.os, 'sched_getaffinity', lambda pid: set(range(4)), raising=False)
+  assert batching.cpu_device_count(0, [64]) == 4
+  assert batching.cpu_device_count(0, [40, 20, 32]) == 4
+  assert batching.cpu_device_count(0, [30]) == 3
+  assert batching.cpu_device_count(0, [7]) == 1
+  assert batching.cpu_device_count(3, [64]) == 3  # an explicit count is kept

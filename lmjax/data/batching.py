@@ -10,12 +10,53 @@ compile per size); `run_bucketed` runs a function over them and drops the paddin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def cpu_device_count(requested: int, batch_sizes: Iterable[int]) -> int:
+  """How many JAX CPU devices a training process should use.
+
+  On a CPU, XLA runs one device's program with a shared intra-op thread pool, which many of
+  the ops of a train step (the convolution gradients, the fused elementwise passes) do not use:
+  MCL68's forward + backward at batch 64 does 66 images/s on 2 cores as one device and 88-91
+  as two devices of one thread each, the batch split between them (`benchmarks/train_speed.py`
+  measures both). So training splits the batch over one CPU device per core.
+
+  Args:
+    requested: the config's `cpu_devices`; 0 = one per core this process may run on.
+    batch_sizes: every per-step batch size of the run; the count must divide each.
+
+  Returns:
+    `requested` when positive, else the largest count <= the usable cores that divides every
+    batch size.
+  """
+  if requested > 0:
+    return requested
+  sizes = [int(b) for b in batch_sizes if int(b) > 0]
+  count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  common = math.gcd(*sizes) if sizes else 1
+  count = max(1, count or 1)
+  while common % count:
+    count -= 1
+  return count
+
+
+def use_cpu_devices(count: int) -> None:
+  """Makes the CPU backend expose `count` devices; call before JAX first touches a device.
+
+  `XLA_FLAGS=--xla_force_host_platform_device_count=N`, when set, wins (as in the tests).
+  Accelerator backends are unaffected: `jax.devices()` stays the GPUs / TPUs where there are.
+  """
+  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
+    return
+  jax.config.update('jax_num_cpu_devices', count)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -46,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax.models.layers import max_pool_2x2
+
 WEIGHT_INIT = nn.initializers.normal(stddev=0.01)
 TRUNK = (
   ('conv1', 20),
@@ -74,10 +76,7 @@ def _trunk(x: jax.Array, dtype) -> jax.Array:
     raise ValueError(f'BB-FCN input height and width must be divisible by 4, got {x.shape}')
   x = x.astype(dtype)
   for layer in TRUNK:
-    if layer == 'pool':
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    else:
-      x = nn.relu(_conv(x, *layer, 5, dtype))
+    x = max_pool_2x2(x) if layer == 'pool' else nn.relu(_conv(x, *layer, 5, dtype))
   return x
 
 

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax.models.layers import max_pool_2x2
+
 
 class FaceNet(nn.Module):
   """Face / non-face logits of square crops.
@@ -43,7 +45,7 @@ class FaceNet(nn.Module):
     x = x.astype(jnp.float32)
     for i, width in enumerate(self.widths):
       if i:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+        x = max_pool_2x2(x)
       x = nn.relu(nn.Conv(width, (3, 3), padding='SAME', name=f'conv{i + 1}')(x))
     x = nn.relu(nn.Dense(self.hidden, name='fc')(x.reshape(x.shape[0], -1)))
     return nn.Dense(1, name='logit')(x)[:, 0]

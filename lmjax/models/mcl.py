@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax.models.layers import max_pool_2x2
+
 WEIGHT_INIT = nn.initializers.normal(stddev=0.01)
 TRUNK = (
   ('conv11', 32),
@@ -95,14 +97,14 @@ class MCL(nn.Module):
     x = x.astype(self.dtype)
     for layer in TRUNK:
       if layer == 'pool':
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+        x = max_pool_2x2(x)
       else:
         x = _conv_bn_relu(x, *layer, train, self.dtype, self.batch_norm)
     if self.variant == 'gap':
       x = _conv_bn_relu(x, 'conv43', self.width, train, self.dtype, self.batch_norm)  # [B,7,7,D]
       feature = x.mean(axis=(1, 2))  # [B, D]
     elif self.variant == 'pre_bm':
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')  # [B, 4, 4, 128]
+      x = max_pool_2x2(x)  # [B, 4, 4, 128]
       x = nn.Dense(self.width, kernel_init=WEIGHT_INIT, dtype=self.dtype, name='fc')(
         x.reshape(x.shape[0], -1)
       )

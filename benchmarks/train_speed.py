@@ -1,0 +1,389 @@
+"""Training speed of every train step, side by side with the forward pass of the same model.
+
+For each model and stage, the jitted step the trainer runs (`make_update_fn` of
+`lmjax.mcl.train`, `lmjax.bbfcn.train`, `lmjax.facecls.train`) is driven the way
+`lmjax.train.loop.run_stage` drives it: batch indices drawn on the host
+(`batching.train_indices`), sharded onto the mesh, then one step that gathers the examples from
+the device-resident cache, augments them on device, and updates the state. Only the cache
+contents are random (uint8 face regions with plausible boxes and landmarks): the speed does
+not depend on them. Next to it, the forward pass of the same model (inference mode, as the
+evaluators run it, BatchNorm kept) at the same batch on ready inputs, on the same devices.
+
+  train img/s    examples per second through the whole step (for BB-FCN: positives +
+                 negatives; for facecls: the full window batch)
+  forward img/s  the same model's forward at that batch
+  ratio          train / forward. A forward + backward costs ~3× the forward's FLOPs, so
+                 ~1/3 is the practical ceiling.
+
+Settings (each in its own process, `_settings.py`): `cpu_1thread` (one device on one pinned
+core), `cpu_all` (the trainer's default layout on this machine: one CPU device per core, the
+batch split over them, `batching.cpu_device_count`), `gpu` (when there is one).
+
+`--baseline=COMMIT` (default a584d7c, the commit before the speed work) also measures MCL68
+pre-training as that commit's code runs it (its own module names, its default single CPU
+device), unpacked from git into a temporary folder, in the same run: the speed-up is
+`mcl68_train_speedup_vs_baseline_cpu_all`. Run:
+
+  python benchmarks/train_speed.py [--settings cpu_1thread,cpu_all] [--seconds 6]
+
+The last line printed is one JSON object (keys `<row>_train_img_per_s_<setting>`,
+`<row>_forward_img_per_s_<setting>`, `<row>_train_to_forward_ratio_<setting>`, and for MCL68 on
+all cores `mcl68_train_img_per_s_cpu_all`, `mcl68_train_to_forward_ratio`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import runpy
+import subprocess
+import sys
+import tempfile
+import time
+
+from _settings import pin_to_one_core, run_children
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
+NUM_EXAMPLES = 512  # rows of the random region cache
+
+
+def _config(family: str, arg: str, configs_dir: pathlib.Path):
+  return runpy.run_path(str(configs_dir / f'{family}.py'))['get_config'](arg)
+
+
+def _face_cache(num_points: int, region: int, channels: int, num_examples: int = NUM_EXAMPLES):
+  """Random uint8 regions [N, 1, R, R, C] with a centred face box and landmarks inside it."""
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  lo, hi = 0.3 * region, 0.7 * region
+  return {
+    'regions': rng.integers(0, 256, (num_examples, 1, region, region, channels), np.uint8),
+    'landmarks': rng.uniform(lo, hi, (num_examples, num_points, 2)).astype(np.float32),
+    'bbox': np.tile(np.array([[lo, lo, hi, hi]], np.float32), (num_examples, 1)),
+    'visible': np.ones((num_examples, num_points), bool),
+  }
+
+
+def _host_copy(tree):
+  """Host copies of a pytree's arrays (the step donates its state; the forward keeps its own)."""
+  import jax
+  import numpy as np
+
+  return jax.tree_util.tree_map(np.array, tree)
+
+
+def _timed_steps(update_fn, state, data, batch, mesh, shard, train_indices, seconds: float):
+  """Examples/s of `update_fn` driven like the training loop for about `seconds`."""
+  import jax
+
+  key = jax.random.key(0)
+
+  def run(state, first, count):
+    for step in range(first, first + count):
+      idx = shard({'idx': train_indices(step, NUM_EXAMPLES, batch, 0)}, mesh)['idx']
+      state, metrics = update_fn(state, data, idx, key)
+    jax.block_until_ready((state, metrics))
+    return state
+
+  state = run(state, 0, 2)  # compile + warm-up
+  start = time.perf_counter()
+  state = run(state, 2, 2)
+  once = (time.perf_counter() - start) / 2
+  count = max(3, int(seconds / max(once, 1e-6)))
+  start = time.perf_counter()
+  run(state, 4, count)
+  return count * batch / (time.perf_counter() - start)
+
+
+def _timed_forward(fn, inputs, batch: int, seconds: float) -> float:
+  import jax
+
+  jax.block_until_ready(fn(*inputs))
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*inputs))
+  once = time.perf_counter() - start
+  count = max(3, int(seconds / max(once, 1e-6)))
+  start = time.perf_counter()
+  for _ in range(count):
+    out = fn(*inputs)
+  jax.block_until_ready(out)
+  return count * batch / (time.perf_counter() - start)
+
+
+class _Code:
+  """The lmjax modules a row needs, by their names in the current tree or in the baseline."""
+
+  def __init__(self, baseline: bool):
+    import importlib
+
+    names = {
+      'mcl_train': ('lmjax.mcl.train', 'lmjax.mcl_train'),
+      'landmarks': ('lmjax.core.landmarks', 'lmjax.landmarks'),
+      'optim': ('lmjax.train.optim', 'lmjax.optim'),
+      'batching': ('lmjax.data.batching', 'lmjax.input_pipeline'),
+    }
+    for attr, (current, old) in names.items():
+      setattr(self, attr, importlib.import_module(old if baseline else current))
+    self.baseline = baseline
+
+
+def _mcl_row(code: _Code, points: int, stage: str, configs_dir, mesh, seconds: float):
+  """(train img/s, forward img/s) of MCL stage `bm` or `mc_0` (trunk frozen, one head trained)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from lmjax.models.mcl import MCL
+
+  config = _config(f'mcl{points}', 'data=synthetic', configs_dir)
+  schema = code.landmarks.get_schema(points)
+  heads = 1 if stage == 'bm' else len(schema.clusters)
+  model = MCL(num_points=points, width=config.model.width, num_heads=heads)
+  size = config.input.size
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False))(
+    jax.random.key(0)
+  )
+  stage_cfg = config.stages.bm if stage == 'bm' else config.stages.mc
+  frozen = '' if stage == 'bm' else stage_cfg.frozen.format(head=0)
+  tx = code.optim.from_config(variables['params'], stage_cfg, config.optim, frozen=frozen or None)
+  if code.baseline:
+    from lmjax import surgery
+  else:
+    from lmjax.train import surgery
+  update_fn = code.mcl_train.make_update_fn(
+    model,
+    tx,
+    code.mcl_train.augment_params(config),
+    schema,
+    head=0,
+    train_bn=stage == 'bm',
+    jpeg_prob=config.input.jpeg_prob,
+    weights=np.ones(points, np.float32),
+    frozen=surgery.path_mask(variables['params'], frozen or None),
+    mesh=mesh,
+  )
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  data = jax.device_put(_face_cache(points, config.input.region_size, 1), replicated)
+  state = jax.device_put(
+    _host_copy(
+      {
+        'step': np.int32(0),
+        'params': variables['params'],
+        'batch_stats': variables['batch_stats'],
+        'opt': tx.init(variables['params']),
+      }
+    ),
+    replicated,
+  )
+  batch = config.batch_size
+  b = code.batching
+  train = _timed_steps(update_fn, state, data, batch, mesh, b.shard, b.train_indices, seconds)
+  crops = b.shard({'x': np.zeros((batch, size, size, 1), np.float32)}, mesh)['x']
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  return train, _timed_forward(forward, (variables, crops), batch, seconds)
+
+
+def _bbfcn_row(points: int, stage: str, configs_dir, mesh, seconds: float):
+  """(train img/s, forward img/s) of a BB-FCN stage (`backbone` or `branches`)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from lmjax.bbfcn import inference as bi
+  from lmjax.bbfcn import train as bbfcn_train
+  from lmjax.core import heatmaps, landmarks
+  from lmjax.data import batching
+  from lmjax.models import bbfcn as bbfcn_model
+  from lmjax.models import registry
+  from lmjax.models.bbfcn import BBFCN
+  from lmjax.train import loop, optim
+
+  config = _config('bbfcn', f'points={points},data=synthetic', configs_dir)
+  schema = landmarks.get_schema(points)
+  variant = 'backbone_only' if stage == 'backbone' else 'bbfcn'
+  spec = bbfcn_train.model_spec(config, variant)
+  model = registry.build(spec)
+  params = bbfcn_model.he_rescale(registry.init(spec, 0)['params'])
+  stage_cfg = config.stages[stage]
+  tx = optim.from_config(params, stage_cfg, config.optim, frozen=bbfcn_train.FROZEN.get(stage))
+  batch_loss = bbfcn_train.make_batch_loss(stage, model, config)
+  update_fn = bbfcn_train.make_update_fn(batch_loss, tx, config, schema, stage_cfg.positives, mesh)
+  refine = config.model.refine_size
+  cache = _face_cache(points, config.input.region_size, 3)
+  cache['negatives'] = cache['regions'][:, 0, :refine, :refine]
+  data = batching.replicate(cache, mesh)
+  state = batching.replicate(
+    _host_copy({**loop.init_state({'params': params}, tx), 'hard': np.bool_(False)}), mesh
+  )
+  positives, batch = stage_cfg.positives, config.batch_size
+  train = _timed_steps(
+    update_fn, state, data, positives, mesh, batching.shard, batching.train_indices, seconds
+  )
+  train *= batch / positives  # examples through the step: positives + negatives
+  images = batching.shard({'x': np.zeros((batch, refine, refine, 3), np.float32)}, mesh)['x']
+  size = config.model.size
+
+  def forward(p, images):  # the stage's forward path without the loss (as its predictor runs)
+    maps = model.apply({'params': p}, bi.resize_to(images, size), method=BBFCN.coarse)
+    if stage == 'backbone':
+      return maps
+    coarse, _ = heatmaps.top_mean(maps, heatmaps.TOP_N)
+    patches, _ = bi.branch_patches(images, maps, coarse, jnp.zeros_like(coarse))
+    return model.apply({'params': p}, patches, method=BBFCN.fine)
+
+  return train, _timed_forward(jax.jit(forward), (params, images), batch, seconds)
+
+
+def _facecls_row(configs_dir, mesh, seconds: float):
+  """(train img/s, forward img/s) of the face classifier (windows per second)."""
+  import jax
+  import numpy as np
+
+  from lmjax.data import batching
+  from lmjax.facecls import data as facecls_data
+  from lmjax.facecls import train as facecls_train
+  from lmjax.models import registry
+  from lmjax.train import loop, optim
+
+  config = _config('facecls', 'data=synthetic', configs_dir)
+  spec = facecls_train.model_spec(config)
+  model = registry.build(spec)
+  params = registry.init(spec, 0)['params']
+  tx = optim.from_config(params, config.stages[facecls_train.STAGE], config.optim)
+  sample = facecls_data.sample_params(config)
+  update_fn = facecls_train.make_update_fn(model, tx, config, sample, mesh)
+  cache = _face_cache(5, config.input.region_size, 3)
+  size = config.negatives.size
+  data = batching.replicate(
+    {
+      'regions': cache['regions'][:, 0],
+      'bbox': cache['bbox'],
+      'negatives': cache['regions'][:, 0, :size, :size],
+    },
+    mesh,
+  )
+  state = batching.replicate(_host_copy(loop.init_state({'params': params}, tx)), mesh)
+  positives, batch = config.batch.positives, config.batch_size
+  train = _timed_steps(
+    update_fn, state, data, positives, mesh, batching.shard, batching.train_indices, seconds
+  )
+  train *= batch / positives
+  crop = config.model.size
+  images = batching.shard({'x': np.zeros((batch, crop, crop, 3), np.float32)}, mesh)['x']
+  forward = jax.jit(lambda p, x: model.apply({'params': p}, x))
+  return train, _timed_forward(forward, (params, images), batch, seconds)
+
+
+ROWS = {  # row -> (what it trains, batch)
+  'mcl68': 'MCL68 pre-training (bm), batch 64',
+  'mcl68_mc': 'MCL68 multi-center stage (trunk frozen), batch 64',
+  'mcl5': 'MCL5 pre-training (bm), batch 64',
+  'bbfcn5_backbone': 'BB-FCN5 backbone, batch 40 (20 positives)',
+  'bbfcn5_branches': 'BB-FCN5 branches, batch 40 (32 positives)',
+  'bbfcn68_backbone': 'BB-FCN68 backbone, batch 40 (20 positives)',
+  'bbfcn68_branches': 'BB-FCN68 branches, batch 40 (32 positives)',
+  'facecls': 'face classifier, batch 128 windows',
+}
+
+
+def child(setting: str, rows: list[str], seconds: float, code_dir: str) -> dict:
+  """Measures `rows` in this process; `code_dir` set = the baseline tree's MCL68 row only."""
+  pin_to_one_core(setting)
+  baseline = bool(code_dir)
+  if baseline:
+    sys.path.insert(0, code_dir)
+  import jax
+
+  if setting.startswith('cpu') and not baseline:
+    from lmjax.data import batching
+
+    cores = 1 if setting == 'cpu_1thread' else 0
+    batching.use_cpu_devices(batching.cpu_device_count(cores, [64, 40, 20, 32, 128, 48]))
+  if setting == 'gpu' and jax.default_backend() != 'gpu':
+    return {}
+  import numpy as np
+  from jax.sharding import Mesh
+
+  mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  configs_dir = pathlib.Path(code_dir or REPO) / 'configs'
+  out = {'devices': len(jax.devices())}
+  for row in rows:
+    if baseline or row.startswith('mcl'):
+      points, stage = (68, 'mc') if row == 'mcl68_mc' else (int(row[3:].split('_')[0]), 'bm')
+      code = _Code(baseline)
+      train, forward = _mcl_row(code, points, stage, configs_dir, mesh, seconds)
+    elif row.startswith('bbfcn'):
+      name, stage = row.split('_')
+      train, forward = _bbfcn_row(int(name[5:]), stage, configs_dir, mesh, seconds)
+    else:
+      train, forward = _facecls_row(configs_dir, mesh, seconds)
+    out[row] = {'train': train, 'forward': forward}
+  return out
+
+
+def _baseline_tree(commit: str, folder: str) -> str:
+  """Unpacks `commit` of this repository into `folder` (git archive); returns the folder."""
+  archive = subprocess.run(
+    ['git', '-C', str(REPO), 'archive', commit], capture_output=True, check=True
+  ).stdout
+  subprocess.run(['tar', '-x', '-C', folder], input=archive, check=True)
+  return folder
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--settings', default=','.join(SETTINGS))
+  parser.add_argument('--rows', default=','.join(ROWS), help=f'subset of {",".join(ROWS)}')
+  parser.add_argument('--seconds', type=float, default=6.0, help='timing budget per number')
+  parser.add_argument('--baseline', default='a584d7c', help="commit to compare; '' = none")
+  parser.add_argument('--child', default='')
+  parser.add_argument('--code_dir', default='')
+  args = parser.parse_args()
+  rows = [r for r in args.rows.split(',') if r]
+  if args.child:
+    print(json.dumps(child(args.child, rows, args.seconds, args.code_dir)))
+    return
+  script = os.path.abspath(__file__)
+  common = ['--seconds', str(args.seconds)]
+  results = run_children(script, args.settings, ['--rows', ','.join(rows), *common])
+  baseline = {}
+  if args.baseline:
+    with tempfile.TemporaryDirectory() as folder:
+      tree = _baseline_tree(args.baseline, folder)
+      cpu = ','.join(s for s in args.settings.split(',') if s.startswith('cpu'))
+      baseline = run_children(script, cpu, ['--rows', 'mcl68', '--code_dir', tree, *common])
+  summary = {}
+  header = f'{"row":<18}{"setting":<13}{"devices":>8}{"train img/s":>13}{"forward img/s":>15}'
+  print(header + f'{"ratio":>8}  what')
+  print('-' * (len(header) + 40))
+  for tag, table in (('', results), (f'{args.baseline}:', baseline)):
+    for setting, out in table.items():
+      for row in rows if not tag else ['mcl68']:
+        if row not in out:
+          continue
+        train, forward = out[row]['train'], out[row]['forward']
+        name = f'{tag}{row}'
+        print(
+          f'{name:<18}{setting:<13}{out["devices"]:>8}{train:>13.1f}{forward:>15.1f}'
+          f'{train / forward:>8.3f}  {ROWS[row]}'
+        )
+        key = f'{row}_baseline_{args.baseline}' if tag else row
+        summary[f'{key}_train_img_per_s_{setting}'] = round(train, 2)
+        summary[f'{key}_forward_img_per_s_{setting}'] = round(forward, 2)
+        summary[f'{key}_train_to_forward_ratio_{setting}'] = round(train / forward, 4)
+  if 'mcl68_train_img_per_s_cpu_all' in summary:
+    summary['mcl68_train_to_forward_ratio'] = summary['mcl68_train_to_forward_ratio_cpu_all']
+    old = summary.get(f'mcl68_baseline_{args.baseline}_train_img_per_s_cpu_all')
+    if old:
+      speedup = summary['mcl68_train_img_per_s_cpu_all'] / old
+      summary['mcl68_train_speedup_vs_baseline_cpu_all'] = round(speedup, 3)
+      print(f'MCL68 pre-training on all cores: {speedup:.2f}x the images/s of {args.baseline}')
+  print(json.dumps(summary))
+
+
+if __name__ == '__main__':
+  main()

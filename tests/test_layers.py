@@ -1,0 +1,28 @@
+"""lmjax.models.layers: the reshape max pool equals flax's reduce_window pool."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmjax.models.layers import max_pool_2x2
+
+
+@pytest.mark.parametrize('height,width', [(8, 8), (25, 25), (13, 6), (7, 9)])
+def test_values_and_gradient_match_flax_same_pool(height, width):
+  x = jax.random.normal(jax.random.key(0), (3, height, width, 4))
+  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+  np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
+  # After a ReLU (as in every model): ties are zeros, whose ReLU gradient is zero either way.
+  loss = lambda pool: lambda x: jnp.sum(pool(jax.nn.relu(x)) ** 2 * jnp.arange(4.0))
+  np.testing.assert_allclose(
+    jax.grad(loss(max_pool_2x2))(x), jax.grad(loss(reference))(x), rtol=1e-6
+  )
+
+
+def test_odd_sides_round_up_like_caffe():
+  x = jnp.arange(2 * 5 * 3 * 1, dtype=jnp.float32).reshape(2, 5, 3, 1) - 100.0
+  out = max_pool_2x2(x)
+  assert out.shape == (2, 3, 2, 1)
+  assert float(out[0, 2, 1, 0]) == float(x[0, 4, 2, 0])  # the lone corner cell is its own max

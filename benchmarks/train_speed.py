@@ -16,15 +16,17 @@ evaluators run it, BatchNorm kept) at the same batch on ready inputs, on the sam
                  ~1/3 is the practical ceiling.
 
 Settings (each in its own process, `_settings.py`): `cpu_1thread` (one device on one pinned
-core), `cpu_all` (the trainer's default layout on this machine: one CPU device per core, the
-batch split over them, `batching.cpu_device_count`), `gpu` (when there is one).
+core), `cpu_all` (the trainers' default: one CPU device using every core), `cpu_split` (the
+opt-in `--config.cpu_devices=0`: one CPU device per core with the batch split over them,
+`batching.cpu_device_count`; experimental, see there), `gpu` (when there is one). The baseline
+has no `cpu_split` (its code could not split the batch on a CPU).
 
 `--baseline=COMMIT` (default a584d7c, the commit before the speed work) also measures MCL68
 pre-training as that commit's code runs it (its own module names, its default single CPU
-device), unpacked from git into a temporary folder, in the same run: the speed-up is
-`mcl68_train_speedup_vs_baseline_cpu_all`. Run:
+device), unpacked from git into a temporary folder, in the same run: the speed-ups are
+`mcl68_train_speedup_vs_baseline_cpu_all` and `..._cpu_split`. Run:
 
-  python benchmarks/train_speed.py [--settings cpu_1thread,cpu_all] [--seconds 6]
+  python benchmarks/train_speed.py [--settings cpu_1thread,cpu_all,cpu_split] [--seconds 6]
 
 The last line printed is one JSON object (keys `<row>_train_img_per_s_<setting>`,
 `<row>_forward_img_per_s_<setting>`, `<row>_train_to_forward_ratio_<setting>`, and for MCL68 on
@@ -46,7 +48,7 @@ import time
 from _settings import pin_to_one_core, run_children
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
+SETTINGS = ('cpu_1thread', 'cpu_all', 'cpu_split', 'gpu')
 NUM_EXAMPLES = 512  # rows of the random region cache
 
 
@@ -298,11 +300,10 @@ def child(setting: str, rows: list[str], seconds: float, code_dir: str) -> dict:
     sys.path.insert(0, code_dir)
   import jax
 
-  if setting.startswith('cpu') and not baseline:
+  if setting == 'cpu_split' and not baseline:  # --config.cpu_devices=0
     from lmjax.data import batching
 
-    cores = 1 if setting == 'cpu_1thread' else 0
-    batching.use_cpu_devices(batching.cpu_device_count(cores, [64, 40, 20, 32, 128, 48]))
+    batching.use_cpu_devices(batching.cpu_device_count(0, [64, 40, 20, 32, 128, 48]))
   if setting == 'gpu' and jax.default_backend() != 'gpu':
     return {}
   import numpy as np
@@ -354,7 +355,7 @@ def main():
   if args.baseline:
     with tempfile.TemporaryDirectory() as folder:
       tree = _baseline_tree(args.baseline, folder)
-      cpu = ','.join(s for s in args.settings.split(',') if s.startswith('cpu'))
+      cpu = ','.join(s for s in args.settings.split(',') if s in ('cpu_1thread', 'cpu_all'))
       baseline = run_children(script, cpu, ['--rows', 'mcl68', '--code_dir', tree, *common])
   summary = {}
   header = f'{"row":<18}{"setting":<13}{"devices":>8}{"train img/s":>13}{"forward img/s":>15}'
@@ -378,10 +379,11 @@ def main():
   if 'mcl68_train_img_per_s_cpu_all' in summary:
     summary['mcl68_train_to_forward_ratio'] = summary['mcl68_train_to_forward_ratio_cpu_all']
     old = summary.get(f'mcl68_baseline_{args.baseline}_train_img_per_s_cpu_all')
-    if old:
-      speedup = summary['mcl68_train_img_per_s_cpu_all'] / old
-      summary['mcl68_train_speedup_vs_baseline_cpu_all'] = round(speedup, 3)
-      print(f'MCL68 pre-training on all cores: {speedup:.2f}x the images/s of {args.baseline}')
+    for setting in ('cpu_all', 'cpu_split'):
+      new = summary.get(f'mcl68_train_img_per_s_{setting}')
+      if old and new:
+        summary[f'mcl68_train_speedup_vs_baseline_{setting}'] = round(new / old, 3)
+        print(f'MCL68 pre-training, {setting}: {new / old:.2f}x the images/s of {args.baseline}')
   print(json.dumps(summary))
 
 

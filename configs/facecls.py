@@ -40,8 +40,10 @@ def facecls_config(data: str, runlocal: bool) -> ml_collections.ConfigDict:
   # A model folder (e.g. pretrained/<name>) the first stage starts from: leaves matched by name
   # and shape (lmjax.train.warm_start); '' starts from scratch.
   c.init_from = ''
-  # JAX CPU devices the batch is split over (CPU only); 0 = one per core.
-  c.cpu_devices = 0
+  # JAX CPU devices the batch is split over (CPU only). 1 (default) is the safe layout; 0 = one
+  # per core is 1.3x faster but experimental: XLA's in-process CPU collectives deadlocked once
+  # (lmjax.data.batching.cpu_device_count).
+  c.cpu_devices = 1
   # size: the crop side; supersample: grid points per crop pixel and axis (anti-aliasing).
   c.model = dict(num_points=num_points, size=24, supersample=2, widths=(16, 32, 64), hidden=64)
   c.data = common.data_config(data, num_points)  # the MCL / BB-FCN configs' validation faces

@@ -47,8 +47,10 @@ def mcl_config(num_points: int, width: int, data: str, runlocal: bool) -> ml_col
   # A model folder (e.g. pretrained/<name>) the first stage starts from: leaves matched by name
   # and shape (lmjax.train.warm_start); '' starts from scratch.
   c.init_from = ''
-  # JAX CPU devices the batch is split over (CPU only); 0 = one per core.
-  c.cpu_devices = 0
+  # JAX CPU devices the batch is split over (CPU only). 1 (default) is the safe layout; 0 = one
+  # per core is 1.3x faster but experimental: XLA's in-process CPU collectives deadlocked once
+  # (lmjax.data.batching.cpu_device_count).
+  c.cpu_devices = 1
   # head_bias_init: 'mean_shape' (heads start at the training faces' mean shape; removes the
   # ~500-step plateau of learning it through the bias) or 'zeros'; kernels are N(0, 0.01).
   c.model = dict(

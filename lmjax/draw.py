@@ -11,6 +11,11 @@ image as the box and writes `<out>/<name>.png`. Points are small anti-aliased do
 per MCL cluster when the model's landmark schema has clusters; the box is a thin white line.
 
 Coordinates are image pixels with pixel centres on integers (the lmjax convention).
+
+Inputs are checked before any work, each failure one line `python -m lmjax.draw: error: ...`
+(exit 2): the `--out` path (an extension OpenCV can write, e.g. `.png`, and a parent folder
+that exists or can be created), the image files, and the box with the predictors' own check
+(`lmjax.models.interface.check_face`: finite, sides of at least 1 pixel, overlapping the image).
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import cv2
 import numpy as np
 from absl import flags
 
+from lmjax.models.interface import check_face
 from lmjax.viz.draw import (
+  IMAGE_EXTENSIONS,
   DrawError,
-  check_box_in_image,
   draw_landmarks,
   image_files,
   output_names,
@@ -51,7 +58,8 @@ def draw_image(
   image = read_image(image_path)
   if box is None:
     box = whole_image_box(image)
-  check_box_in_image(box, image, image_path)
+  check_image_box(image, box, image_path)
+  check_output_file(out)  # before loading the model
   from lmjax.inference import load_predictor
 
   predictor = load_predictor(checkpoint, head=head)
@@ -78,6 +86,7 @@ def draw_folder(
   paths = image_files(folder)
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise DrawError(f'--out: {out_dir!r} exists and is not a directory (expected a folder)')
+  check_output_folder(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   outputs = [os.path.join(out_dir, n) for n in output_names(paths)]
   pairs = list(zip(paths, outputs, strict=True))
@@ -87,11 +96,49 @@ def draw_folder(
       chunk = pairs[start : start + batch_size]
       images = [read_image(p, '--folder') for p, _ in chunk]
       boxes = [whole_image_box(im) for im in images]
+      for (path, _), im, b in zip(chunk, images, boxes, strict=True):
+        check_image_box(im, b, path, '--folder')
       points = predictor.predict_batch(images, boxes)
       for (_, dst), im, b, pts in zip(chunk, images, boxes, points, strict=True):
         write_image(dst, draw_landmarks(im, pts, b, predictor.schema, scale=scale))
         bar.update()
   return outputs
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_image_box(image: np.ndarray, box: np.ndarray, path: str, flag: str = '--image') -> None:
+  """Raises DrawError (`--box: ...`, or `<flag>: '<path>': ...` for the image) unless the
+  predictors accept the image at `path` and the box (`check_face`)."""
+  try:
+    check_face(image, box, image_name=repr(path), box_name='--box')
+  except ValueError as e:
+    message = str(e)
+    raise DrawError(message if message.startswith('--box') else f'{flag}: {message}') from None
+
+
+def check_output_folder(path: str, flag: str = '--out') -> None:
+  """Raises DrawError unless the folder `path` exists or can be created (no regular file on
+  its way, the nearest existing folder writable)."""
+  parent = os.path.abspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise DrawError(f'{flag}: {path!r} lies below the file {parent!r} (expected a folder path)')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise DrawError(f'{flag}: cannot create files in {parent!r} (permission denied)')
+
+
+def check_output_file(path: str) -> None:
+  """Raises DrawError unless `--out` can be written as an image: an extension OpenCV writes
+  (e.g. `.png`), not a folder, and a parent folder that exists or can be created."""
+  expected = f'expected an image file name such as drawn.png ({", ".join(IMAGE_EXTENSIONS)})'
+  if os.path.isdir(path) or path.endswith(('/', os.sep)):
+    raise DrawError(f'--out: {path!r} is a folder; {expected}')
+  if not os.path.splitext(path)[1]:
+    raise DrawError(f'--out: {path!r} has no extension; {expected}')
+  if not cv2.haveImageWriter(path):
+    raise DrawError(f'--out: OpenCV cannot write {os.path.splitext(path)[1]!r} files; {expected}')
+  check_output_folder(os.path.dirname(os.path.abspath(path)))
 
 
 PROG = 'python -m lmjax.draw'
@@ -158,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(args.out)
   except DrawError as e:
     _error(str(e))
-  except FileNotFoundError as e:  # from reading the model folder
+  except (FileNotFoundError, ValueError) as e:  # reading the model folder: missing, corrupt
     _error(f'--checkpoint: {e}')
   return 0
 

@@ -13,11 +13,17 @@ faces are also scored by the backbone alone (`backbone_only` in the JSON) and pe
 tables of both are printed (paper Table V). `--viz` (BB-FCN only) writes input / coarse / fine
 map pictures of the first `--viz_count` faces. This module only wires: libraries and notebooks
 call `lmjax.eval.face_crop.evaluate_model` and `lmjax.eval.multiface.evaluate_scanner`.
+
+A data or model problem (missing or corrupt model folder, unknown dataset, missing manual
+directory, unknown split, ...) prints one line `error: <file or flag>: <what was expected>` on
+stderr and exits 1; `--verbose` (or LMJAX_VERBOSE=1) shows the traceback instead, and the INFO
+logs (orbax, tfds) that are otherwise off.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,12 +62,19 @@ def run(
   from lmjax.data import datasets
   from lmjax.models import registry
 
+  try:
+    datasets.canonical_name(dataset)
+  except KeyError as e:
+    raise ValueError(f'--dataset: {e.args[0]}') from None
   spec = registry.read_spec(checkpoint)
   is_bbfcn = spec.get('experiment') == 'bbfcn'
   if viz and not is_bbfcn:
     raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model')
   if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
     dataset_config = f'face{spec["num_points"]}'
+  from lmjax.inference import load_predictor
+
+  predictor = load_predictor(checkpoint)  # before preparing the dataset: model errors first
   source = datasets.load(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
@@ -78,9 +91,6 @@ def run(
     print(reports.multiface_summary_table(report, spec['num_points']))
     return report
 
-  from lmjax.inference import load_predictor
-
-  predictor = load_predictor(checkpoint)
   results = face_crop.evaluate_model(
     predictor,
     source,
@@ -149,27 +159,48 @@ def _viz_writer(folder: str, count: int):
   return write
 
 
+def error_line(e: BaseException) -> str:
+  """The one-line `error: ...` of an exception (its first line; `--verbose` shows the rest)."""
+  lines = str(e).strip().splitlines() or [type(e).__name__]
+  more = ' (--verbose shows the rest)' if len(lines) > 1 else ''
+  return f'error: {lines[0]}{more}'
+
+
+def verbose(flag: bool) -> bool:
+  """Whether errors show their traceback: `--verbose` or LMJAX_VERBOSE=1."""
+  return flag or os.environ.get('LMJAX_VERBOSE', '') not in ('', '0')
+
+
 def main(argv: Sequence[str]) -> None:
-  from absl import flags
+  """Runs `run` on the flags; data and model problems exit 1 with one `error:` line."""
+  from absl import flags, logging
 
   del argv
   f = flags.FLAGS
-  run(
-    f.checkpoint,
-    f.dataset,
-    f.split,
-    f.output,
-    manual_dir=f.manual_dir,
-    data_dir=f.data_dir,
-    predictions=f.predictions,
-    batch_size=f.batch_size,
-    dataset_config=f.dataset_config,
-    viz=f.viz,
-    viz_count=f.viz_count,
-    levels=f.levels,
-    face_classifier=f.face_classifier,
-    max_images=f.max_images,
-  )
+  if not (verbose(f.verbose) or f['verbosity'].present):
+    logging.set_verbosity(logging.WARNING)  # no orbax / tfds INFO lines around an error line
+  try:
+    run(
+      f.checkpoint,
+      f.dataset,
+      f.split,
+      f.output,
+      manual_dir=f.manual_dir,
+      data_dir=f.data_dir,
+      predictions=f.predictions,
+      batch_size=f.batch_size,
+      dataset_config=f.dataset_config,
+      viz=f.viz,
+      viz_count=f.viz_count,
+      levels=f.levels,
+      face_classifier=f.face_classifier,
+      max_images=f.max_images,
+    )
+  except (ValueError, OSError) as e:  # SpecError, DatasetFormatError, ModelFolderError, files
+    if verbose(f.verbose):
+      raise
+    print(error_line(e), file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 def _define_flags() -> None:
@@ -193,6 +224,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer('levels', 20, 'Multi-face datasets: pyramid levels of the scanner.')
   flags.DEFINE_string('face_classifier', None, 'Multi-face: face/non-face CNN folder.')
   flags.DEFINE_integer('max_images', None, 'Multi-face: scan only the first N images.')
+  flags.DEFINE_bool(
+    'verbose', False, 'Show INFO logs and the traceback of errors (also LMJAX_VERBOSE=1).'
+  )
   flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 

@@ -28,8 +28,11 @@ def load_predictor(directory: str, head: int = 0) -> CropPredictor:
     head: an MCL shape-prediction head; BB-FCN models have none (head must be 0).
 
   Raises:
-    FileNotFoundError: `directory` is not a model folder.
-    ValueError: its model.json is invalid, or it holds a face classifier.
+    FileNotFoundError: `directory` is not a model folder (no model.json).
+    ValueError: its model.json is invalid (`registry.SpecError`), its variables/ are missing or
+      unreadable (`checkpoint.ModelFolderError`), or it holds a face classifier; one line each.
+
+  The predictors check every image and box (`lmjax.models.interface.check_face`).
   """
   family = registry.read_spec(directory)['experiment']
   if family == 'bbfcn':

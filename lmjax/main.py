@@ -1,6 +1,9 @@
 """Entry point: `python -m lmjax.main --config=configs/mcl68.py --workdir=DIR`.
 
-Only wires things together: flags, logging, multi-host start-up, then the experiment's `run`.
+Only wires things together: flags, start-up checks (`lmjax.train.workdir`: settings, the
+workdir lock, the config history), logging, multi-host start-up, a SIGTERM handler (save at
+the next step and exit 0: `lmjax.train.loop.request_stop`), then the experiment's `run`.
+Mistakes the user can fix end as one line `error: ...` and exit status 1.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import logging as logging_std
 import os
 import shlex
+import signal
 import sys
 import time
 
@@ -18,31 +22,56 @@ _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Experiment config file[:args].', lock_config=True
 )
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  'allow_config_change',
+  False,
+  'Continue a workdir that has checkpoints or finished stages with a changed config '
+  '(recorded in <workdir>/configs/).',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
+  from lmjax.train import workdir as workdir_lib
+
+  try:
+    _main(workdir_lib)
+  except workdir_lib.UserError as e:
+    raise SystemExit(f'error: {e}') from None
+
+
+def _main(workdir_lib):
   import jax
 
   from lmjax.data import batching
+  from lmjax.train import loop
 
-  config = _CONFIG.value
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  workdir_lib.check_settings(config, workdir)
   batching.use_cpu_devices(
-    batching.cpu_device_count(config.get('cpu_devices', 0), _train_batch_sizes(config))
+    batching.cpu_device_count(config.get('cpu_devices', 1), _train_batch_sizes(config))
   )
   if int(os.environ.get('JAX_NUM_PROCESSES', '1')) > 1:
     jax.distributed.initialize()
   from lmjax.data.datasets import table
 
   config.data = table.resolve(config.data, config.model.num_points)  # the dataset table's defaults
-  workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
+  first = jax.process_index() == 0
+  if first:
+    workdir_lib.lock(workdir)  # before the log file: a refused run leaves no trace there
+  changed = workdir_lib.record_config(
+    workdir,
+    config.to_json_best_effort(indent=2),
+    allow_change=_ALLOW_CONFIG_CHANGE.value,
+    write=first,
+  )
   logging.get_absl_handler().use_absl_log_file('train', workdir)
   logging.info('devices: %s', jax.devices())
   logging.info('config:\n%s', config)
-  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if changed:
+    logging.warning('--allow_config_change: continuing with changed %s', ', '.join(changed))
   with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # for model cards
     command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
     f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
@@ -54,11 +83,29 @@ def main(argv):
   runners = {'mcl': mcl_train.run, 'bbfcn': bbfcn_train.run, 'facecls': facecls_train.run}
   if config.experiment not in runners:
     raise app.UsageError(f'unknown experiment {config.experiment!r}; known: {sorted(runners)}')
+  signal.signal(signal.SIGTERM, loop.request_stop)
   try:
     runners[config.experiment](config, workdir)
-  except datasets.DatasetFormatError as e:
+  except loop.PreemptedError as e:
+    logging.warning('%s', e)
+    print(e, file=sys.stderr, flush=True)
+  except (datasets.DatasetFormatError, FloatingPointError, workdir_lib.UserError) as e:
     logging.error('%s', e)
     raise SystemExit(f'error: {e}') from None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a one-line error for a `--config.x.y` override naming no field
+  (ml_collections raises an AttributeError with a did-you-mean hint)."""
+  from lmjax.train import workdir as workdir_lib
+
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    message = workdir_lib.unknown_field_message(e, argv)
+    if message is None:
+      raise
+    raise SystemExit(f'error: {message}') from None
 
 
 def _train_batch_sizes(config) -> list[int]:
@@ -83,4 +130,4 @@ class _QuietLibraries(logging_std.Filter):
 if __name__ == '__main__':
   logging.set_stderrthreshold('info')
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

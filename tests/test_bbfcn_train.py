@@ -53,7 +53,7 @@ def run_main(workdir, data_dir, config='configs/bbfcn5.py:runlocal,data=syntheti
 
 def records(workdir, stage):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [r for r in map(json.loads, f) if r['stage'] == stage]
+    return [r for r in map(json.loads, f) if r['stage'] == stage and 'event' not in r]
 
 
 @pytest.fixture(scope='module')
@@ -109,6 +109,7 @@ def test_resume_keeps_the_hnm_flag_and_weighting_stage(tiny_run):
     '--config.stages.branches.steps=4',
     '--config.stages.branches_wm.steps=3',
     '--config.loss.hnm=on',
+    '--allow_config_change',  # a finished run continued with another config
   ]
   result = run_main(
     work, root / 'tfds', config='configs/bbfcn5.py:runlocal,data=synthetic,weighting', extra=extra

@@ -1,13 +1,17 @@
-"""tfds builders for 300-W and MTFL on generated fixtures, plus the real data when present."""
+"""tfds builders for 300-W, MTFL and COFW on generated fixtures, plus the real data when present.
+
+Also: prepared datasets are rebuilt when an annotation file changes without changing size.
+"""
 
 import os
+import re
 
 import cv2
 import numpy as np
 import pytest
 
 from lmjax.data import datasets
-from lmjax.data.datasets import DatasetFormatError, mtfl
+from lmjax.data.datasets import DatasetFormatError, common, composite, mtfl
 from lmjax.data.datasets.pts import read_pts, write_pts
 
 RNG = np.random.default_rng(0)
@@ -306,3 +310,131 @@ def test_cofw_bad_file(tmp_path):
   (root / 'COFW_train_color.mat').write_bytes(b'MATLAB 5.0 MAT-file, not HDF5')
   with pytest.raises(DatasetFormatError, match='cannot open as HDF5'):
     _load('cofw', 'train', root, tmp_path)
+
+
+# ---------------------------------------------------- content fingerprint: same-size edits
+
+
+def _edit_same_size(path, line, token=1):
+  """Changes the first decimal of number `token` on `line` (0-based) of a text file in place.
+
+  The file keeps its byte size, so a fingerprint of file sizes cannot see the edit.
+  """
+  text = path.read_text()
+  lines = text.split('\n')
+  starts = [m.start() for m in re.finditer(r'\S+', lines[line])]
+  field = lines[line][starts[token] :].split()[0]
+  i = starts[token] + (field.index('.') + 1 if '.' in field else len(field) - 1)
+  digit = str((int(lines[line][i]) + 5) % 10)
+  lines[line] = lines[line][:i] + digit + lines[line][i + 1 :]
+  path.write_text('\n'.join(lines))
+  assert len(path.read_text()) == len(text)
+
+
+def _by_id(source, num_points=None):
+  """Decoded examples of a source by image id."""
+  examples = (datasets.decode(source[i], num_points) for i in range(len(source)))
+  return {ex['image_id']: ex for ex in examples}
+
+
+def test_fingerprint_sees_annotation_bytes_and_image_stat(tmp_path):
+  (tmp_path / 'a.pts').write_text('1.5 2.5\n')
+  (tmp_path / 'a.jpg').write_bytes(b'jpeg')
+  fingerprint = lambda: common.fingerprint_files(
+    str(tmp_path), [str(tmp_path / 'a.pts')], [str(tmp_path / 'a.jpg')]
+  )
+  first = fingerprint()
+  assert first == fingerprint() and '1 annotation files, 1 images' in first
+  (tmp_path / 'a.pts').write_text('2.5 1.5\n')  # same size
+  second = fingerprint()
+  assert second != first
+  os.utime(tmp_path / 'a.jpg', ns=(1, 1))
+  assert fingerprint() != second
+
+
+def test_300w_rebuilds_after_same_size_pts_edit(tree300w, tmp_path, caplog):
+  root, pts = tree300w
+  before = datasets.decode(_load('300w', 'challenging', root, tmp_path)[0])['landmarks']
+  np.testing.assert_allclose(before, pts['ibug/image_003_1'], atol=1e-4)
+  _edit_same_size(root / 'ibug' / 'image_003_1.pts', 3, token=0)  # x of point 1
+  with caplog.at_level('WARNING'):
+    after = datasets.decode(_load('300w', 'challenging', root, tmp_path)[0])['landmarks']
+  assert after[0, 0] != before[0, 0]
+  np.testing.assert_array_equal(after[1:], before[1:])
+  assert any(f'the files in {root} changed' in r.getMessage() for r in caplog.records)
+
+
+def test_300w_empty_folder_blocks_only_its_split(tree300w, tmp_path):
+  root, _ = tree300w
+  os.remove(root / 'ibug' / 'image_003_1.pts')
+  assert len(_load('300w', 'train', root, tmp_path)) == 4
+  with pytest.raises(DatasetFormatError, match=r'ibug has no \.pts files'):
+    _load('300w', 'challenging', root, tmp_path)
+
+
+def test_mtfl_rebuilds_after_same_size_list_edit(tmp_path):
+  root = tmp_path / 'mtfl'
+  rows = [
+    np.array([[30, 30], [50, 31], [40, 42], [32, 52], [49, 53]], np.float32) + i for i in (0, 1)
+  ]
+  _write_mtfl(root, 'new_training.txt', rows, attributes=False)
+  before = _by_id(_load('mtfl', 'train', root, tmp_path))['lfw_5590/img_1']['landmarks']
+  _edit_same_size(root / 'new_training.txt', 1, token=1)  # x of point 1 on the second line
+  after = _by_id(_load('mtfl', 'train', root, tmp_path))['lfw_5590/img_1']['landmarks']
+  assert after[0, 0] == before[0, 0] + 0.5
+  np.testing.assert_array_equal(after[1:], before[1:])
+
+
+def test_cofw_rebuilds_after_same_size_mat_edit(tmp_path):
+  import h5py
+
+  root = tmp_path / 'cofw'
+  root.mkdir()
+  path = root / 'COFW_train_color.mat'
+  phis = np.zeros((1, 87))
+  phis[:, :58] = RNG.uniform(10, 30, (1, 58))
+  _write_cofw(path, [RNG.integers(0, 255, (40, 50, 3), dtype=np.uint8)], phis, [[5, 6, 30, 32]])
+  before = datasets.decode(_load('cofw', 'train', root, tmp_path)[0])['landmarks']
+  size = os.path.getsize(path)
+  with h5py.File(path, 'r+') as f:
+    f['phisTr'][0, 0] = phis[0, 0] + 3  # x of point 1, overwritten in place
+  assert os.path.getsize(path) == size
+  after = datasets.decode(_load('cofw', 'train', root, tmp_path)[0])['landmarks']
+  assert after[0, 0] == pytest.approx(before[0, 0] + 3)
+  np.testing.assert_array_equal(after[1:], before[1:])
+
+
+def test_afw_multiface_rebuilds_after_same_size_pts_edit(tmp_path):
+  root = tmp_path / 'afw'
+  root.mkdir()
+  image = RNG.integers(0, 255, (100, 120, 3), dtype=np.uint8)
+  for k in (1, 2):
+    cv2.imwrite(str(root / f'7_{k}.jpg'), image)
+    write_pts(root / f'7_{k}.pts', _face_points())
+  load = lambda: datasets.decode(
+    _load('afw_multiface', 'test', root, tmp_path, config='full68')[0], 68
+  )['faces']['landmarks']
+  before = load()
+  _edit_same_size(root / '7_2.pts', 3, token=0)  # x of point 1 of the second face
+  after = load()
+  assert after[1, 0, 0] != before[1, 0, 0]
+  np.testing.assert_array_equal(after[0], before[0])
+
+
+def test_composite_rebuilds_after_same_size_source_edit(tmp_path):
+  root = tmp_path / 'mtfl'
+  base = np.array([[30, 33], [50, 33], [40, 44], [32, 55], [48, 55]], np.float32)
+  rows = [base + RNG.uniform(-2, 2, (5, 2)).round(1).astype(np.float32) for _ in range(6)]
+  _write_mtfl(root, 'new_training.txt', [r.round(1) for r in rows], attributes=False)
+  cfg = composite.make_config('mtfl', num_validation=3, num_scenes=2, max_faces=2)
+  load = lambda: _load('composite_multiface', 'validation', root, tmp_path, config=cfg)
+  source = load()
+  sources = source.dataset_info.metadata['face_sources']
+  scene_id, used = next((k, v) for k, v in sorted(sources.items()) if v)
+  lines = (root / 'new_training.txt').read_text().split('\n')
+  rel = used[0].replace('/', '\\') + '.jpg'
+  line = next(i for i, text in enumerate(lines) if text.split()[:1] == [rel])
+  before = _by_id(source, 5)[scene_id]['faces']['landmarks']
+  _edit_same_size(root / 'new_training.txt', line, token=1)  # x of point 1 of a pasted face
+  after = _by_id(load(), 5)[scene_id]['faces']['landmarks']
+  assert not np.allclose(after, before)

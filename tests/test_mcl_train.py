@@ -72,7 +72,7 @@ def losses_by_step(workdir, stage='bm'):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     for line in f:
       record = json.loads(line)
-      if record['stage'] == stage:
+      if record['stage'] == stage and 'event' not in record:  # not a (re)start marker
         out[record['step']] = record['loss']
   return out
 
@@ -147,14 +147,15 @@ def test_kill_mid_stage_and_resume_gives_identical_losses(full_run, tmp_path):
   proc.wait()
   assert max(losses_by_step(work)) >= 4  # it ran past the checkpoint at step 3
   assert not (work / 'stages.json').exists()
-  result = run_main(work, root / 'tfds', ['--config.stages.bm.steps=6', '--config.stop_after=bm'])
+  extra = ['--config.stages.bm.steps=6', '--config.stop_after=bm', '--allow_config_change']
+  result = run_main(work, root / 'tfds', extra)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'resuming from the checkpoint at step' in result.stderr
   resumed = {}
   with open(work / 'metrics.jsonl') as f:
     for line in f:
       record = json.loads(line)
-      if record['stage'] == 'bm':
+      if record['stage'] == 'bm' and 'event' not in record:
         resumed[record['step']] = record['loss']  # later records overwrite earlier ones
   for step in range(1, 7):
     assert resumed[step] == reference[step], step

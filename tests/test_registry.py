@@ -1,6 +1,7 @@
 """The model registry: model.json schema, format migration, build + init, predictor interface."""
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -257,3 +258,23 @@ def test_writers_must_use_the_current_format(tmp_path):
   with pytest.raises(registry.SpecError, match="field 'format' is missing"):
     checkpoint.export_model(str(tmp_path / 'm'), registry.init(_mcl()), old)
   assert not (tmp_path / 'model.json').exists() and not (tmp_path / 'm').exists()
+
+
+def test_a_model_exported_from_two_devices_loads_on_one(tmp_path):
+  """Variables saved replicated over a 2-device mesh restore in a 1-device process."""
+  assert jax.device_count() == 2  # conftest's fake CPU devices
+  spec = _mcl()
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  checkpoint.export_model(
+    str(tmp_path / 'm'), jax.device_put(registry.init(spec), replicated), spec
+  )
+  code = (
+    'import jax; from lmjax.train import checkpoint; '
+    f'_, v, _ = checkpoint.load_model({str(tmp_path / "m")!r}); '
+    'assert jax.device_count() == 1; print(len(jax.tree_util.tree_leaves(v)))'
+  )
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert int(out.stdout.split()[-1]) == len(jax.tree_util.tree_leaves(registry.init(spec)))

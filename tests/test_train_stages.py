@@ -100,7 +100,8 @@ def read_lines(workdir):
 
 
 def losses(workdir, stage):
-  return {r['step']: r['loss'] for r in read_lines(workdir) if r['stage'] == stage}
+  records = writer.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  return {r['step']: r['loss'] for r in records if r['stage'] == stage}
 
 
 @pytest.fixture(scope='module')
@@ -123,8 +124,9 @@ def test_runs_every_stage_records_and_exports(full_run):
   text = (workdir / 'table.txt').read_text()
   assert text.startswith('a=') and 'model_b=' in text
   lines = read_lines(workdir)
-  assert [r['step'] for r in lines if r['stage'] == 'a'] == list(range(1, 7))
-  assert set(lines[0]) == {'stage', 'step', 'time', 'loss'}
+  assert lines[0]['event'] == 'start' and lines[0]['step'] == 0 and lines[0]['stage'] == 'a'
+  assert [r['step'] for r in lines if r['stage'] == 'a'] == list(range(7))  # marker + 1..6
+  assert set(lines[1]) == {'stage', 'step', 'time', 'loss'}
 
 
 def test_rerun_skips_finished_stages_and_restores_only_when_needed(full_run, tmp_path):
@@ -168,6 +170,8 @@ def test_killed_stage_resumes_with_identical_losses_and_keeps_its_time(
   resumed = stages.run(make_plan([]), make_settings(tmp_path, mesh))
   reference = losses(workdir, 'a')
   assert losses(tmp_path, 'a') == reference  # steps 4-6 recomputed bit for bit
+  markers = [r['step'] for r in read_lines(tmp_path) if r.get('event') == 'start']
+  assert markers[:2] == [0, 3]  # stage a started at 0, resumed at 3 (step 4 written twice)
   assert losses(tmp_path, 'model_b') == {} and losses(tmp_path, 'b') == losses(workdir, 'b')
   assert resumed['c']['norm'] == records['c']['norm']
   assert resumed['a']['elapsed_s'] >= 100  # the killed invocation's time up to checkpoint 3
@@ -192,6 +196,19 @@ def test_writer_records_logs_and_overview(tmp_path, caplog, monkeypatch):
   other = writer.MetricWriter(str(tmp_path / 'other'))
   other.write({'stage': 's', 'step': 1})
   assert not (tmp_path / 'other').exists()  # only process 0 writes
+
+
+def test_read_metrics_drops_markers_and_repeated_steps(tmp_path):
+  w = writer.MetricWriter(str(tmp_path))
+  w.start(0, stage='s')
+  for step in (1, 2, 3):
+    w.write({'stage': 's', 'step': step, 'loss': float(step)})
+  w.start(1, stage='s')  # resumed from the checkpoint at step 1: steps 2, 3 again
+  for step in (2, 3):
+    w.write({'stage': 's', 'step': step, 'loss': 10.0 * step})
+  w.start(0, stage='t')
+  records = writer.read_metrics(str(tmp_path / 'metrics.jsonl'))
+  assert [(r['step'], r['loss']) for r in records] == [(1, 1.0), (2, 20.0), (3, 30.0)]
 
 
 def test_jit_update_donates_the_state_and_replicates():

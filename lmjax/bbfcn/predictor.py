@@ -29,7 +29,7 @@ from lmjax.core import image_ops, landmarks
 from lmjax.data.batching import run_bucketed
 from lmjax.models import registry
 from lmjax.models.bbfcn import BBFCN, RegressionFCN
-from lmjax.models.interface import CropPredictor
+from lmjax.models.interface import CropPredictor, check_face
 from lmjax.train import checkpoint
 
 
@@ -92,7 +92,7 @@ class BBFCNPredictor(CropPredictor):
 
   def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Network input [R, R, 3] (x / 128 - 1) and the image -> crop affine [2, 3] of one box."""
-    image, box = image_ops.check_image_and_box(image, box)
+    image, box = check_face(image, box)
     if image.shape[2] == 1:
       image = np.repeat(image, 3, axis=2)
     return image_ops.mcl_crop(image, box, self.spec['refine_size'], False, self.spec['crop_scale'])

@@ -27,10 +27,15 @@ def cpu_device_count(requested: int, batch_sizes: Iterable[int]) -> int:
   the ops of a train step (the convolution gradients, the fused elementwise passes) do not use:
   MCL68's forward + backward at batch 64 does 66 images/s on 2 cores as one device and 88-91
   as two devices of one thread each, the batch split between them (`benchmarks/train_speed.py`
-  measures both). So training splits the batch over one CPU device per core.
+  measures both). Training can split the batch over one CPU device per core
+  (`--config.cpu_devices=0`), but this is experimental and off by default: in one MCL5 run
+  the two devices' programs deadlocked in an all-gather after switching to the
+  `wm_partial` stage (XLA aborted after its 40 s collective timeout; the run resumed from its
+  last checkpoint), most likely both intra-op threads waiting in collectives of one device
+  while the other device's program had no thread to run on.
 
   Args:
-    requested: the config's `cpu_devices`; 0 = one per core this process may run on.
+    requested: the config's `cpu_devices` (default 1); 0 = one per core this process may run on.
     batch_sizes: every per-step batch size of the run; the count must divide each.
 
   Returns:

@@ -23,7 +23,7 @@ import numpy as np
 from lmjax.core import image_ops, landmarks
 from lmjax.data.batching import run_bucketed
 from lmjax.models import registry
-from lmjax.models.interface import CropPredictor
+from lmjax.models.interface import CropPredictor, check_face
 from lmjax.models.mcl import fold_batch_norm
 from lmjax.train import checkpoint
 
@@ -67,7 +67,7 @@ class FacePredictor(CropPredictor):
 
   def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Network input [S, S, C] and the image -> crop affine [2, 3] for one face box."""
-    image, box = image_ops.check_image_and_box(image, box)
+    image, box = check_face(image, box)
     if not self.spec['grayscale'] and image.shape[2] == 1:
       image = np.repeat(image, 3, axis=2)
     return image_ops.mcl_crop(

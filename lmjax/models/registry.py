@@ -222,8 +222,9 @@ def read_spec(directory: str, family: str | None = None) -> dict[str, Any]:
   """The validated `model.json` of a model folder (optionally required to be of `family`).
 
   Raises:
-    FileNotFoundError: `directory` has no model.json.
-    SpecError: the file is not valid JSON, breaks the schema or is another family's.
+    FileNotFoundError: `directory` has no model.json (one line naming the folder).
+    SpecError: the file is not valid JSON (`<dir>/model.json: not valid JSON (line L col C:
+      ...)`), breaks the schema or is another family's.
   """
   path = spec_path(directory)
   if not os.path.isfile(path):
@@ -235,7 +236,9 @@ def read_spec(directory: str, family: str | None = None) -> dict[str, Any]:
     try:
       raw = json.load(f)
     except json.JSONDecodeError as e:
-      raise SpecError(f'{path}: not valid JSON ({e})') from None
+      raise SpecError(f'{path}: not valid JSON (line {e.lineno} col {e.colno}: {e.msg})') from None
+    except UnicodeDecodeError:
+      raise SpecError(f'{path}: not valid JSON (not UTF-8 text)') from None
   found = raw.get('experiment') if isinstance(raw, Mapping) else None
   if family is not None and found in FIELDS and found != family:  # the family first: clearest
     raise SpecError(f"{path}: field 'experiment' is {found!r}, not {family} (another model kind)")

@@ -10,13 +10,22 @@ grouping of landmark detections (`--min_score` on the landmark response), or, wi
 `--face_classifier`, from proposals re-scored by the face/non-face CNN. `--json` writes
 every face (box, score, landmarks; null where a landmark type was not found) per input.
 Folders and videos show a progress bar.
+
+Every flag and output path is checked before the model loads (one-line error, exit 2): numbers
+in range, `--out` / `--json` below folders that exist or can be created and are writable,
+`--out` with an extension cv2 can write (an image for an image, a video for a video, a folder
+for a folder). In a folder, an image that cannot be read or scanned is reported (one warning
+line) and skipped; the others are still drawn and written to `--json`, and the command ends
+with a summary and exit status 1 if any input failed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import tempfile
 import types
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
@@ -25,10 +34,15 @@ import cv2
 import numpy as np
 from absl import flags
 
+from lmjax.core import image_ops
 from lmjax.scan import detect
 from lmjax.viz import draw
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
+VIDEO_FOURCC = 'mp4v'
+MAX_LEVELS = 40  # 32 · 1.16^39 ≈ 10^4 pixels: the top level of any sensible pyramid
+# Flags users try for the positional input (named in the error message).
+INPUT_FLAGS = ('input', 'inputs', 'folder', 'image', 'images', 'video', 'dir', 'path')
 
 
 PROG = 'lmjax-scan'
@@ -50,6 +64,21 @@ def define_flags(fv: flags.FlagValues) -> None:
   )
   flags.DEFINE_bool('backbone_only', False, 'skip the branch refinement', **kw)
   flags.mark_flags_as_mutual_exclusive(['levels', 'min_face'], flag_values=fv)
+  _check_number(fv, 'levels', lambda v: 1 <= v <= MAX_LEVELS, f'an integer 1 to {MAX_LEVELS}')
+  _check_number(fv, 'min_face', lambda v: v > 0, 'a positive number of pixels')
+  _check_number(fv, 'threshold', lambda v: 0 <= v <= 1, 'a number from 0 to 1')
+  _check_number(fv, 'min_score', lambda v: v >= 0, 'a number >= 0')
+
+
+def _check_number(fv: flags.FlagValues, name: str, ok, expected: str) -> None:
+  """Registers a parse-time check of a numeric flag: unset, or finite and `ok` (else one line
+  `flag --NAME=VALUE: expected EXPECTED`)."""
+  flags.register_validator(
+    name,
+    lambda v: v is None or (math.isfinite(v) and ok(v)),
+    f'expected {expected}',
+    flag_values=fv,
+  )
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -69,6 +98,8 @@ def parse_flags(argv: Sequence[str] | None) -> types.SimpleNamespace:
     raise SystemExit(0)
   try:
     rest = fv([PROG, *args])[1:]
+  except flags.UnrecognizedFlagError as e:
+    _usage_error(_unknown_flag_message(e, args))
   except flags.Error as e:
     _usage_error(str(e))
   if len(rest) != 1:
@@ -77,6 +108,96 @@ def parse_flags(argv: Sequence[str] | None) -> types.SimpleNamespace:
   if args.min_face is None:
     args.min_face = 40.0
   return args
+
+
+def _unknown_flag_message(e: flags.UnrecognizedFlagError, args: Sequence[str]) -> str:
+  """absl's message, or for `--input=x` / `--folder x` one that says inputs are positional."""
+  if e.flagname not in INPUT_FLAGS:
+    return str(e)
+  i = next((i for i, a in enumerate(args) if a.lstrip('-').split('=', 1)[0] == e.flagname), None)
+  if i is None:
+    return str(e)
+  typed, value = args[i], args[i].partition('=')[2]
+  if not value and i + 1 < len(args) and not args[i + 1].startswith('-'):
+    typed, value = f'{typed} {args[i + 1]}', args[i + 1]
+  example = f'{PROG} {value or "INPUT"} --checkpoint=DIR'
+  return f'unknown flag {typed!r}: the input is positional, e.g. {example!r}'
+
+
+def _kind(path: str) -> str:
+  """'folder', 'video' (by extension) or 'image'."""
+  if os.path.isdir(path):
+    return 'folder'
+  return 'video' if path.lower().endswith(VIDEO_EXTENSIONS) else 'image'
+
+
+def _check_parent(flag: str, path: str, folder: str) -> None:
+  """Usage error unless `folder` exists or can be created, and is writable."""
+  base = os.path.abspath(folder)
+  while not os.path.lexists(base):
+    base = os.path.dirname(base)
+  if not os.path.isdir(base):
+    _usage_error(f'{flag}={path}: {base} is a file, not a folder (expected a path below folders)')
+  if not os.access(base, os.W_OK | os.X_OK):
+    _usage_error(f'{flag}={path}: folder {base} is not writable')
+
+
+def _check_file(flag: str, path: str) -> None:
+  """Usage error unless `path` can be written as a file."""
+  if os.path.isdir(path):
+    _usage_error(f'{flag}={path}: is a folder (expected a file name)')
+  _check_parent(flag, path, os.path.dirname(os.path.abspath(path)))
+  if os.path.exists(path) and not os.access(path, os.W_OK):
+    _usage_error(f'{flag}={path}: the file is not writable')
+
+
+def _video_writer(path: str, fps: float, size: tuple[int, int]):
+  """An open `cv2.VideoWriter` (codec `VIDEO_FOURCC`), or None when cv2 cannot write `path`."""
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, size)
+  if writer.isOpened():
+    return writer
+  writer.release()
+  return None
+
+
+def _can_write_video(ext: str) -> bool:
+  """Whether cv2 opens a video writer for `ext` files (tried on a scratch file)."""
+  with tempfile.TemporaryDirectory() as scratch:
+    writer = _video_writer(os.path.join(scratch, f'probe{ext}'), 25.0, (64, 64))
+    if writer is not None:
+      writer.release()
+    return writer is not None
+
+
+def check_outputs(args) -> None:
+  """Usage error (exit 2) for an `--out` / `--json` that cannot be written, before any work."""
+  kind = _kind(args.input)
+  if args.json:
+    _check_file('--json', args.json)
+  out = args.out
+  if not out:
+    return
+  ext = os.path.splitext(out)[1].lower()
+  if kind == 'folder':
+    folder_only = 'but the input is a folder (expected a folder)'
+    if os.path.exists(out) and not os.path.isdir(out):
+      _usage_error(f'--out={out}: is a file, {folder_only}')
+    if not os.path.isdir(out) and ext in (*draw.IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
+      _usage_error(f'--out={out}: has a file extension, {folder_only}')
+    _check_parent('--out', out, out)
+    return
+  _check_file('--out', out)
+  if os.path.exists(out) and os.path.samefile(out, args.input):
+    _usage_error(f'--out={out}: is the input (expected a new file name)')
+  if kind == 'video':
+    if ext not in VIDEO_EXTENSIONS:
+      _usage_error(f'--out={out}: expected a video file name ({", ".join(VIDEO_EXTENSIONS)})')
+    if not _can_write_video(ext):
+      _usage_error(f'--out={out}: cv2 cannot write {ext} videos here (expected e.g. .mp4, .avi)')
+  elif not ext:
+    _usage_error(f'--out={out}: no file extension (expected an image file name, e.g. .png)')
+  elif not cv2.haveImageWriter(out):
+    _usage_error(f'--out={out}: cv2 cannot write {ext} images (expected e.g. .png, .jpg)')
 
 
 class _Runner:
@@ -143,7 +264,10 @@ def _scan_video(runner: _Runner, args) -> list[dict]:
       if args.out:
         if writer is None:
           h, w = frame.shape[:2]
-          writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+          os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+          writer = _video_writer(args.out, fps, (w, h))
+          if writer is None:
+            raise ValueError(f'--out={args.out}: cv2 cannot open a video writer for it')
         writer.write(cv2.cvtColor(runner.drawn(frame, faces), cv2.COLOR_RGB2BGR))
   finally:
     cap.release()
@@ -154,51 +278,91 @@ def _scan_video(runner: _Runner, args) -> list[dict]:
   return records
 
 
-def _scan_images(runner: _Runner, args, paths: Sequence[str], folder: bool) -> list[dict]:
+def _folder_images(folder: str) -> list[str]:
+  """Sorted files with an image extension (`draw.IMAGE_EXTENSIONS`) directly inside `folder`;
+  broken links are kept so that they are reported as unreadable."""
+  paths = [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+  paths = [
+    p
+    for p in paths
+    if p.lower().endswith(draw.IMAGE_EXTENSIONS) and (os.path.isfile(p) or os.path.islink(p))
+  ]
+  if not paths:
+    raise ValueError(f'{folder}: no image files ({", ".join(draw.IMAGE_EXTENSIONS)}) in it')
+  return paths
+
+
+def _reason(e: Exception, path: str) -> str:
+  """One line saying why `path` failed (without repeating the path)."""
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror
+  line = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+  return line.removeprefix(f'{path}: ')
+
+
+def _scan_folder(runner: _Runner, args) -> tuple[list[dict], int]:
+  """Records of the readable images of a folder and the number that failed (each reported)."""
   from tqdm import tqdm
 
-  if folder and args.out:
+  paths = _folder_images(args.input)
+  if args.out:
     os.makedirs(args.out, exist_ok=True)
-  names = draw.output_names(paths) if folder else [args.out]
-  records = []
-  for path, name in zip(tqdm(paths, desc='images', disable=not folder), names, strict=True):
-    image = draw.read_image(path, '--input')
-    faces = runner.faces(image)
+  records, failed = [], 0
+  for path, name in zip(tqdm(paths, desc='images'), draw.output_names(paths), strict=True):
+    try:
+      image = image_ops.read_image(path)
+      faces = runner.faces(image)
+      if args.out:
+        draw.write_image(os.path.join(args.out, name), runner.drawn(image, faces))
+    except (ValueError, OSError, cv2.error) as e:
+      failed += 1
+      tqdm.write(f'{PROG}: warning: skipped {path}: {_reason(e, path)}', file=sys.stderr)
+      continue
     records.append(_record(path, faces))
-    if args.out:
-      target = os.path.join(args.out, name) if folder else name
-      draw.write_image(target, runner.drawn(image, faces))
-    if not folder:
-      print(f'{path}: {len(faces)} face(s)')
-  return records
+  return records, failed
+
+
+def _scan_image(runner: _Runner, args, image: np.ndarray) -> list[dict]:
+  faces = runner.faces(image)
+  if args.out:
+    draw.write_image(args.out, runner.drawn(image, faces))
+  print(f'{args.input}: {len(faces)} face(s)')
+  return [_record(args.input, faces)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Command-line entry point; returns 0, or exits with a message (2 for a bad command line)."""
+  """Command-line entry point; returns 0, or 1 when some image of a folder failed (the others
+  are still written); exits with a message otherwise (2 for a bad command line or output path,
+  1 for a failed scan)."""
   args = parse_flags(argv)
   try:
     return _main(args)
-  except (draw.DrawError, ValueError, FileNotFoundError) as e:
-    raise SystemExit(f'lmjax-scan: {e}') from None
+  except (ValueError, OSError) as e:
+    raise SystemExit(f'{PROG}: {e}') from None
 
 
 def _main(args) -> int:
   if not os.path.exists(args.input):
     raise FileNotFoundError(f'{args.input} does not exist (expected an image, folder or video)')
+  check_outputs(args)
+  kind = _kind(args.input)
+  image = draw.read_image(args.input, 'INPUT') if kind == 'image' else None
   runner = _Runner(args)
-  if os.path.isdir(args.input):
-    paths = draw.image_files(args.input)
-    records = _scan_images(runner, args, paths, folder=True)
-  elif args.input.lower().endswith(VIDEO_EXTENSIONS):
+  failed = 0
+  if kind == 'folder':
+    records, failed = _scan_folder(runner, args)
+  elif kind == 'video':
     records = _scan_video(runner, args)
   else:
-    records = _scan_images(runner, args, [args.input], folder=False)
+    records = _scan_image(runner, args, image)
   if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w', encoding='utf-8') as f:
       json.dump(records, f, indent=1)
   total = sum(len(r['faces']) for r in records)
-  print(f'{len(records)} input(s), {total} face(s)', file=sys.stderr)
-  return 0
+  unit = 'frame(s)' if kind == 'video' else 'input(s)'
+  print(f'{len(records)} {unit} scanned, {failed} failed, {total} face(s)', file=sys.stderr)
+  return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -9,13 +9,19 @@ A model folder is `model.json` (the `lmjax.models.registry` schema) and `variabl
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from lmjax.models import registry
+
+
+class ModelFolderError(ValueError):
+  """A model folder whose `variables/` cannot be read (corrupt or incomplete: re-export it)."""
 
 
 class StageCheckpoints:
@@ -60,16 +66,64 @@ def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
     path: the checkpoint directory.
     abstract_variables: optional `jax.eval_shape` tree giving dtypes/shardings; without it the
       arrays come back as they were saved.
+
+  Raises:
+    FileNotFoundError: `path` is not a directory.
+    ModelFolderError: orbax / TensorStore cannot read it (truncated, missing files, or arrays
+      that do not match `abstract_variables`): one line naming `path`; the orbax error is its
+      `__cause__`.
   """
   path = os.path.abspath(path)
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'no checkpoint directory at {path}')
-  with ocp.StandardCheckpointer() as ckptr:
-    if abstract_variables is None:
-      return ckptr.restore(path)
-    return ckptr.restore(
-      path, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_variables)
-    )
+    raise FileNotFoundError(f'{path}: no such checkpoint directory (expected a variables/ folder)')
+  _drop_closed_loop_reports()
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      if abstract_variables is None:
+        return ckptr.restore(path)
+      return ckptr.restore(path, jax.tree_util.tree_map(_on_this_host, abstract_variables))
+  except Exception as e:  # orbax and TensorStore raise bare Exceptions with multi-page dumps
+    raise ModelFolderError(
+      f'{path}: cannot be read (corrupt or incomplete checkpoint: {type(e).__name__})'
+    ) from e
+
+
+def _on_this_host(leaf: Any) -> jax.ShapeDtypeStruct:
+  """The restore target of one leaf: its own sharding, else this process's first device.
+
+  Without a target sharding orbax restores onto the devices the arrays were saved from, and
+  refuses when they differ (a model exported by a 2-device run, loaded by a 1-device process).
+  """
+  leaf = ocp.utils.to_shape_dtype_struct(leaf)
+  sharding = leaf.sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
+def _never_retrieved(record: logging.LogRecord) -> bool:
+  """asyncio log filter: False for `Task exception was never retrieved` records."""
+  return not str(record.msg).startswith('Task exception was never retrieved')
+
+
+def _drop_closed_loop_reports() -> None:
+  """Silences the late TensorStore reads of a failed restore (installed once, before reading).
+
+  When one array read fails, the reads still in flight complete on orbax's closing event loop:
+  each prints a `RuntimeError: Event loop is closed` traceback (`sys.unraisablehook`) or an
+  asyncio `Task exception was never retrieved` log record around the one-line error. Only those
+  two reports are dropped; the restore itself fails with `ModelFolderError`.
+  """
+  logging.getLogger('asyncio').addFilter(_never_retrieved)  # once: addFilter skips duplicates
+  previous = sys.unraisablehook
+  if getattr(previous, 'lmjax_drops_closed_loop', False):
+    return
+
+  def hook(report) -> None:
+    error = report.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(report)
+
+  hook.lmjax_drops_closed_loop = True
+  sys.unraisablehook = hook
 
 
 VARIABLES_DIR = 'variables'
@@ -88,11 +142,29 @@ def load_model(directory: str, family: str | None = None) -> tuple[Any, dict, di
 
   Only the variables are restored, into `registry.abstract_variables(spec)`: no optimizer
   state, no training code.
+
+  Raises:
+    FileNotFoundError: `directory` has no model.json (`registry.read_spec`).
+    SpecError: its model.json is not valid JSON, breaks the schema or is another family's.
+    ModelFolderError: `<directory>/variables` is missing (`<dir>/variables: missing
+      (incomplete model folder: re-export it, ...)`) or cannot be read (`<dir>/variables: cannot
+      be read (corrupt or incomplete model folder, or arrays that do not match its model.json:
+      re-export it)`).
   """
   spec = registry.read_spec(directory, family)
-  variables = restore_variables(
-    os.path.join(directory, VARIABLES_DIR), registry.abstract_variables(spec)
-  )
+  path = os.path.join(directory, VARIABLES_DIR)
+  if not os.path.isdir(path):
+    raise ModelFolderError(
+      f'{path}: missing (incomplete model folder: re-export it, e.g. with '
+      f'lmjax.train.checkpoint.export_model)'
+    )
+  try:
+    variables = restore_variables(path, registry.abstract_variables(spec))
+  except ModelFolderError as e:
+    raise ModelFolderError(
+      f'{path}: cannot be read (corrupt or incomplete model folder, or arrays that do not match '
+      f'its model.json: re-export it)'
+    ) from e.__cause__
   return registry.build(spec), dict(variables), spec
 
 

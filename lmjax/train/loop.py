@@ -8,12 +8,19 @@ stage if there is one (so a killed run continues where it stopped, losing at mos
 `fold_in(key, step)` inside the step), so a resumed run computes exactly the steps the
 uninterrupted run would have. The checkpoints also keep the seconds spent on the stage, so
 the staged-run runner (`lmjax.train.stages`) can record a stage's time across resumes.
+
+Safety: `jit_update` checks every step's metrics on device; a step with a non-finite loss or
+gradient norm leaves the state unchanged and records its number in a run-time entry of the
+state (`BAD_STEP_KEY`, never checkpointed) that the loop reads at log / checkpoint boundaries,
+raising `FloatingPointError` before anything is saved. A restored checkpoint with non-finite
+parameters is refused. After `request_stop` (main's SIGTERM handler) the loop saves a
+checkpoint at the next step boundary and raises `PreemptedError`. Every (re)start of a stage writes
+a `{'stage', 'event': 'start', 'step', 'time'}` record to metrics.jsonl.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 import zlib
@@ -21,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -29,10 +37,30 @@ from jax.sharding import Mesh
 
 from lmjax.data import batching
 from lmjax.train import checkpoint
+from lmjax.train.workdir import UserError
 from lmjax.train.writer import MetricWriter
 
 State = dict[str, Any]
 ELAPSED_KEY = 'elapsed_s'  # seconds spent on the stage, saved with each checkpoint
+BAD_STEP_KEY = 'first_bad_step'  # run-time only: first step with non-finite metrics, -1: none
+
+
+class PreemptedError(Exception):
+  """Raised by `run_stage` after `request_stop`, once the stage's checkpoint is saved."""
+
+
+_stop = {'requested': False, 'training': False}
+
+
+def request_stop(signum: int = 0, frame: Any = None) -> None:
+  """Signal handler (SIGTERM): inside `run_stage`, save and stop at the next step boundary;
+  elsewhere (data loading, validation, export) stop at once (the run resumes like after a
+  kill: from the last checkpoint and stages.json)."""
+  del frame
+  _stop['requested'] = True
+  logging.warning('signal %d: stopping at the next step boundary', signum)
+  if not _stop['training']:
+    raise PreemptedError('preempted outside a training loop; re-run the same command to resume')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +95,12 @@ def run_settings(
   num_examples: int,
   mesh: Mesh,
 ) -> RunSettings:
-  """The `RunSettings` of an experiment config (`seed`, `log_every`, `checkpoint_every`)."""
+  """The `RunSettings` of an experiment config (`seed`, `log_every`, `checkpoint_every`).
+
+  Raises `UserError` when a stage would draw more examples per step than the training set
+  has (`check_batch_sizes`).
+  """
+  check_batch_sizes(config, num_examples)
   return RunSettings(
     workdir=workdir,
     data=data,
@@ -78,6 +111,33 @@ def run_settings(
     checkpoint_every=config.checkpoint_every,
     writer=MetricWriter(workdir),
   )
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, num_examples: int) -> None:
+  """Raises `UserError` if the examples drawn per step exceed `num_examples`.
+
+  The draw is every `positives` field (BB-FCN, face classifier: the rest of the batch is
+  negatives) or else `batch_size` (MCL); stages with `steps == 0` are skipped.
+  """
+  draws = _fields(config, 'positives') or {'batch_size': config.get('batch_size')}
+  for name, value in draws.items():
+    if isinstance(value, int) and value > num_examples:
+      raise UserError(
+        f'--config.{name}={value} is larger than the training set ({num_examples} examples); '
+        'lower it or use more training data'
+      )
+
+
+def _fields(config: Any, key: str, prefix: str = '') -> dict[str, Any]:
+  """{dotted name: value} of the fields named `key` at any depth, skipping 0-step stages."""
+  out = {}
+  for name, value in config.items():
+    if hasattr(value, 'items'):
+      if value.get('steps', 1) != 0:
+        out.update(_fields(value, key, f'{prefix}{name}.'))
+    elif name == key:
+      out[prefix + name] = value
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +179,36 @@ def init_state(variables: dict[str, Any], tx) -> State:
 
 
 def jit_update(update_fn: Callable, mesh: Mesh) -> Callable:
-  """`jax.jit` of a train step: the state is donated, state and metrics come out replicated."""
+  """`jax.jit` of a train step: the state is donated, state and metrics come out replicated.
+
+  The step is guarded: when a floating metric (`loss`, `grad_norm`, ...) is not finite, the
+  state comes out unchanged, and if the state has a `BAD_STEP_KEY` entry (`run_stage` adds it)
+  the first such step number is recorded there. `update_fn` never sees that entry.
+  """
   replicated = batching.replicated_sharding(mesh)
-  return jax.jit(update_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+  def guarded(state, data, idx, key):
+    inner = {k: v for k, v in state.items() if k != BAD_STEP_KEY}
+    new, metrics = update_fn(inner, data, idx, key)
+    ok = _all_finite(metrics)
+    new = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, inner)
+    if BAD_STEP_KEY in state:
+      bad = state[BAD_STEP_KEY]
+      number = jnp.asarray(inner.get('step', 0), jnp.int32) + 1
+      new = {**new, BAD_STEP_KEY: jnp.where((bad < 0) & ~ok, number, bad)}
+    return new, metrics
+
+  return jax.jit(guarded, donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+
+def _all_finite(metrics: Any) -> jax.Array:
+  """Whether every floating leaf of `metrics` is finite (a scalar bool on device)."""
+  leaves = [
+    jnp.isfinite(x).all()
+    for x in jax.tree_util.tree_leaves(metrics)
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def sgd_step(state: dict[str, Any], grads: Any, tx: optax.GradientTransformation) -> dict:
@@ -142,9 +229,22 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
   Returns:
     (the final state, also checkpointed; seconds the stage took in earlier invocations, as
     saved with the checkpoint this invocation resumed from, 0 for a fresh start).
+
+  Raises:
+    FloatingPointError: a step had a non-finite loss / gradient norm (nothing saved after
+      it), or the checkpoint to resume from has non-finite parameters.
+    PreemptedError: `request_stop` was called; the checkpoint of the current step is saved.
+    UserError: the stage draws more examples per step than the training set has.
   """
   t_begin = time.time()
   mesh, writer, num_steps = settings.mesh, settings.writer, training.num_steps
+  if training.batch_size > settings.num_examples:
+    raise UserError(
+      f'[{name}] {training.batch_size} examples per step is more than the training set '
+      f'({settings.num_examples} examples); lower the batch size'
+    )
+  if _stop['requested']:  # stopped between stages (after the previous one finished)
+    raise PreemptedError(f'[{name}] preempted before the stage started; re-run the same command')
   ckpts = checkpoint.StageCheckpoints(os.path.join(settings.workdir, 'ckpt', name))
   replicated = batching.replicated_sharding(mesh)
   abstract = jax.eval_shape(training.initial_state)
@@ -158,31 +258,71 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
     logging.info('[%s] resuming from the checkpoint at step %d', name, start)
     state = ckpts.restore(abstract)
     before = float(state.pop(ELAPSED_KEY))
+    if not bool(_finite_tree((state['params'], state.get('batch_stats', {})))):
+      ckpts.close()
+      folder = os.path.join(ckpts.directory, str(start))
+      raise FloatingPointError(
+        f'[{name}] checkpoint {folder} has non-finite parameters; delete that folder to '
+        'resume from the previous checkpoint (or the whole stage folder to restart the stage)'
+      )
   else:
     start, before = 0, 0.0
     state = jax.device_put(training.initial_state(), replicated)
+  state = {**state, BAD_STEP_KEY: jax.device_put(np.int32(-1), replicated)}
   key = jax.random.fold_in(jax.random.key(settings.seed), _stage_salt(name))
-  writer.start(start)
+  writer.start(start, stage=name)
+  _stop['training'] = True
   try:
     for step in range(start, num_steps):
       idx = batching.train_indices(step, settings.num_examples, training.batch_size, settings.seed)
       idx = batching.shard({'idx': idx}, mesh)['idx']
       state, metrics = training.update_fn(state, settings.data, idx, key)
-      done = step + 1
-      if done % settings.log_every == 0 or done == num_steps:
-        metrics = jax.device_get(metrics)
-        if not all(math.isfinite(float(v)) for v in metrics.values()):
-          raise FloatingPointError(f'[{name}] non-finite metrics at step {done}: {metrics}')
-        writer.train_metrics(name, done, num_steps, metrics)
-      if training.hook is not None and training.hook_every and done % training.hook_every == 0:
-        state = training.hook(state)
-      if done % settings.checkpoint_every == 0 or done == num_steps:
+      done, stop = step + 1, _stop['requested']  # read once: a SIGTERM may come at any time
+      log = done % settings.log_every == 0 or done == num_steps
+      hook = training.hook is not None and training.hook_every and done % training.hook_every == 0
+      save = done % settings.checkpoint_every == 0 or done == num_steps
+      if log or hook or save or stop:
+        _check_steps(name, state)  # one host sync: before anything is logged or saved
+      if log:
+        writer.train_metrics(name, done, num_steps, jax.device_get(metrics))
+      if hook:
+        state = {**training.hook(_without_bad_step(state)), BAD_STEP_KEY: state[BAD_STEP_KEY]}
+      if save or stop:
         elapsed = jax.device_put(np.float32(before + time.time() - t_begin), replicated)
-        ckpts.save(done, {**state, ELAPSED_KEY: elapsed}, force=done == num_steps)
+        saved = {**_without_bad_step(state), ELAPSED_KEY: elapsed}
+        ckpts.save(done, saved, force=done == num_steps or stop)
+      if stop and done < num_steps:
+        ckpts.wait()
+        raise PreemptedError(
+          f'[{name}] preempted: checkpoint saved at step {done}/{num_steps}; '
+          're-run the same command to resume'
+        )
   finally:  # also when a step or hook fails: the last checkpoint is complete on disk
     ckpts.wait()
     ckpts.close()
-  return state, before
+    _stop['training'] = False  # after the wait: a SIGTERM there only sets the flag
+  return _without_bad_step(state), before
+
+
+def _check_steps(name: str, state: State) -> None:
+  """Raises `FloatingPointError` if a step since the start had non-finite metrics."""
+  bad = int(state[BAD_STEP_KEY])
+  if bad >= 0:
+    raise FloatingPointError(
+      f'[{name}] non-finite loss or gradient norm at step {bad} (state kept from step '
+      f'{bad - 1}, not saved after it); lower the learning rate or check the data, then re-run '
+      'to resume from the last checkpoint'
+    )
+
+
+def _without_bad_step(state: State) -> State:
+  return {k: v for k, v in state.items() if k != BAD_STEP_KEY}
+
+
+@jax.jit
+def _finite_tree(tree: Any) -> jax.Array:
+  """Whether every floating array of `tree` is finite."""
+  return _all_finite(tree)
 
 
 def _stage_salt(name: str) -> int:

@@ -2,8 +2,11 @@
 
 Every record is one JSON object per line with the keys `stage` and `step`; train records add
 `time` (Unix seconds) and the step's scalars, validation records the values a trainer checks
-(e.g. `val_loss`, `hnm`). Log lines carry the same numbers, and train lines add steps/s and the
-ETA of the stage. A parameter overview (count and a short table per top-level subtree) is
+(e.g. `val_loss`, `hnm`). Every (re)start of a stage writes a marker `{stage, 'event': 'start',
+step, time}` (`step`: the step it starts from): a resumed stage repeats the steps after its
+last checkpoint, so a reader drops a stage's earlier records with a step above a later
+marker's (`read_metrics` does). Log lines carry the same numbers, and train lines add steps/s
+and the ETA of the stage. A parameter overview (count and a short table per top-level subtree) is
 logged when a stage starts. Only process 0 writes (`jax.process_index() == 0`), so a
 multi-host run keeps one file and one log.
 
@@ -44,9 +47,12 @@ class MetricWriter:
       with open(self.path, 'a', encoding='utf-8') as f:
         f.write(json.dumps(dict(record)) + '\n')
 
-  def start(self, step: int) -> None:
-    """Restarts the speed clock at `step` (a stage starts or resumes)."""
+  def start(self, step: int, stage: str | None = None) -> None:
+    """Restarts the speed clock at `step` (a stage starts or resumes); with `stage`, also
+    writes the stage's start marker."""
     self._clock = (step, time.time())
+    if stage is not None:
+      self.write({'stage': stage, 'event': 'start', 'step': step, 'time': round(time.time(), 1)})
 
   def train_metrics(
     self, stage: str, step: int, num_steps: int, metrics: Mapping[str, float]
@@ -85,6 +91,21 @@ class MetricWriter:
       return
     self._last_table = table
     logging.info('[%s] parameters:\n%s', stage, table)
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+  """The records of a `metrics.jsonl` without start markers and without the records that a
+  later (re)start of their stage repeated (those with a step above the restart's)."""
+  with open(path, encoding='utf-8') as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  kept: list[dict[str, Any]] = []
+  for record in records:
+    if record.get('event') == 'start':
+      stage, step = record.get('stage'), record['step']
+      kept = [r for r in kept if r.get('stage') != stage or r['step'] <= step]
+    else:
+      kept.append(record)
+  return kept
 
 
 def parameter_table(params: Any) -> str:

@@ -5,9 +5,11 @@
 
 Building never needs TensorFlow: builders store encoded images in array_record files and
 `load` returns `tfds.data_source` random-access readers. A prepared dataset remembers a
-fingerprint of its manual directory and is rebuilt when the files change. What training needs
-to know about each dataset a config can name (default folder, builder config per landmark count,
-validation split) is the table in `lmjax.data.datasets.table`.
+content fingerprint of its manual directory (the bytes of every annotation file; path, size and
+modification time of every image) and is rebuilt, with a warning naming the folder, when it
+changes. What training needs to know about each dataset a config can name (default folder,
+builder config per landmark count, validation split) is the table in
+`lmjax.data.datasets.table`.
 """
 
 from __future__ import annotations
@@ -99,12 +101,16 @@ def load(
         f'{manual_dir!r} is not a directory.\n{module.MANUAL_DOWNLOAD_INSTRUCTIONS}'
       )
     module.check_split(manual_dir, split, builder.builder_config)
-    fingerprint = module.fingerprint(manual_dir)
-    stale = _is_prepared(builder) and (
-      builder.info.metadata.get('fingerprint') != fingerprint or split not in builder.info.splits
-    )
+    reason = _stale_reason(builder, split, module.fingerprint(manual_dir), manual_dir)
+    stale = reason is not None
     if stale:
-      logging.info('%s: files in %s changed since it was prepared; rebuilding.', name, manual_dir)
+      logging.warning(
+        'dataset %s (config %s) in %s: %s; rebuilding.',
+        name,
+        builder.builder_config.name if builder.builder_config else None,
+        os.fspath(builder.data_path),
+        reason,
+      )
     mode = tfds.download.GenerateMode
     download_config = tfds.download.DownloadConfig(
       manual_dir=manual_dir,
@@ -120,6 +126,28 @@ def load(
 
 def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
   return os.path.isfile(os.path.join(os.fspath(builder.data_path), 'dataset_info.json'))
+
+
+def _stale_reason(
+  builder: tfds.core.DatasetBuilder, split: str, fingerprint: str, manual_dir: str
+) -> str | None:
+  """Why a prepared dataset must be rebuilt, or None when it is missing or up to date.
+
+  The builders' `fingerprint(manual_dir)` hashes the bytes of every annotation file and the
+  path, size and modification time of every image (`common.fingerprint_files`).
+  """
+  if not _is_prepared(builder):
+    return None
+  old = builder.info.metadata.get('fingerprint')
+  if old != fingerprint:
+    return (
+      f'the files in {manual_dir} changed since it was prepared (an annotation file was '
+      f'edited or images were added, removed or modified; fingerprint was {old!r}, now '
+      f'{fingerprint!r})'
+    )
+  if split not in builder.info.splits:
+    return f'split {split!r} was not prepared (prepared: {sorted(builder.info.splits)})'
+  return None
 
 
 def schema_of(source: Sequence[Mapping[str, Any]]):

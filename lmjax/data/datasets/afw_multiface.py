@@ -110,18 +110,27 @@ def list_photos(folder: str) -> list[Photo]:
 
 
 def fingerprint(manual_dir: str) -> str:
-  """Cheap identity of the folder's files, used to detect a stale prepared dataset."""
+  """Content fingerprint of the folder's .pts files and images.
+
+  Used to detect a stale prepared dataset (`common.fingerprint_files`).
+  """
   folder = resolve_folder(manual_dir)
-  names = sorted(os.listdir(folder))
-  size = sum(os.path.getsize(os.path.join(folder, n)) for n in names)
-  return f'{os.path.abspath(folder)}|{len(names)}:{size}'
+  annotations, images = [], []
+  for name in sorted(os.listdir(folder)):
+    ext = os.path.splitext(name)[1].lower()
+    if ext == '.pts':
+      annotations.append(os.path.join(folder, name))
+    elif ext in IMAGE_EXTENSIONS:
+      images.append(os.path.join(folder, name))
+  return common.fingerprint_files(folder, annotations, images)
 
 
 def photo_example(photo: Photo, num_points: int) -> dict:
   """The tfds example of one photograph.
 
   Raises:
-    common.DatasetFormatError: an unreadable image or .pts file, or images of different sizes.
+    common.DatasetFormatError: an unreadable image or .pts file, images of different sizes, or
+      points whose tight box has no positive width and height.
   """
   first = photo.faces[0][0]
   image, size = common.image_bytes_for_tfds(first)
@@ -135,6 +144,7 @@ def photo_example(photo: Photo, num_points: int) -> dict:
         'photograph'
       )
     points.append(read_pts(pts_path, 68))
+    common.check_box(common.tight_box(points[-1]), pts_path, 'tight box of the points')
   points68 = np.stack(points).astype(np.float32)
   labels = points68 if num_points == 68 else lm.five_from_68(points68)
   return {

@@ -40,20 +40,20 @@ def check_split(manual_dir: str, split: str, builder_config=None) -> None:
 
 
 def fingerprint(manual_dir: str) -> str:
-  """Identity of the .mat files, used to detect a stale prepared dataset."""
-  parts = []
-  for name, _ in FILES.values():
-    path = os.path.join(manual_dir, name)
-    if os.path.isfile(path):
-      parts.append(f'{name}:{os.path.getsize(path)}')
-  return f'{os.path.abspath(manual_dir)}|' + ','.join(parts)
+  """Content fingerprint of the .mat files (they hold the images too).
+
+  Used to detect a stale prepared dataset (`common.fingerprint_files`).
+  """
+  paths = [os.path.join(manual_dir, name) for name, _ in FILES.values()]
+  return common.fingerprint_files(manual_dir, [p for p in paths if os.path.isfile(p)])
 
 
 def read_mat(path: str, suffix: str):
   """Yields (index, image uint8 [H, W, 3], landmarks [29, 2], occluded [29], bbox [4]).
 
   Raises:
-    common.DatasetFormatError: the file is not HDF5 or lacks the expected variables/shapes.
+    common.DatasetFormatError: the file is not HDF5, lacks the expected variables/shapes, holds
+      no face, or has a box without positive width and height.
   """
   import h5py  # only COFW needs it
 
@@ -77,6 +77,10 @@ def read_mat(path: str, suffix: str):
       raise common.DatasetFormatError(
         f'{path}: {len(refs)} images, {len(phis)} phis rows and {len(boxes)} boxes differ'
       )
+    if not len(refs):
+      raise common.DatasetFormatError(
+        f'{path}: Is{suffix}, phis{suffix} and bboxes{suffix} hold no faces; expected at least one'
+      )
     for i, ref in enumerate(refs):
       image = np.asarray(f[ref]).T  # MATLAB is column-major: (W, H) or (3, W, H) on disk
       where = f'{path}: image {i + 1}'
@@ -89,6 +93,7 @@ def read_mat(path: str, suffix: str):
       points = common.check_landmarks(points - 1.0, NUM_POINTS, where)
       x, y, w, h = boxes[i]
       box = np.array([x - 1, y - 1, x - 1 + w, y - 1 + h], np.float32)
+      common.check_box(box, where, f'bboxes{suffix} row (x, y, w, h)')
       yield i, np.ascontiguousarray(rgb), points, phis[i, 2 * NUM_POINTS :] > 0.5, box
 
 

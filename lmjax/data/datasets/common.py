@@ -17,7 +17,9 @@ are decoded with `lmjax.core.image_ops` (`read_image`, `to_rgb`).
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -114,6 +116,65 @@ def inside_image(points: np.ndarray, height: int, width: int) -> np.ndarray:
   """
   x, y = points[..., 0], points[..., 1]
   return (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
+
+
+def check_box(box: np.ndarray, where: str, rule: str) -> np.ndarray:
+  """Validates a face box (x0, y0, x1, y1) and returns it as float32.
+
+  Args:
+    box: the box.
+    where: file (and line or face) the box comes from, for the error message.
+    rule: how the box was obtained, e.g. 'tight box of the points'.
+
+  Raises:
+    DatasetFormatError: a non-finite box or one without positive width and height.
+  """
+  box = np.asarray(box, np.float32)
+  width, height = float(box[2] - box[0]), float(box[3] - box[1])
+  if not (np.all(np.isfinite(box)) and width > 0 and height > 0):
+    raise DatasetFormatError(
+      f'{where}: face box ({rule}) has width {width:g} and height {height:g}; expected both > 0'
+    )
+  return box
+
+
+def fingerprint_files(root: str, annotations: Iterable[str], images: Iterable[str] = ()) -> str:
+  """Content fingerprint of a dataset's files; a prepared dataset is rebuilt when it changes.
+
+  Annotation files (.pts, list files, .mat) are hashed by their bytes, so an edit that keeps
+  the file size is seen. Images are identified by relative path, size and modification time
+  (hashing the bytes of thousands of images would slow down every `load`). A listed path that
+  does not exist is recorded as missing.
+
+  Args:
+    root: the manual directory; paths are recorded relative to it.
+    annotations: annotation file paths.
+    images: image file paths.
+
+  Returns:
+    '<absolute root>|<n> annotation files, <m> images|<blake2b hex digest>'.
+  """
+  root = os.path.abspath(root)
+  digest = hashlib.blake2b(digest_size=20)
+  counts = {}
+  for kind, paths in (('annotation', annotations), ('image', images)):
+    rels = sorted({os.path.relpath(os.path.join(root, p), root) for p in paths})
+    counts[kind] = len(rels)
+    for rel in rels:
+      digest.update(f'{kind}\0{rel}\0'.encode())
+      path = os.path.join(root, rel)
+      try:
+        if kind == 'annotation':
+          with open(path, 'rb') as f:
+            digest.update(hashlib.file_digest(f, 'blake2b').digest())
+        else:
+          stat = os.stat(path)
+          digest.update(f'{stat.st_size}\0{stat.st_mtime_ns}'.encode())
+      except FileNotFoundError:
+        digest.update(b'missing')
+      digest.update(b'\n')
+  summary = f'{counts["annotation"]} annotation files, {counts["image"]} images'
+  return f'{root}|{summary}|{digest.hexdigest()}'
 
 
 def check_landmarks(landmarks: np.ndarray, num_points: int, where: str) -> np.ndarray:

@@ -100,7 +100,10 @@ def check_config(cfg: CompositeConfig) -> None:
 
 
 def fingerprint(manual_dir: str) -> str:
-  """Identity of the source files and builders, used to detect a stale prepared dataset."""
+  """Content fingerprints of the MTFL and 300-W files in `manual_dir`, with the builder versions.
+
+  Used to detect a stale prepared dataset: editing a source annotation rebuilds the scenes.
+  """
   return (
     f'mtfl {mtfl.Mtfl.VERSION}: {mtfl.fingerprint(manual_dir)} | '
     f'300w {the300w.The300w.VERSION}: {the300w.fingerprint(manual_dir)}'

@@ -39,6 +39,7 @@ LISTS = {
   'resized': {'train': 'new_training.txt', 'test': 'new_testing.txt'},
 }
 _TOKENS = {'original': 15, 'resized': 11}
+_FIELDS = {'original': 'path, 5 x, 5 y, 4 attributes', 'resized': 'path, 5 x, 5 y'}
 KNOWN_BAD_PREFIXES = {'original': (), 'resized': ('net_7876/_',)}
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -74,12 +75,17 @@ def list_file(manual_dir: str, split: str, fmt: str) -> tuple[str, str]:
   """(path, format) of the list for `split`; `fmt` is auto/original/resized.
 
   Raises:
-    common.DatasetFormatError: no list for the split exists.
+    common.DatasetFormatError: no list for the split exists, or the list has no entries.
   """
   formats = ('original', 'resized') if fmt == 'auto' else (fmt,)
   for f in formats:
     path = os.path.join(manual_dir, LISTS[f][split])
     if os.path.isfile(path):
+      with open(path, encoding='utf-8', errors='replace') as lines:
+        if not any(line.strip() for line in lines):
+          raise common.DatasetFormatError(
+            f'{path}: MTFL list has no entries; expected one line per face ({_FIELDS[f]})'
+          )
       return path, f
   wanted = ' or '.join(LISTS[f][split] for f in formats)
   raise common.DatasetFormatError(
@@ -92,7 +98,8 @@ def parse_list(path: str, fmt: str) -> list[tuple[str, np.ndarray]]:
   """Parses an MTFL list into (relative image path, landmarks [5, 2]) entries.
 
   Raises:
-    common.DatasetFormatError: a line with the wrong number of fields or a non-number.
+    common.DatasetFormatError: a line with the wrong number of fields, a non-number, or points
+      that give an empty face box (`face_box`).
   """
   entries = []
   with open(path, encoding='utf-8') as f:
@@ -102,8 +109,8 @@ def parse_list(path: str, fmt: str) -> list[tuple[str, np.ndarray]]:
         continue
       if len(tokens) != _TOKENS[fmt]:
         raise common.DatasetFormatError(
-          f'{path}:{lineno}: expected {_TOKENS[fmt]} fields ({fmt} MTFL list: path, 5 x, '
-          f'5 y{", 4 attributes" if fmt == "original" else ""}), got {len(tokens)}'
+          f'{path}:{lineno}: expected {_TOKENS[fmt]} fields ({fmt} MTFL list: {_FIELDS[fmt]}), '
+          f'got {len(tokens)}'
         )
       try:
         values = np.array([float(t) for t in tokens[1:11]], np.float32)
@@ -111,21 +118,27 @@ def parse_list(path: str, fmt: str) -> list[tuple[str, np.ndarray]]:
         raise common.DatasetFormatError(
           f'{path}:{lineno}: landmark fields must be numbers: {line.strip()!r}'
         ) from None
+      where = f'{path}:{lineno}'
       landmarks = np.stack([values[:5], values[5:]], axis=1)
-      rel = tokens[0].replace('\\', '/')
-      entries.append((rel, common.check_landmarks(landmarks, NUM_POINTS, f'{path}:{lineno}')))
+      landmarks = common.check_landmarks(landmarks, NUM_POINTS, where)
+      common.check_box(face_box_np(landmarks), where, 'MTFL rule: eyes and mouth centre')
+      entries.append((tokens[0].replace('\\', '/'), landmarks))
   return entries
 
 
 def fingerprint(manual_dir: str) -> str:
-  """Identity of the list files, used to detect a stale prepared dataset."""
-  parts = []
-  for f, lists in LISTS.items():
-    for name in lists.values():
-      path = os.path.join(manual_dir, name)
-      if os.path.isfile(path):
-        parts.append(f'{f}/{name}:{os.path.getsize(path)}')
-  return f'{os.path.abspath(manual_dir)}|' + ','.join(parts)
+  """Content fingerprint of the list files and the images they name.
+
+  Used to detect a stale prepared dataset (`common.fingerprint_files`).
+  """
+  lists, images = [], set()
+  for name in sorted({name for names in LISTS.values() for name in names.values()}):
+    path = os.path.join(manual_dir, name)
+    if os.path.isfile(path):
+      lists.append(path)
+      with open(path, encoding='utf-8', errors='replace') as f:
+        images.update(line.split()[0].replace('\\', '/') for line in f if line.strip())
+  return common.fingerprint_files(manual_dir, lists, images)
 
 
 @dataclasses.dataclass
@@ -174,12 +187,18 @@ class Mtfl(common.LandmarkBuilder):
       try:
         path, fmt = list_file(manual_dir, split, self.builder_config.list_format)
       except common.DatasetFormatError:
-        continue  # Requested-but-missing splits are reported by `lmjax.data.datasets.load`.
+        continue  # Missing or empty lists are reported by `check_split` when requested.
       self.info.metadata[f'{split}_list'] = os.path.basename(path)
       entries = parse_list(path, fmt)
       if self.builder_config.drop_known_bad:
         entries, dropped = drop_known_bad(entries, fmt)
         self.info.metadata[f'{split}_dropped_bad_labels'] = dropped
+        if not entries:
+          raise common.DatasetFormatError(
+            f'{path}: all {dropped} entries have known wrong labels '
+            f'({"*, ".join(KNOWN_BAD_PREFIXES[fmt])}*); expected other entries, or config '
+            "'keep_bad'"
+          )
         if dropped:
           logging.warning(
             'MTFL %s: dropped %d entries of %s with known wrong labels (%s*); config '

@@ -53,7 +53,8 @@ def split_folders(manual_dir: str, split: str) -> list[str]:
   """The folders of `split` present in `manual_dir`.
 
   Raises:
-    common.DatasetFormatError: the split is unknown or its required folders are missing.
+    common.DatasetFormatError: the split is unknown, its required folders are missing, or one
+      of its folders has no .pts file.
   """
   if split not in SPLITS:
     raise common.DatasetFormatError(f'300-W has no split {split!r}; known: {sorted(SPLITS)}')
@@ -66,6 +67,13 @@ def split_folders(manual_dir: str, split: str) -> list[str]:
       f'300-W split {split!r} needs the folder(s) {wanted} in the manual directory '
       f'{manual_dir!r}, which were not found.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}'
     )
+  for folder in present:
+    path = resolve_folder(manual_dir, folder)
+    if not any(n.lower().endswith('.pts') for n in os.listdir(path)):
+      raise common.DatasetFormatError(
+        f'300-W split {split!r}: folder {path} has no .pts files; expected images with a '
+        '.pts file (68 points) of the same base name'
+      )
   return present
 
 
@@ -104,16 +112,20 @@ def list_faces(folder: str) -> list[tuple[str, str]]:
 
 
 def fingerprint(manual_dir: str) -> str:
-  """Cheap identity of the annotation files, used to detect a stale prepared dataset."""
-  entries = []
-  for split in SPLITS:
-    for folder in SPLITS[split][0] + SPLITS[split][1]:
-      path = resolve_folder(manual_dir, folder)
-      if path:
-        names = sorted(os.listdir(path))
-        size = sum(os.path.getsize(os.path.join(path, n)) for n in names)
-        entries.append(f'{folder}:{len(names)}:{size}')
-  return f'{os.path.abspath(manual_dir)}|' + ','.join(sorted(set(entries)))
+  """Content fingerprint of the .pts files and images of every 300-W folder present.
+
+  Used to detect a stale prepared dataset (`common.fingerprint_files`).
+  """
+  annotations, images = [], []
+  for folder in sorted({f for required, optional in SPLITS.values() for f in required + optional}):
+    path = resolve_folder(manual_dir, folder)
+    for name in sorted(os.listdir(path)) if path else ():
+      ext = os.path.splitext(name)[1].lower()
+      if ext == '.pts':
+        annotations.append(os.path.join(path, name))
+      elif ext in IMAGE_EXTENSIONS:
+        images.append(os.path.join(path, name))
+  return common.fingerprint_files(manual_dir, annotations, images)
 
 
 class The300w(common.LandmarkBuilder):
@@ -134,7 +146,7 @@ class The300w(common.LandmarkBuilder):
       try:
         folders = split_folders(manual_dir, split)
       except common.DatasetFormatError:
-        continue  # Requested-but-missing splits are reported by `lmjax.data.datasets.load`.
+        continue  # Missing or empty splits are reported by `check_split` when requested.
       generators[split] = self._generate_examples(manual_dir, folders)
     if not generators:
       raise common.DatasetFormatError(
@@ -149,6 +161,7 @@ class The300w(common.LandmarkBuilder):
       logging.info('300-W %s: %d faces', folder, len(pairs))
       for image_path, pts_path in pairs:
         landmarks = read_pts(pts_path, NUM_POINTS)
+        box = common.check_box(common.tight_box(landmarks), pts_path, 'tight box of the points')
         image, _ = common.image_bytes_for_tfds(image_path)
         image_id = f'{folder}/{os.path.splitext(os.path.basename(image_path))[0]}'
         yield (
@@ -157,7 +170,7 @@ class The300w(common.LandmarkBuilder):
             'image': image,
             'landmarks': landmarks,
             'visible': np.ones(NUM_POINTS, np.bool_),
-            'bbox': common.tight_box(landmarks),
+            'bbox': box,
             'image_id': image_id,
           },
         )

@@ -24,3 +24,19 @@ def _quiet_tfds():
   import tensorflow_datasets as tfds
 
   tfds.disable_progress_bar()
+
+
+@pytest.fixture(scope='module')
+def bbfcn5_random_dir(tmp_path_factory) -> str:
+  """A 5-point BB-FCN model folder with fresh weights (for plumbing tests of the scanner)."""
+  from lmjax.data import templates
+  from lmjax.models import registry
+  from lmjax.train import checkpoint
+
+  spec = registry.make_spec(
+    'bbfcn', variant='bbfcn', num_points=5, size=32, refine_size=64, crop_scale=1.1,
+    dataset='synthetic', face_template=templates.face_template(5, 'synthetic', 1.1),
+  )  # fmt: skip
+  path = str(tmp_path_factory.mktemp('model') / 'bbfcn5')
+  checkpoint.export_model(path, registry.init(spec), spec)
+  return path

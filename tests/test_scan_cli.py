@@ -7,24 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lmjax.data import templates
-from lmjax.models import registry
 from lmjax.scan import cli
-from lmjax.train import checkpoint
 
 SIZE = (64, 80)  # (h, w) of every test image and video frame: one bucket, one compile
-
-
-@pytest.fixture(scope='module')
-def model_dir(tmp_path_factory):
-  """A 5-point BB-FCN folder with fresh weights (the plumbing does not depend on them)."""
-  spec = registry.make_spec(
-    'bbfcn', variant='bbfcn', num_points=5, size=32, refine_size=64, crop_scale=1.1,
-    dataset='synthetic', face_template=templates.face_template(5, 'synthetic', 1.1),
-  )  # fmt: skip
-  path = str(tmp_path_factory.mktemp('model') / 'bbfcn5')
-  checkpoint.export_model(path, registry.init(spec), spec)
-  return path
 
 
 def _image(seed):
@@ -179,3 +164,8 @@ def test_video_writer_that_does_not_open_fails(inputs, model_dir, monkeypatch, c
   code, err = _run(argv, capsys)  # the writer of the first frame
   assert code == 1 and f'lmjax-scan: --out={out}: cv2 cannot open a video writer' in err
   assert not out.exists()
+
+
+@pytest.fixture(scope='module')
+def model_dir(bbfcn5_random_dir):
+  return bbfcn5_random_dir

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmjax import synthface
-from lmjax.data import datasets, templates
+from lmjax.data import datasets
 from lmjax.data.datasets import synthetic
 from lmjax.data.datasets.pts import write_pts
 from lmjax.eval import multiface
@@ -21,18 +21,6 @@ from lmjax.scan.scanner import Scanner
 from lmjax.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def model_dir(tmp_path_factory):
-  """A 5-point BB-FCN folder with fresh weights (the plumbing does not depend on them)."""
-  spec = registry.make_spec(
-    'bbfcn', variant='bbfcn', num_points=5, size=32, refine_size=64, crop_scale=1.1,
-    dataset='synthetic', face_template=templates.face_template(5, 'synthetic', 1.1),
-  )  # fmt: skip
-  path = str(tmp_path_factory.mktemp('model') / 'bbfcn5')
-  checkpoint.export_model(path, registry.init(spec), spec)
-  return path
 
 
 def _afw_folder(root):
@@ -197,3 +185,8 @@ def test_faces_from_scan_with_and_without_a_classifier():
   assert np.isnan(faces[0].points[1]).all()  # no type-1 detection on that face
   with pytest.raises(ValueError, match='needs the image'):
     detect.faces_from_scan(out, None, Classifier())
+
+
+@pytest.fixture(scope='module')
+def model_dir(bbfcn5_random_dir):
+  return bbfcn5_random_dir

@@ -115,14 +115,7 @@ def fingerprint(manual_dir: str) -> str:
   Used to detect a stale prepared dataset (`common.fingerprint_files`).
   """
   folder = resolve_folder(manual_dir)
-  annotations, images = [], []
-  for name in sorted(os.listdir(folder)):
-    ext = os.path.splitext(name)[1].lower()
-    if ext == '.pts':
-      annotations.append(os.path.join(folder, name))
-    elif ext in IMAGE_EXTENSIONS:
-      images.append(os.path.join(folder, name))
-  return common.fingerprint_files(folder, annotations, images)
+  return common.fingerprint_files(folder, *common.pts_and_images(folder, IMAGE_EXTENSIONS))
 
 
 def photo_example(photo: Photo, num_points: int) -> dict:

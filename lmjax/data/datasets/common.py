@@ -138,6 +138,19 @@ def check_box(box: np.ndarray, where: str, rule: str) -> np.ndarray:
   return box
 
 
+def pts_and_images(folder: str, image_extensions: Iterable[str]) -> tuple[list[str], list[str]]:
+  """(`.pts` paths, image paths) directly in `folder`, sorted: what `fingerprint_files` reads."""
+  annotations, images = [], []
+  extensions = {e.lower() for e in image_extensions}
+  for name in sorted(os.listdir(folder)):
+    ext = os.path.splitext(name)[1].lower()
+    if ext == '.pts':
+      annotations.append(os.path.join(folder, name))
+    elif ext in extensions:
+      images.append(os.path.join(folder, name))
+  return annotations, images
+
+
 def fingerprint_files(root: str, annotations: Iterable[str], images: Iterable[str] = ()) -> str:
   """Content fingerprint of a dataset's files; a prepared dataset is rebuilt when it changes.
 

@@ -119,12 +119,10 @@ def fingerprint(manual_dir: str) -> str:
   annotations, images = [], []
   for folder in sorted({f for required, optional in SPLITS.values() for f in required + optional}):
     path = resolve_folder(manual_dir, folder)
-    for name in sorted(os.listdir(path)) if path else ():
-      ext = os.path.splitext(name)[1].lower()
-      if ext == '.pts':
-        annotations.append(os.path.join(path, name))
-      elif ext in IMAGE_EXTENSIONS:
-        images.append(os.path.join(path, name))
+    if path:
+      pts, pictures = common.pts_and_images(path, IMAGE_EXTENSIONS)
+      annotations += pts
+      images += pictures
   return common.fingerprint_files(manual_dir, annotations, images)
 
 

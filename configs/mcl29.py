@@ -2,7 +2,8 @@ r"""MCL, 29 points, on COFW (Shao et al.; SPEC §2).
 
   python -m lmjax.main --config=configs/mcl29.py --workdir=runs/mcl29 \
       --config.data.manual_dir=/path/to/cofw
-Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=cofw`.
+Arguments: `recipe=paper|fast` (configs/mcl.py), `runlocal` (shrink everything for a
+2-core CPU), `data=cofw`.
 """
 
 import pathlib
@@ -13,5 +14,5 @@ mcl = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent /
 
 
 def get_config(arg=None):
-  arg = mcl.common.parse_arg(arg, runlocal=False, data='cofw')
-  return mcl.mcl_config(num_points=29, width=512, data=arg.data, runlocal=arg.runlocal)
+  arg = mcl.common.parse_arg(arg, runlocal=False, data='cofw', recipe='paper')
+  return mcl.mcl_config(29, 512, arg.data, arg.runlocal, arg.recipe)

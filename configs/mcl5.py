@@ -5,7 +5,8 @@ Paper-scale run (GPU):
       --config.data.manual_dir=/path/to/mtfl
 CPU run on the embedded synthetic faces:
   python -m lmjax.main --config=configs/mcl5.py:runlocal,data=synthetic --workdir=runs/mcl5_synth
-Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=mtfl|synthetic`.
+Arguments: `runlocal` (shrink everything for a 2-core CPU), `recipe=paper|fast`
+(configs/mcl.py), `data=mtfl|synthetic`.
 """
 
 import pathlib
@@ -16,5 +17,5 @@ mcl = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent /
 
 
 def get_config(arg=None):
-  arg = mcl.common.parse_arg(arg, runlocal=False, data='mtfl')
-  return mcl.mcl_config(num_points=5, width=512, data=arg.data, runlocal=arg.runlocal)
+  arg = mcl.common.parse_arg(arg, runlocal=False, data='mtfl', recipe='paper')
+  return mcl.mcl_config(5, 512, arg.data, arg.runlocal, arg.recipe)

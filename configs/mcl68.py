@@ -5,7 +5,8 @@ Paper-scale run (GPU):
       --config.data.manual_dir=/path/to/300w
 CPU quickstart on the embedded synthetic faces (no download, a few minutes on 2 cores):
   python -m lmjax.main --config=configs/mcl68.py:runlocal,data=synthetic --workdir=runs/quickstart
-Arguments: `runlocal` (shrink everything for a 2-core CPU), `data=300w|synthetic`.
+Arguments: `runlocal` (shrink everything for a 2-core CPU), `recipe=paper|fast`
+(configs/mcl.py), `data=300w|synthetic`.
 """
 
 import pathlib
@@ -16,5 +17,5 @@ mcl = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent /
 
 
 def get_config(arg=None):
-  arg = mcl.common.parse_arg(arg, runlocal=False, data='300w')
-  return mcl.mcl_config(num_points=68, width=1024, data=arg.data, runlocal=arg.runlocal)
+  arg = mcl.common.parse_arg(arg, runlocal=False, data='300w', recipe='paper')
+  return mcl.mcl_config(68, 1024, arg.data, arg.runlocal, arg.recipe)

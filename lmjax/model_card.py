@@ -97,6 +97,7 @@ def render_card(
     crop = f'{big}×{big} RGB face crop (backbone: its {size}×{size} downsample)'
     use = [
       'from lmjax.inference import load_predictor',
+      '',
       f"points = load_predictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = (
@@ -108,12 +109,15 @@ def render_card(
     order = [s for s in ('bm', 'wm_partial', 'wm') if s in stages]
     order += sorted((s for s in stages if s.startswith('mc_')), key=lambda s: int(s[3:]))
     order += ['am'] if 'am' in stages else []
+    # only the stages this run trained (a run may stop early: stop_after)
+    steps = {k: v for k, v in steps.items() if k in stages or f'{k}_0' in stages}
     title, paper, module = 'MCL', 'Shao et al., Deep Multi-Center Learning', 'mcl/train'
     size = config['input']['size']
     grey = 'grey' if config['input']['grayscale'] else 'RGB'
     crop = f'{size}×{size} {grey} crop'
     use = [
       'from lmjax.mcl.predictor import FacePredictor',
+      '',
       f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = str(config['batch_size'])
@@ -143,7 +147,7 @@ def render_card(
     '## Training',
     '',
     f'* steps per stage: {schedule}'
-    + (' (mc = each of the multi-center stages)' if config.get('experiment') == 'mcl' else '')
+    + (' (mc = each of the multi-center stages)' if 'mc' in steps and not bbfcn else '')
     + f'; batch {batch}',
     _time_line(training_seconds(stages)),
     f'* hardware: {hardware}',

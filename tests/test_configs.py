@@ -48,6 +48,21 @@ def test_config_args():
     load_config('mcl68', 'data=mtfl')
   with pytest.raises(ValueError, match='unknown data'):
     load_config('bbfcn5', 'data=aflw')
+  with pytest.raises(ValueError, match="recipe='slow': expected one of"):
+    load_config('mcl5', 'recipe=slow')
+
+
+@pytest.mark.parametrize('name', ['mcl68', 'mcl5', 'mcl29'])
+def test_fast_recipe_changes_only_optimiser_schedule_augmentation_and_lengths(name):
+  paper, fast = load_config(name).to_dict(), load_config(name, 'recipe=fast').to_dict()
+  assert paper == load_config(name, 'recipe=paper').to_dict()  # the paper stays the default
+  assert (paper['optim']['optimizer'], paper['optim']['schedule']) == ('sgd', 'step')
+  assert (fast['optim']['optimizer'], fast['optim']['schedule']) == ('adamw', 'cosine')
+  assert fast['stages']['bm']['steps'] == 3000 and fast['eval_every'] > 0
+  assert fast['aug']['rotation_deg'] > paper['aug']['rotation_deg']
+  changed = {k for k in paper if paper[k] != fast[k]}
+  assert changed == {'optim', 'stages', 'aug', 'eval_every', 'checkpoint_every'}
+  assert load_config(name, 'recipe=fast,runlocal').stages.bm.steps < 1000
 
 
 # Settings of the experiments as they ran before the configs moved to `configs/` (computed from

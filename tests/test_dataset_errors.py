@@ -166,3 +166,26 @@ def test_broken_manual_dir_is_a_one_line_error(tmp_path, name, damage, message):
   with pytest.raises(DatasetFormatError, match=message) as e:
     datasets.load(name, split, manual_dir=str(root), data_dir=str(tmp_path / 'tfds'), config=config)
   assert '\n' not in str(e.value), str(e.value)
+
+
+def test_a_second_process_waits_while_a_dataset_is_prepared(tmp_path):
+  import fcntl
+  import threading
+
+  builder = datasets.get_builder('synthetic', config='face5', data_dir=str(tmp_path))
+  folder = os.path.dirname(os.fspath(builder.data_path))
+  os.makedirs(folder)
+  entered = threading.Event()
+
+  def second():
+    with datasets._preparing(builder):
+      entered.set()
+
+  with open(os.path.join(folder, 'prepare.lock'), 'a') as held:  # the first preparer
+    fcntl.flock(held, fcntl.LOCK_EX)
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not entered.wait(0.5)  # blocked while the folder is being prepared
+    fcntl.flock(held, fcntl.LOCK_UN)
+  thread.join(10)
+  assert entered.is_set()

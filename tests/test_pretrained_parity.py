@@ -3,9 +3,9 @@
 `tests/data/pretrained_predictions.npz` was written by the code at commit a584d7c (the flat
 package) on the image below: MCL and BB-FCN points for three boxes (BB-FCN also backbone-only),
 the face classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`. A model that is
-retrained gets its entry rewritten in the commit that publishes it: `mcl68` was, when the
-warm-started model replaced it (its old entry had passed unchanged through the restructure), and
-`mcl5` when its warm-started model replaced it.
+retrained gets its entry rewritten in the commit that publishes it: `mcl68` and `mcl5` were, each
+time a newly trained model replaced theirs (their old entries had passed unchanged through the
+restructure).
 """
 
 import pathlib

@@ -15,7 +15,7 @@ import pytest
 
 from lmjax.data import batching
 from lmjax.models import registry
-from lmjax.train import checkpoint, loop, stages, writer
+from lmjax.train import checkpoint, curves, loop, stages, writer
 
 SPEC = registry.make_spec(
   'facecls', size=8, supersample=1, widths=[2, 4], hidden=4, crop='square', dataset='toy'
@@ -26,7 +26,7 @@ class KilledError(Exception):
   pass
 
 
-def make_settings(workdir, mesh):
+def make_settings(workdir, mesh, eval_every=0):
   x = np.random.default_rng(0).normal(size=(12, 8, 8, 3)).astype(np.float32)
   return loop.RunSettings(
     workdir=str(workdir),
@@ -37,6 +37,7 @@ def make_settings(workdir, mesh):
     log_every=1,
     checkpoint_every=3,
     writer=writer.MetricWriter(str(workdir)),
+    eval_every=eval_every,
   )
 
 
@@ -101,7 +102,7 @@ def read_lines(workdir):
 
 def losses(workdir, stage):
   records = writer.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
-  return {r['step']: r['loss'] for r in records if r['stage'] == stage}
+  return {r['step']: r['loss'] for r in records if r['stage'] == stage and 'loss' in r}
 
 
 @pytest.fixture(scope='module')
@@ -175,6 +176,33 @@ def test_killed_stage_resumes_with_identical_losses_and_keeps_its_time(
   assert losses(tmp_path, 'model_b') == {} and losses(tmp_path, 'b') == losses(workdir, 'b')
   assert resumed['c']['norm'] == records['c']['norm']
   assert resumed['a']['elapsed_s'] >= 100  # the killed invocation's time up to checkpoint 3
+
+
+def test_eval_every_writes_a_learning_curve_without_changing_training(full_run, tmp_path):
+  workdir, records, _ = full_run
+  curve_records = stages.run(make_plan([]), make_settings(tmp_path, batching.make_mesh(), 2))
+  assert losses(tmp_path, 'a') == losses(workdir, 'a')  # validating does not touch training
+  assert curve_records['a']['norm'] == records['a']['norm']
+  checks = [r for r in writer.read_metrics(str(tmp_path / 'metrics.jsonl')) if 'val_norm' in r]
+  # Steps 2 and 4 of the two trained stages; the last step is left to the stage's validation.
+  assert [(r['stage'], r['step']) for r in checks] == [('a', 2), ('a', 4), ('b', 2), ('b', 4)]
+  assert all(r['elapsed_s'] >= 0 for r in checks)
+  curve = curves.load_curve(str(tmp_path), 'toy', 'x', metric='norm', cores=2, stages=['a'])
+  assert curve.stages == ('a', 'a', 'a')  # two checks + the stage's final validation
+  assert (np.diff(curve.minutes) >= 0).all() and curve.values[-1] == curve_records['a']['norm']
+  assert curve.minutes[-1] == pytest.approx(curve_records['a']['elapsed_s'] * 2 / 60)
+  everything = curves.load_curve(str(tmp_path), 'toy', 'x', metric='norm')
+  assert everything.stages[:5] == ('a', 'a', 'a', 'b', 'b') and 'c' in everything.stages
+  assert curve.at(-1.0) != curve.at(-1.0)  # NaN before the first validation
+  table = curves.format_table([curve], [0.0, 1e9], 'norm')
+  assert f'{records["a"]["norm"]:.2f}' in table.splitlines()[-1]
+  png = curves.plot([curve], str(tmp_path / 'curve.png'), 'norm')
+  assert (tmp_path / 'curve.png').stat().st_size > 1000 and png.endswith('curve.png')
+  with pytest.raises(ValueError, match='no validation of'):
+    curves.load_curve(str(tmp_path), 'toy', 'x', metric='nme_ipd')
+  with pytest.raises(ValueError, match='PANEL:LABEL:WORKDIR'):
+    curves.parse_curve('only:two')
+  assert curves.parse_curve('MCL5, MTFL:fast:runs/a:b') == ('MCL5, MTFL', 'fast', 'runs/a:b')
 
 
 def test_writer_records_logs_and_overview(tmp_path, caplog, monkeypatch):

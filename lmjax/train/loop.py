@@ -76,6 +76,8 @@ class RunSettings:
     log_every: steps between metric lines (loss, speed, ETA; NaN check).
     checkpoint_every: steps between checkpoints.
     writer: the run's metric writer.
+    eval_every: steps between validations inside a stage (the learning curve: `val_*`
+      records with `elapsed_s` in metrics.jsonl); 0 validates at the end of each stage only.
   """
 
   workdir: str
@@ -86,6 +88,7 @@ class RunSettings:
   log_every: int
   checkpoint_every: int
   writer: MetricWriter
+  eval_every: int = 0
 
 
 def run_settings(
@@ -95,7 +98,8 @@ def run_settings(
   num_examples: int,
   mesh: Mesh,
 ) -> RunSettings:
-  """The `RunSettings` of an experiment config (`seed`, `log_every`, `checkpoint_every`).
+  """The `RunSettings` of an experiment config (`seed`, `log_every`, `checkpoint_every`,
+  optional `eval_every`).
 
   Raises `UserError` when a stage would draw more examples per step than the training set
   has (`check_batch_sizes`).
@@ -110,6 +114,7 @@ def run_settings(
     log_every=config.log_every,
     checkpoint_every=config.checkpoint_every,
     writer=MetricWriter(workdir),
+    eval_every=config.get('eval_every', 0),
   )
 
 
@@ -154,6 +159,10 @@ class Training:
       of that step (e.g. a validation check that flips a flag kept in the state, so that
       the flag is checkpointed with it and a resumed run sees it).
     hook_every: steps between hook calls.
+    validate: optional `state -> (record, text)`: a validation of the state's model in the
+      middle of the stage, written to metrics.jsonl (with the stage's `elapsed_s` so far) and
+      logged every `validate_every` steps; the last step is left to the stage's own validation.
+    validate_every: steps between `validate` calls.
   """
 
   initial_state: Callable[[], State]
@@ -162,6 +171,8 @@ class Training:
   batch_size: int
   hook: Callable[[State], State] | None = None
   hook_every: int = 0
+  validate: Callable[[State], tuple[dict[str, Any], str]] | None = None
+  validate_every: int = 0
 
 
 def init_state(variables: dict[str, Any], tx) -> State:
@@ -279,7 +290,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
       state, metrics = training.update_fn(state, settings.data, idx, key)
       done, stop = step + 1, _stop['requested']  # read once: a SIGTERM may come at any time
       log = done % settings.log_every == 0 or done == num_steps
-      hook = training.hook is not None and training.hook_every and done % training.hook_every == 0
+      hook = _due(training.hook, training.hook_every, done)
       save = done % settings.checkpoint_every == 0 or done == num_steps
       if log or hook or save or stop:
         _check_steps(name, state)  # one host sync: before anything is logged or saved
@@ -287,6 +298,12 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
         writer.train_metrics(name, done, num_steps, jax.device_get(metrics))
       if hook:
         state = {**training.hook(_without_bad_step(state)), BAD_STEP_KEY: state[BAD_STEP_KEY]}
+      if _due(training.validate, training.validate_every, done) and done < num_steps:
+        _check_steps(name, state)
+        record, text = training.validate(_without_bad_step(state))
+        record = {**record, ELAPSED_KEY: round(before + time.time() - t_begin, 1)}
+        writer.eval_metrics(name, done, record, text)
+        writer.start(done)  # the speed clock leaves the validation out
       if save or stop:
         elapsed = jax.device_put(np.float32(before + time.time() - t_begin), replicated)
         saved = {**_without_bad_step(state), ELAPSED_KEY: elapsed}
@@ -302,6 +319,11 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
     ckpts.close()
     _stop['training'] = False  # after the wait: a SIGTERM there only sets the flag
   return _without_bad_step(state), before
+
+
+def _due(callback: Callable | None, every: int, step: int) -> bool:
+  """Whether `callback` (if any) runs after step `step`, given its period `every` (0: never)."""
+  return callback is not None and every > 0 and step % every == 0
 
 
 def _check_steps(name: str, state: State) -> None:

@@ -6,7 +6,8 @@ the same for every experiment:
 
   for each stage:   finished (its model in `<workdir>/stages.json`)?  skip it
                     restore the previous stage's exported model, only if it is not in memory
-                    train it (`loop.run_stage`: resumes from the stage's latest checkpoint)
+                    train it (`loop.run_stage`: resumes from the stage's latest checkpoint;
+                    with `eval_every`, validating every so many steps: the learning curve)
                     validate, export `<workdir>/models/<model>`, record the metrics and the
                     seconds the stage took (across resumes: `elapsed_s`) in `stages.json`
                     stop here if it is `plan.stop_after`
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -102,7 +104,10 @@ def run(plan: Plan, settings: loop.RunSettings) -> Records:
       t_start = time.time()
       if variables is None and previous is not None:
         variables = restore_model(workdir, previous)
-      variables, before = _train(stage, stage.start(variables, records), settings)
+      start = stage.start(variables, records)
+      if isinstance(start, loop.Training) and settings.eval_every > 0:
+        start = with_learning_curve(start, stage, plan.summary, settings.eval_every)
+      variables, before = _train(stage, start, settings)
       metrics = stage.validate(variables)
       checkpoint.export_model(model_dir(workdir, stage.model_name), variables, stage.spec)
       elapsed = round(before + time.time() - t_start, 1)
@@ -123,6 +128,32 @@ def run(plan: Plan, settings: loop.RunSettings) -> Records:
   return records
 
 
+def with_learning_curve(
+  training: loop.Training, stage: Stage, summary: Callable[[dict[str, Any]], str], every: int
+) -> loop.Training:
+  """`training` that also validates its model every `every` steps (`stage.validate`): the
+  numeric metrics go to metrics.jsonl as `val_<name>` with the stage's `elapsed_s`."""
+
+  def validate(state: loop.State) -> tuple[dict[str, Any], str]:
+    metrics = stage.validate(_variables(state))
+    record = {
+      f'val_{k}': float(v)
+      for k, v in metrics.items()
+      if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
+    return record, 'validation: ' + summary(metrics)
+
+  return dataclasses.replace(training, validate=validate, validate_every=every)
+
+
+def _variables(state: loop.State) -> Variables:
+  """The model variables of a train state."""
+  variables = {'params': state['params']}
+  if jax.tree_util.tree_leaves(state['batch_stats']):
+    variables['batch_stats'] = state['batch_stats']
+  return variables
+
+
 def _train(
   stage: Stage, start: loop.Training | Variables, settings: loop.RunSettings
 ) -> tuple[Variables, float]:
@@ -130,10 +161,7 @@ def _train(
   if not isinstance(start, loop.Training):
     return start, 0.0
   state, before = loop.run_stage(stage.name, start, settings)
-  variables = {'params': state['params']}
-  if jax.tree_util.tree_leaves(state['batch_stats']):
-    variables['batch_stats'] = state['batch_stats']
-  return variables, before
+  return _variables(state), before
 
 
 def model_dir(workdir: str, model: str) -> str:

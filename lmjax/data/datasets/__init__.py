@@ -14,9 +14,11 @@ builder config per landmark count, validation split) is the table in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,35 +95,70 @@ def load(
   """
   module = _module(name)
   builder = get_builder(name, config=config, data_dir=data_dir)
-  download_config = tfds.download.DownloadConfig()
-  if getattr(module, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None):
+  manual = bool(getattr(module, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
+  if manual:
     if not manual_dir or not os.path.isdir(manual_dir):
       raise DatasetFormatError(
         f'dataset {name!r} reads the official files from a manual directory, but '
         f'{manual_dir!r} is not a directory.\n{module.MANUAL_DOWNLOAD_INSTRUCTIONS}'
       )
     module.check_split(manual_dir, split, builder.builder_config)
-    reason = _stale_reason(builder, split, module.fingerprint(manual_dir), manual_dir)
-    stale = reason is not None
-    if stale:
-      logging.warning(
-        'dataset %s (config %s) in %s: %s; rebuilding.',
-        name,
-        builder.builder_config.name if builder.builder_config else None,
-        os.fspath(builder.data_path),
-        reason,
+  # One process prepares a dataset at a time: a second run started meanwhile waits, then finds
+  # it prepared (two concurrent builds of one folder fail in tfds' final rename).
+  with _preparing(builder):
+    builder = get_builder(name, config=config, data_dir=data_dir)  # as another run left it
+    download_config = tfds.download.DownloadConfig()
+    if manual:
+      reason = _stale_reason(builder, split, module.fingerprint(manual_dir), manual_dir)
+      stale = reason is not None
+      if stale:
+        logging.warning(
+          'dataset %s (config %s) in %s: %s; rebuilding.',
+          name,
+          builder.builder_config.name if builder.builder_config else None,
+          os.fspath(builder.data_path),
+          reason,
+        )
+      mode = tfds.download.GenerateMode
+      download_config = tfds.download.DownloadConfig(
+        manual_dir=manual_dir,
+        download_mode=mode.REUSE_CACHE_IF_EXISTS if stale else mode.REUSE_DATASET_IF_EXISTS,
       )
-    mode = tfds.download.GenerateMode
-    download_config = tfds.download.DownloadConfig(
-      manual_dir=manual_dir,
-      download_mode=mode.REUSE_CACHE_IF_EXISTS if stale else mode.REUSE_DATASET_IF_EXISTS,
-    )
-  builder.download_and_prepare(download_config=download_config)
+    builder.download_and_prepare(download_config=download_config)
   if split not in builder.info.splits:
     raise DatasetFormatError(
       f'dataset {name!r} has no split {split!r}; prepared splits: {sorted(builder.info.splits)}'
     )
   return builder.as_data_source(split=split)
+
+
+@contextlib.contextmanager
+def _preparing(builder: tfds.core.DatasetBuilder) -> Iterator[None]:
+  """An exclusive lock (`flock`) on `<builder folder>/prepare.lock` while inside (none in a
+  read-only data folder: nothing can be prepared there anyway)."""
+  folder = os.path.dirname(os.fspath(builder.data_path))
+  try:
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, 'prepare.lock'), 'a')  # noqa: SIM115 (closed below)
+  except OSError:
+    yield
+    return
+  with f:
+    if not _try_lock(f):
+      logging.info('%s: another process is preparing it; waiting', folder)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _try_lock(f) -> bool:
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return False
+  return True
 
 
 def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:

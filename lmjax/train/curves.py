@@ -15,13 +15,12 @@ stages.json entry of the same name.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from lmjax.train.stages import STAGES_FILE
+from lmjax.train.stages import read_records
 from lmjax.train.writer import METRICS_FILE, read_metrics
 
 
@@ -75,10 +74,7 @@ def load_curve(
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such file (is {workdir} an lmjax.main run?)')
   records = read_metrics(path)
-  finals = {}
-  if os.path.isfile(os.path.join(workdir, STAGES_FILE)):
-    with open(os.path.join(workdir, STAGES_FILE), encoding='utf-8') as f:
-      finals = json.load(f)
+  finals = read_records(workdir)
   order = list(stages) or list(dict.fromkeys([r['stage'] for r in records] + list(finals)))
   key, points, offset = f'val_{metric}', [], 0.0
   for stage in order:

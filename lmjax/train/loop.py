@@ -291,15 +291,15 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
       done, stop = step + 1, _stop['requested']  # read once: a SIGTERM may come at any time
       log = done % settings.log_every == 0 or done == num_steps
       hook = _due(training.hook, training.hook_every, done)
+      check = _due(training.validate, training.validate_every, done) and done < num_steps
       save = done % settings.checkpoint_every == 0 or done == num_steps
-      if log or hook or save or stop:
+      if log or hook or check or save or stop:
         _check_steps(name, state)  # one host sync: before anything is logged or saved
       if log:
         writer.train_metrics(name, done, num_steps, jax.device_get(metrics))
       if hook:
         state = {**training.hook(_without_bad_step(state)), BAD_STEP_KEY: state[BAD_STEP_KEY]}
-      if _due(training.validate, training.validate_every, done) and done < num_steps:
-        _check_steps(name, state)
+      if check:
         record, text = training.validate(_without_bad_step(state))
         record = {**record, ELAPSED_KEY: round(before + time.time() - t_begin, 1)}
         writer.eval_metrics(name, done, record, text)

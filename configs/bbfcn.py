@@ -64,11 +64,14 @@ def bbfcn_config(
   # size: backbone input S; refine_size: the branches' image R = 2 S (the paper's 64 for 32).
   # init: 'paper' = N(0, 0.01) kernels, zero biases; 'he' = the same draws rescaled to
   # N(0, 2 / fan_in) (a deviation that trains much faster from scratch; see he_rescale).
+  # map_features: channels of deconv2, which the K maps are a 1×1 linear read-out of (paper:
+  # 15, enough for 5 maps; see lmjax.models.bbfcn.Backbone for why 68 maps need more).
   c.model = dict(
     num_points=num_points,
     size=64 if dense else 32,
     refine_size=128 if dense else 64,
     init='paper',
+    map_features=15,
   )
   c.data = common.data_config(data, num_points)  # the MCL configs' validation faces
   # Face regions cached once at 2 × R for 2.2 × the box; the test crop is crop_scale × the box.
@@ -115,8 +118,15 @@ def bbfcn_config(
   c.batch_size = 40
   c.eval_batch_size = 200
   # clip_norm > 0 clips the global gradient norm first (not in the paper; 0 = off).
+  # optimizer 'sgd' | 'adamw' and schedule 'step' | 'cosine' as in the MCL configs
+  # (lmjax.train.optim); the paper: SGD with step decay.
   c.optim = dict(
-    momentum=0.9, weight_decay=5e-4, decay_factor=0.1, clip_norm=10.0 if dense else 0.0
+    optimizer='sgd',
+    schedule='step',
+    momentum=0.9,
+    weight_decay=5e-4,
+    decay_factor=0.1,
+    clip_norm=10.0 if dense else 0.0,
   )
   # Per stage: iterations, lr, lr × decay_factor every decay_every steps, positive share.
   # The loss is the paper's per-image sum (see losses.selective_loss), so the paper's rates
@@ -126,13 +136,18 @@ def bbfcn_config(
   # (300-W, He init; 1e-3 unclipped diverged at step 10). Dense configs use that; the paper
   # gives no rates for them.
   lr_backbone, lr_branch = (1e-3, 3e-4) if dense else (1e-3, 1e-4)
+  # warmup_steps: linear warm-up of the cosine schedule (optim.schedule='cosine' only).
   c.stages = dict(
-    backbone=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20),
-    branches=dict(steps=50_000, lr=lr_branch, decay_every=30_000, positives=32),
+    backbone=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20, warmup_steps=0),
+    branches=dict(steps=50_000, lr=lr_branch, decay_every=30_000, positives=32, warmup_steps=0),
     branches_wm=dict(
-      steps=20_000 if weighting else 0, lr=lr_branch / 10, decay_every=10**9, positives=32
+      steps=20_000 if weighting else 0,
+      lr=lr_branch / 10,
+      decay_every=10**9,
+      positives=32,
+      warmup_steps=0,
     ),
-    regression=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20),
+    regression=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20, warmup_steps=0),
   )
   c.validate_every = 1_000
   c.log_every = 100

@@ -66,6 +66,19 @@ def test_backbone_layers_and_fully_convolutional():
     jax.eval_shape(model.init, KEY, jax.ShapeDtypeStruct((1, 30, 32, 3), jnp.float32))
 
 
+def test_map_features_widens_the_layer_the_maps_read():
+  model = bbfcn.Backbone(68, map_features=96)
+  variables = jax.eval_shape(model.init, KEY, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  shapes = _shapes(variables['params'])
+  assert shapes['deconv2/kernel'] == (2, 2, 30, 96)
+  assert shapes['maps/kernel'] == (1, 1, 96, 68)
+  full = bbfcn.BBFCN(68, map_features=96)
+  patches = jax.ShapeDtypeStruct((1, 68, 24, 24, 4), jnp.float32)
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  params = jax.eval_shape(full.init, KEY, x, patches)['params']
+  assert params['backbone']['maps']['kernel'].shape == (1, 1, 96, 68)
+
+
 def test_branch_parameters_are_stacked_on_k():
   k = 7
   patches = jax.ShapeDtypeStruct((2, k, 24, 24, 4), jnp.float32)

@@ -86,7 +86,7 @@ def test_make_spec_converts_numpy_and_tuples():
     (lambda s: s.update(variant='fc'), "field 'variant' is 'fc'; expected 'gap' or 'pre_bm'"),
     (lambda s: s.update(colour=True), "unexpected field 'colour' for a mcl model"),
     (lambda s: s.update(experiment='vit'), "field 'experiment' is 'vit'"),
-    (lambda s: s.update(format=3), "field 'format' is 3; expected an integer format"),
+    (lambda s: s.update(format=registry.FORMAT + 1), 'expected an integer format'),
   ],
 )
 def test_bad_fields_are_one_line_errors_naming_file_and_field(tmp_path, change, message):
@@ -133,6 +133,29 @@ def test_every_pretrained_folder_validates(folder):
   if spec['experiment'] == 'bbfcn':  # the migration stored what the trainer computes
     expected = templates.face_template(spec['num_points'], spec['dataset'], spec['crop_scale'])
     np.testing.assert_array_equal(registry.face_template(spec), expected)
+
+
+def test_format_2_folders_read_with_the_papers_map_features(tmp_path):
+  old = {**_bbfcn(), 'format': 2}
+  old.pop('map_features')
+  (tmp_path / 'model.json').write_text(json.dumps(old))
+  spec = registry.read_spec(str(tmp_path))
+  assert spec['format'] == 2 and spec['map_features'] == 15
+  assert registry.validate(spec) == spec  # the implied field may be spelled out
+  assert registry.build(spec).map_features == 15
+  with pytest.raises(registry.SpecError, match=r"'map_features' is 64; a format-2 folder implies"):
+    registry.validate({**spec, 'map_features': 64})
+  upgraded = checkpoint.upgrade_model_folder(str(tmp_path))
+  assert upgraded['format'] == registry.FORMAT and upgraded['map_features'] == 15
+  wide = _bbfcn(num_points=68, size=64, refine_size=128, map_features=64,
+                face_template=templates.face_template(68, '300w', 1.1))  # fmt: skip
+  assert registry.build(wide).map_features == 64
+  assert registry.abstract_variables(wide)['params']['backbone']['maps']['kernel'].shape == (
+    1,
+    1,
+    64,
+    68,
+  )
 
 
 def test_format_1_folders_read_and_upgrade(tmp_path):
@@ -253,7 +276,9 @@ def test_import_lmjax_is_lazy():
 
 def test_writers_must_use_the_current_format(tmp_path):
   old = {k: v for k, v in _mcl().items() if k != 'format'}
-  with pytest.raises(registry.SpecError, match=r"field 'format' is missing; expected 2"):
+  with pytest.raises(
+    registry.SpecError, match=rf"field 'format' is missing; expected {registry.FORMAT}"
+  ):
     registry.write_spec(str(tmp_path), old)
   with pytest.raises(registry.SpecError, match="field 'format' is missing"):
     checkpoint.export_model(str(tmp_path / 'm'), registry.init(_mcl()), old)

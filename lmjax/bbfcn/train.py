@@ -61,6 +61,7 @@ def model_spec(config: ml_collections.ConfigDict, variant: str) -> dict[str, Any
     num_points=k,
     size=config.model.size,
     refine_size=config.model.refine_size,
+    map_features=config.model.map_features,
     crop_scale=crop_scale,
     dataset=dataset,
     face_template=templates.face_template(k, dataset, crop_scale),

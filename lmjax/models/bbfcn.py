@@ -10,7 +10,7 @@ Backbone (coarse maps; S = 32 for 5 points, 64 for dense sets, any S divisible b
     conv5 conv6              40, 5×5    -> [B, S/4, S/4, 40]
     deconv1                  30, 2×2 s2 -> S/2
     conv7                    30, 5×5    -> [B, S/2, S/2, 30]
-    deconv2                  15, 2×2 s2 -> S
+    deconv2                  F, 2×2 s2  -> S       (F = map_features: the paper's 15)
     maps (linear)            K, 1×1     -> [B, S, S, K] coarse response maps
 
 Branches (K branches with the same structure, parameters stacked on a leading K axis):
@@ -83,23 +83,31 @@ def _trunk(x: jax.Array, dtype) -> jax.Array:
 class Backbone(nn.Module):
   """Coarse landmark response maps at input resolution (fully convolutional).
 
+  The K maps are linear in the F = `map_features` channels of deconv2 at each pixel, so at most
+  F of them are linearly independent: the paper's F = 15 serves its 5 maps, but 68 disc maps
+  cannot be told apart through 15 channels (a 68-point backbone with F = 15 learns maps that
+  all peak near the face centre). Dense configs widen F.
+
   Attributes:
     num_points: K, landmark types (one output map each).
+    map_features: F, channels of deconv2 (the paper's 15).
     dtype: computation dtype (parameters stay float32).
   """
 
   num_points: int
+  map_features: int = 15
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, 3] images (H, W divisible by 4) -> [B, H, W, K] float32 coarse maps."""
     x = _trunk(x, self.dtype)  # [B, H/4, W/4, 40]
-    for name, features, conv in (('deconv1', 30, 'conv7'), ('deconv2', 15, None)):
+    layers = (('deconv1', 30, 'conv7'), ('deconv2', self.map_features, None))
+    for name, features, conv in layers:
       x = nn.ConvTranspose(
         features, (2, 2), strides=(2, 2), kernel_init=WEIGHT_INIT, dtype=self.dtype, name=name
       )(x)
-      x = nn.relu(x)  # [B, H/2, W/2, 30], then [B, H, W, 15]
+      x = nn.relu(x)  # [B, H/2, W/2, 30], then [B, H, W, F]
       if conv:
         x = nn.relu(_conv(x, conv, 30, 5, self.dtype))
     return _conv(x, 'maps', self.num_points, 1, self.dtype).astype(jnp.float32)  # [B, H, W, K]
@@ -218,14 +226,16 @@ class BBFCN(nn.Module):
 
   Attributes:
     num_points: K, landmark types.
+    map_features: F, the backbone's deconv2 channels (see `Backbone`).
     dtype: computation dtype (parameters stay float32).
   """
 
   num_points: int
+  map_features: int = 15
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
-    self.backbone = Backbone(self.num_points, self.dtype)
+    self.backbone = Backbone(self.num_points, self.map_features, self.dtype)
     self.branches = Branches(self.num_points, dtype=self.dtype)
 
   def coarse(self, x: jax.Array) -> jax.Array:

@@ -21,7 +21,8 @@ Families (`experiment` key) and their fields (`FIELDS`):
 
 Format history (`format` key): 1 = no key, the folders written before the registry (read as
 they are; a BB-FCN one lacks `face_template`, see `lmjax.train.checkpoint.upgrade_model_folder`);
-2 = `format: 2` and the BB-FCN `face_template`.
+2 = `format: 2` and the BB-FCN `face_template`; 3 = the BB-FCN `map_features` (the backbone's
+deconv2 width; older folders read as the paper's 15).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 from lmjax.models import bbfcn, facenet, mcl
 
-FORMAT = 2  # the `model.json` format this code writes
+FORMAT = 3  # the `model.json` format this code writes
 SPEC_FILE = 'model.json'
 _NUMBER = r'(-?[0-9.eE+-]+)'
 _PAIR = re.compile(rf'\[\s*{_NUMBER},\s*{_NUMBER}\s*\]')
@@ -59,11 +60,13 @@ class Field:
     convert: returns the JSON value of an input value, or None when it is not acceptable.
     expected: what an acceptable value is (for the error message).
     since: the format that introduced the field (absent from older folders).
+    default: the value a folder older than `since` implies (None: none, the field stays absent).
   """
 
   convert: Callable[[Any], Any]
   expected: str
   since: int = 1
+  default: Any = None
 
 
 def _int(x: Any) -> int | None:
@@ -132,6 +135,7 @@ FIELDS: dict[str, dict[str, Field]] = {
     'crop_scale': POSITIVE_FLOAT,
     'dataset': TEXT,
     'face_template': Field(_points, 'a [num_points, 2] list of numbers', since=2),
+    'map_features': Field(_int, 'a positive integer', since=3, default=15),
   },
   'facecls': {
     'size': POSITIVE_INT,
@@ -173,7 +177,10 @@ def validate(spec: Any, source: str = 'model spec', *, current: bool = False) ->
       f'(a newer lmjax wrote this folder)'
     )
   fields = {k: f for k, f in FIELDS[family].items() if f.since <= version}
-  unknown = sorted(set(spec) - set(fields) - {'experiment', 'format'})
+  # A newer field an older format implies (its default) may be spelled out: validate(validate(s))
+  # is validate(s).
+  implied = {k: f.default for k, f in FIELDS[family].items() if k not in fields and f.default}
+  unknown = sorted(set(spec) - set(fields) - set(implied) - {'experiment', 'format'})
   if unknown:
     raise SpecError(f'{source}: unexpected field {unknown[0]!r} for a {family} model')
   out: dict[str, Any] = {'experiment': family}
@@ -186,6 +193,13 @@ def validate(spec: Any, source: str = 'model spec', *, current: bool = False) ->
     if value is None:
       raise SpecError(f'{source}: field {name!r} is {spec[name]!r}; expected {field.expected}')
     out[name] = value
+  for name, default in implied.items():
+    if spec.get(name, default) != default:
+      raise SpecError(
+        f'{source}: field {name!r} is {spec[name]!r}; a format-{version} folder implies '
+        f'{default!r} (format ≥ {FIELDS[family][name].since} stores other values)'
+      )
+    out[name] = default
   template = out.get('face_template')
   if template is not None and len(template) != out['num_points']:
     raise SpecError(
@@ -196,12 +210,14 @@ def validate(spec: Any, source: str = 'model spec', *, current: bool = False) ->
 
 
 def make_spec(family: str, **fields: Any) -> dict[str, Any]:
-  """A current-format spec of `family` from its fields (numpy / tuple values are converted).
+  """A current-format spec of `family` from its fields (numpy / tuple values are converted);
+  a field with a default (`Field.default`) may be left out.
 
   Raises:
     SpecError: a field is missing, unknown or of the wrong type.
   """
-  return validate({'experiment': family, 'format': FORMAT, **fields}, f'{family} spec')
+  defaults = {k: f.default for k, f in FIELDS.get(family, {}).items() if f.default is not None}
+  return validate({'experiment': family, 'format': FORMAT, **defaults, **fields}, f'{family} spec')
 
 
 def spec_path(directory: str) -> str:
@@ -291,7 +307,7 @@ def build(spec: Mapping[str, Any], *, batch_norm: bool = True) -> nn.Module:
   if family == 'bbfcn':
     if spec['variant'] == 'regression':
       return bbfcn.RegressionFCN(num_points=spec['num_points'])
-    return bbfcn.BBFCN(num_points=spec['num_points'])
+    return bbfcn.BBFCN(num_points=spec['num_points'], map_features=spec['map_features'])
   if family == 'facecls':
     return facenet.FaceNet(widths=tuple(spec['widths']), hidden=spec['hidden'])
   raise SpecError(f"field 'experiment' is {family!r}; expected one of {FAMILIES}")

@@ -169,7 +169,7 @@ def load_model(directory: str, family: str | None = None) -> tuple[Any, dict, di
 
 
 def upgrade_model_folder(directory: str) -> dict[str, Any]:
-  """Rewrites a format-1 `model.json` in the current format; returns the new spec.
+  """Rewrites an older `model.json` in the current format; returns the new spec.
 
   BB-FCN folders gain the scanner's `face_template`, computed as the trainer does
   (`lmjax.data.templates.face_template`, which needs the face renderer: training-side code).

@@ -14,7 +14,10 @@ gradient norm leaves the state unchanged and records its number in a run-time en
 state (`BAD_STEP_KEY`, never checkpointed) that the loop reads at log / checkpoint boundaries,
 raising `FloatingPointError` before anything is saved. A restored checkpoint with non-finite
 parameters is refused. After `request_stop` (main's SIGTERM handler) the loop saves a
-checkpoint at the next step boundary and raises `PreemptedError`. Every (re)start of a stage writes
+checkpoint at the next step boundary and raises `PreemptedError`; the loop keeps at most two steps
+dispatched (it waits for step n - 1 after dispatching step n), so that boundary is at most about
+one step away, not the `log_every` steps JAX's asynchronous dispatch would otherwise queue (a
+preempted job's grace period is short). Every (re)start of a stage writes
 a `{'stage', 'event': 'start', 'step', 'time'}` record to metrics.jsonl.
 """
 
@@ -284,10 +287,14 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
   writer.start(start, stage=name)
   _stop['training'] = True
   try:
+    in_flight = None  # the previous step's metrics (not donated, unlike its state; see above)
     for step in range(start, num_steps):
       idx = batching.train_indices(step, settings.num_examples, training.batch_size, settings.seed)
       idx = batching.shard({'idx': idx}, mesh)['idx']
       state, metrics = training.update_fn(state, settings.data, idx, key)
+      if in_flight is not None:
+        jax.block_until_ready(in_flight)
+      in_flight = metrics
       done, stop = step + 1, _stop['requested']  # read once: a SIGTERM may come at any time
       log = done % settings.log_every == 0 or done == num_steps
       hook = _due(training.hook, training.hook_every, done)

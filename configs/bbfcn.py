@@ -16,6 +16,11 @@ Variants (`config.variant`):
   regression     the §IV-C regression-FCN baseline, trained like the backbone
 `weighting=True` adds MCL's weighting fine-tuning (eq. 5) to the branches: a `branches_wm`
 stage that fine-tunes them with u_k from the branch model's validation errors.
+
+Options beyond the paper, each defaulting to the paper's value (README "Pretrained models" has
+what they did for the 68-point backbone): `model.map_features` (deconv2 width, 15),
+`loss.neg_per_pos` (negatives per positive pixel, 1), `optim.optimizer` / `optim.schedule`
+(sgd / step; adamw / cosine with `stages.<stage>.warmup_steps`).
 """
 
 import pathlib
@@ -105,6 +110,7 @@ def bbfcn_config(
     num_validation=300,
   )
   c.loss = dict(
+    neg_per_pos=1,  # random (or hard) negatives selected per positive pixel of a map (paper: 1)
     empty_neg_ratio=0.01,  # share of pixels selected in maps without positives
     # Hard negative mining: 'auto' switches on when the validation loss has not improved for
     # `patience` evaluations; 'on' / 'off' force it.

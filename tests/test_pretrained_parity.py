@@ -3,9 +3,9 @@
 `tests/data/pretrained_predictions.npz` was written by the code at commit a584d7c (the flat
 package) on the image below: MCL and BB-FCN points for three boxes (BB-FCN also backbone-only),
 the face classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`. A model that is
-retrained gets its entry rewritten in the commit that publishes it: `mcl68` and `mcl5` were, each
-time a newly trained model replaced theirs (their old entries had passed unchanged through the
-restructure).
+retrained gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5` and `bbfcn5`
+(points, backbone points and the scan) were, each time a newly trained model replaced theirs
+(their old entries had passed unchanged through the restructure).
 """
 
 import pathlib

@@ -50,6 +50,25 @@ def test_mask_counts_exact_under_jit(hard):
   assert neg[0, 0] == 9 and neg[0, 1] == 37 and neg[0, 2] == 13 and neg[2, 0] == 3
 
 
+@pytest.mark.parametrize('max_count', [None, 4 * losses.disc_pixel_bound(3.2)])
+def test_neg_per_pos_selects_that_many_negatives_per_positive(max_count):
+  target = _target()
+  pred = jax.random.normal(jax.random.key(1), target.shape)
+  mask = losses.selective_mask(
+    pred, target, jax.random.key(0), empty_neg_ratio=0.05, hard=False, max_count=max_count,
+    neg_per_pos=4,
+  )  # fmt: skip
+  pos, neg = _counts(mask, target)
+  n_pos = np.asarray(jnp.sum(target, axis=(1, 2)))
+  np.testing.assert_array_equal(pos, n_pos)
+  expected = np.where(n_pos > 0, np.minimum(4 * n_pos, H * W - n_pos), round(0.05 * H * W))
+  np.testing.assert_array_equal(neg, expected)
+  assert neg[0, 0] == 36 and neg[0, 1] == 148 and neg[2, 0] == 3  # all 3 when fewer exist
+  with pytest.raises(ValueError, match='neg_per_pos 0 must be a positive integer'):
+    losses.selective_mask(pred, target, jax.random.key(0), empty_neg_ratio=0.0, hard=False,
+                          neg_per_pos=0)  # fmt: skip
+
+
 def test_empty_ratio_rounding_and_minimum_one():
   target = jnp.zeros((1, H, W, 1))
   for ratio, want in [(0.0, 0), (1e-4, 1), (0.01, 3), (1.0, H * W)]:

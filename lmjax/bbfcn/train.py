@@ -78,8 +78,10 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
   ratio = config.loss.empty_neg_ratio
   jitter = config.loss.branch_jitter
 
+  per_pos = config.loss.neg_per_pos
+
   def cap(radius: float, pixels: int) -> int:  # exact negatives counts with a top-k ranking
-    return max(losses.disc_pixel_bound(radius), int(ratio * pixels + 0.5), 1)
+    return max(per_pos * losses.disc_pixel_bound(radius), int(ratio * pixels + 0.5), 1)
 
   backbone_cap = cap(heatmaps.BACKBONE_RADIUS * size, size * size)
   branch_cap = cap(heatmaps.BRANCH_RADIUS * big, bbfcn_model.PATCH * bbfcn_model.PATCH)
@@ -91,7 +93,13 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
     )
     pred = model.apply({'params': params}, small, method=BBFCN.coarse)
     return losses.selective_loss(
-      pred, target, key, empty_neg_ratio=ratio, hard=hard, max_count=backbone_cap
+      pred,
+      target,
+      key,
+      empty_neg_ratio=ratio,
+      hard=hard,
+      max_count=backbone_cap,
+      neg_per_pos=per_pos,
     )
 
   def branch_loss(params, images, points, visible, key, hard):
@@ -114,6 +122,7 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
       hard=hard,
       weights=weights,
       max_count=branch_cap,
+      neg_per_pos=per_pos,
     )
 
   def regression_loss(params, images, points, visible, key, hard):

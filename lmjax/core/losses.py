@@ -94,12 +94,14 @@ def selective_mask(
   empty_neg_ratio: float,
   hard: bool | jax.Array,
   max_count: int | None = None,
+  neg_per_pos: int = 1,
 ) -> jax.Array:
   """BB-FCN's selective scheme (§III-D): which pixels of each map propagate errors.
 
-  Per (example, map): every positive pixel, plus as many negatives as there are positives (all
-  negatives if there are fewer). A map with no positives (invisible landmark, background image)
-  gets round-half-up(empty_neg_ratio × H × W) negatives, at least one if the ratio is > 0.
+  Per (example, map): every positive pixel, plus `neg_per_pos` × as many negatives as there are
+  positives (the paper: 1; all negatives if there are fewer). A map with no positives
+  (invisible landmark, background image) gets round-half-up(empty_neg_ratio × H × W)
+  negatives, at least one if the ratio is > 0.
   Negatives are ranked, highest first, by uniform random keys, or with `hard` (hard negative
   mining) by `pred` with the random keys breaking ties; the first `count` ranks are kept. The
   ranks come from one fixed-shape sort per map, so every map can take a different count.
@@ -111,6 +113,7 @@ def selective_mask(
     empty_neg_ratio: static fraction of pixels to select in maps without positives.
     hard: Python bool or traced bool scalar. A traced flag switches hard negative mining on or off
       inside one compiled function, with no retrace (both rankings share one sort).
+    neg_per_pos: static negatives per positive (the paper's 1).
     max_count: optional static bound on the negatives per map. With it the ranking is a
       `top_k(max_count)` instead of a full sort (12× faster at B=40, 64×64, K=68 on CPU); a map
       that would need more negatives gets `max_count`. Pass a bound that holds, e.g.
@@ -124,6 +127,8 @@ def selective_mask(
     raise ValueError(f'pred {pred.shape} and target {target.shape} must both be [B, H, W, K]')
   if not 0.0 <= empty_neg_ratio <= 1.0:
     raise ValueError(f'empty_neg_ratio {empty_neg_ratio} must be in [0, 1]')
+  if int(neg_per_pos) != neg_per_pos or neg_per_pos < 1:
+    raise ValueError(f'neg_per_pos {neg_per_pos} must be a positive integer')
   b, h, w, k = pred.shape
   num_empty = int(empty_neg_ratio * h * w + 0.5)
   if empty_neg_ratio > 0:
@@ -133,7 +138,7 @@ def selective_mask(
   score = to_maps(jax.lax.stop_gradient(pred)).astype(jnp.float32)
   num_pos = jnp.sum(positive, axis=-1)  # [B, K]
   num_neg = h * w - num_pos
-  count = jnp.minimum(jnp.where(num_pos > 0, num_pos, num_empty), num_neg)  # [B, K]
+  count = jnp.minimum(jnp.where(num_pos > 0, int(neg_per_pos) * num_pos, num_empty), num_neg)
   if max_count is not None:
     cap = min(int(max_count), h * w)
     noise = jax.random.uniform(key, positive.shape)
@@ -172,6 +177,7 @@ def selective_loss(
   hard: bool | jax.Array = False,
   weights: jax.Array | None = None,
   max_count: int | None = None,
+  neg_per_pos: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """BB-FCN selective response-map loss (eqs. 5-6 restricted by §III-D).
 
@@ -189,6 +195,7 @@ def selective_loss(
     weights: optional [K] per-landmark-type weights u_k (MCL's weighting fine-tuning, eq. 5);
       map k's squared errors are multiplied by u_k.
     max_count: static bound on the selected negatives per map (see `selective_mask`).
+    neg_per_pos: static negatives per positive (see `selective_mask`; the paper's 1).
 
   Returns:
     (scalar loss, aux) with aux float32 scalars `num_pos`, `num_neg` (selected negatives) and
@@ -196,7 +203,13 @@ def selective_loss(
   """
   mask = jax.lax.stop_gradient(
     selective_mask(
-      pred, target, key, empty_neg_ratio=empty_neg_ratio, hard=hard, max_count=max_count
+      pred,
+      target,
+      key,
+      empty_neg_ratio=empty_neg_ratio,
+      hard=hard,
+      max_count=max_count,
+      neg_per_pos=neg_per_pos,
     )
   )  # [B, H, W, K]
   num_selected = jnp.sum(mask)

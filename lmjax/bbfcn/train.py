@@ -77,7 +77,6 @@ def make_batch_loss(stage: str, model, config, weights: np.ndarray | None = None
   size, big = config.model.size, config.model.refine_size
   ratio = config.loss.empty_neg_ratio
   jitter = config.loss.branch_jitter
-
   per_pos = config.loss.neg_per_pos
 
   def cap(radius: float, pixels: int) -> int:  # exact negatives counts with a top-k ranking

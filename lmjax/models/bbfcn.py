@@ -83,10 +83,10 @@ def _trunk(x: jax.Array, dtype) -> jax.Array:
 class Backbone(nn.Module):
   """Coarse landmark response maps at input resolution (fully convolutional).
 
-  The K maps are linear in the F = `map_features` channels of deconv2 at each pixel, so at most
-  F of them are linearly independent: the paper's F = 15 serves its 5 maps, but 68 disc maps
-  cannot be told apart through 15 channels (a 68-point backbone with F = 15 learns maps that
-  all peak near the face centre). Dense configs widen F.
+  The K maps are affine in the F = `map_features` channels of deconv2 at each pixel, so at
+  most F + 1 of them are linearly independent: the paper's F = 15 serves its 5 maps, not 68
+  disc maps. Widening F (`model.map_features`, default 15) lowers a 68-point backbone's loss
+  faster, but did not by itself make it localise (README, "Why bbfcn68 does not localise").
 
   Attributes:
     num_points: K, landmark types (one output map each).

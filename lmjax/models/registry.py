@@ -179,7 +179,7 @@ def validate(spec: Any, source: str = 'model spec', *, current: bool = False) ->
   fields = {k: f for k, f in FIELDS[family].items() if f.since <= version}
   # A newer field an older format implies (its default) may be spelled out: validate(validate(s))
   # is validate(s).
-  implied = {k: f.default for k, f in FIELDS[family].items() if k not in fields and f.default}
+  implied = {k: v for k, v in _defaults(family).items() if k not in fields}
   unknown = sorted(set(spec) - set(fields) - set(implied) - {'experiment', 'format'})
   if unknown:
     raise SpecError(f'{source}: unexpected field {unknown[0]!r} for a {family} model')
@@ -216,8 +216,13 @@ def make_spec(family: str, **fields: Any) -> dict[str, Any]:
   Raises:
     SpecError: a field is missing, unknown or of the wrong type.
   """
-  defaults = {k: f.default for k, f in FIELDS.get(family, {}).items() if f.default is not None}
+  defaults = _defaults(family) if family in FIELDS else {}
   return validate({'experiment': family, 'format': FORMAT, **defaults, **fields}, f'{family} spec')
+
+
+def _defaults(family: str) -> dict[str, Any]:
+  """{field: default} of the fields of `family` that have one (`Field.default`)."""
+  return {k: f.default for k, f in FIELDS[family].items() if f.default is not None}
 
 
 def spec_path(directory: str) -> str:

@@ -83,6 +83,9 @@ def data_config(data: str, num_points: int) -> dict:
     val_split=config_dict.placeholder(str),
     num_validation=config_dict.placeholder(int),
     split_seed=0,
+    # Yaw-balanced sampling of the training faces (lmjax.data.balance): sampling weight
+    # ∝ share of the face's yaw bin ** -pose_balance; 0 = uniform (the papers), 1 = equal bins.
+    pose_balance=0.0,
     # synthetic only: split sizes (0 keeps the builder's defaults)
     synthetic_train=0,
     synthetic_validation=0,

@@ -32,7 +32,7 @@ from lmjax.bbfcn import data as bbfcn_data
 from lmjax.bbfcn import inference as bi
 from lmjax.bbfcn.predictor import BBFCNPredictor
 from lmjax.core import heatmaps, image_ops, landmarks, losses
-from lmjax.data import batching, negatives, templates
+from lmjax.data import balance, batching, negatives, templates
 from lmjax.data.caches import load_caches, subset
 from lmjax.eval import face_crop, reports
 from lmjax.models import bbfcn as bbfcn_model
@@ -250,7 +250,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   )
   mesh = batching.make_mesh()
   data = {**train_cache.device_arrays(mesh), 'negatives': batching.replicate(train_neg, mesh)}
-  settings = loop.run_settings(config, workdir, data, len(train_cache), mesh)
+  weights = balance.sampling_weights(config.data, train_cache.landmarks, schema)
+  settings = loop.run_settings(config, workdir, data, len(train_cache), mesh, weights)
   model = registry.build(model_spec(config, config.variant))
   val_batch = validation_batch(val_cache, val_neg, config)
   names = {

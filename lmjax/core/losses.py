@@ -99,7 +99,10 @@ def selective_mask(
   """BB-FCN's selective scheme (§III-D): which pixels of each map propagate errors.
 
   Per (example, map): every positive pixel, plus `neg_per_pos` × as many negatives as there are
-  positives (the paper: 1; all negatives if there are fewer). A map with no positives
+  positives (the paper: 1; all negatives if there are fewer); `neg_per_pos=0` keeps every
+  negative of a map with positives (a dense squared error, whose optimum at a pixel that is the
+  landmark with probability q is q itself instead of the selective scheme's q / (q + r (1 - q)),
+  r = positives / negatives; README "Why bbfcn68 does not localise"). A map with no positives
   (invisible landmark, background image) gets round-half-up(empty_neg_ratio × H × W)
   negatives, at least one if the ratio is > 0.
   Negatives are ranked, highest first, by uniform random keys, or with `hard` (hard negative
@@ -113,7 +116,7 @@ def selective_mask(
     empty_neg_ratio: static fraction of pixels to select in maps without positives.
     hard: Python bool or traced bool scalar. A traced flag switches hard negative mining on or off
       inside one compiled function, with no retrace (both rankings share one sort).
-    neg_per_pos: static negatives per positive (the paper's 1).
+    neg_per_pos: static negatives per positive (the paper's 1); 0 selects all of them.
     max_count: optional static bound on the negatives per map. With it the ranking is a
       `top_k(max_count)` instead of a full sort (12× faster at B=40, 64×64, K=68 on CPU); a map
       that would need more negatives gets `max_count`. Pass a bound that holds, e.g.
@@ -127,8 +130,8 @@ def selective_mask(
     raise ValueError(f'pred {pred.shape} and target {target.shape} must both be [B, H, W, K]')
   if not 0.0 <= empty_neg_ratio <= 1.0:
     raise ValueError(f'empty_neg_ratio {empty_neg_ratio} must be in [0, 1]')
-  if int(neg_per_pos) != neg_per_pos or neg_per_pos < 1:
-    raise ValueError(f'neg_per_pos {neg_per_pos} must be a positive integer')
+  if int(neg_per_pos) != neg_per_pos or neg_per_pos < 0:
+    raise ValueError(f'neg_per_pos {neg_per_pos} must be a non-negative integer (0 = all)')
   b, h, w, k = pred.shape
   num_empty = int(empty_neg_ratio * h * w + 0.5)
   if empty_neg_ratio > 0:
@@ -138,7 +141,10 @@ def selective_mask(
   score = to_maps(jax.lax.stop_gradient(pred)).astype(jnp.float32)
   num_pos = jnp.sum(positive, axis=-1)  # [B, K]
   num_neg = h * w - num_pos
+  # Dense (neg_per_pos = 0): the ranking only picks the negatives of maps without positives.
   count = jnp.minimum(jnp.where(num_pos > 0, int(neg_per_pos) * num_pos, num_empty), num_neg)
+  if neg_per_pos == 0:
+    positive = positive | (num_pos > 0)[..., None]  # every pixel of a map with positives
   if max_count is not None:
     cap = min(int(max_count), h * w)
     noise = jax.random.uniform(key, positive.shape)

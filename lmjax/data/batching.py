@@ -85,19 +85,27 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated_sharding(mesh))
 
 
-def train_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
+def train_indices(
+  step: int, num_examples: int, batch_size: int, seed: int, weights: np.ndarray | None = None
+) -> np.ndarray:
   """Example indices of train step `step`: epoch-wise shuffles, stateless in the step.
 
-  The epoch permutation depends only on (seed, epoch), so a resumed run draws exactly the
-  batches it would have drawn without the interruption. A batch that crosses an epoch end
-  continues with the next epoch's permutation.
+  The epoch order depends only on (seed, epoch), so a resumed run draws exactly the batches it
+  would have drawn without the interruption. A batch that crosses an epoch end continues with
+  the next epoch's order. Without `weights` an epoch is a permutation (every example once);
+  with sampling probabilities `weights` [num_examples] (e.g. `lmjax.data.balance`) it is
+  `num_examples` draws with replacement.
   """
   start = step * batch_size
   out = np.empty(batch_size, np.int32)
   filled = 0
   while filled < batch_size:
     epoch, offset = divmod(start + filled, num_examples)
-    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    rng = np.random.default_rng([seed, epoch])
+    if weights is None:
+      perm = rng.permutation(num_examples)
+    else:
+      perm = rng.choice(num_examples, num_examples, p=weights)
     take = min(batch_size - filled, num_examples - offset)
     out[filled : filled + take] = perm[offset : offset + take]
     filled += take

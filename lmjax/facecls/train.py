@@ -25,7 +25,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from lmjax.data import batching, negatives
+from lmjax.core import landmarks
+from lmjax.data import balance, batching, negatives
 from lmjax.data.caches import load_caches
 from lmjax.eval.classification import classification_metrics
 from lmjax.facecls import data as facecls_data
@@ -124,8 +125,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   )
   mesh = batching.make_mesh()
   data = {'regions': train_cache.regions[:, 0], 'bbox': train_cache.bbox, 'negatives': train_neg}
+  schema = landmarks.get_schema(config.model.num_points)
+  weights = balance.sampling_weights(config.data, train_cache.landmarks, schema)
   settings = loop.run_settings(
-    config, workdir, batching.replicate(data, mesh), len(train_cache), mesh
+    config, workdir, batching.replicate(data, mesh), len(train_cache), mesh, weights
   )
   crops, kinds = facecls_data.validation_set(
     val_cache.regions[:, 0], val_cache.bbox, val_neg, params, config.eval_batch_size

@@ -29,7 +29,7 @@ import optax
 from absl import logging
 
 from lmjax.core import augment, geometry, landmarks, losses
-from lmjax.data import batching
+from lmjax.data import balance, batching
 from lmjax.data.caches import RegionCache, load_caches
 from lmjax.eval import face_crop, reports
 from lmjax.mcl.predictor import FacePredictor
@@ -147,8 +147,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = batching.make_mesh()
   if config.batch_size % mesh.size:
     raise ValueError(f'batch_size {config.batch_size} must divide over {mesh.size} devices')
+  weights = balance.sampling_weights(config.data, train_cache.landmarks, schema)
   settings = loop.run_settings(
-    config, workdir, train_cache.device_arrays(mesh), len(train_cache), mesh
+    config, workdir, train_cache.device_arrays(mesh), len(train_cache), mesh, weights
   )
   num_clusters = len(schema.clusters)
   heads = {'bm': 1, 'wm_partial': 1, 'wm': 1}

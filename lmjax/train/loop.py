@@ -81,6 +81,8 @@ class RunSettings:
     writer: the run's metric writer.
     eval_every: steps between validations inside a stage (the learning curve: `val_*`
       records with `elapsed_s` in metrics.jsonl); 0 validates at the end of each stage only.
+    example_weights: optional [num_examples] sampling probabilities of the training examples
+      (`lmjax.data.balance`); None draws every example once per epoch.
   """
 
   workdir: str
@@ -92,6 +94,7 @@ class RunSettings:
   checkpoint_every: int
   writer: MetricWriter
   eval_every: int = 0
+  example_weights: np.ndarray | None = None
 
 
 def run_settings(
@@ -100,9 +103,10 @@ def run_settings(
   data: dict[str, jax.Array],
   num_examples: int,
   mesh: Mesh,
+  example_weights: np.ndarray | None = None,
 ) -> RunSettings:
   """The `RunSettings` of an experiment config (`seed`, `log_every`, `checkpoint_every`,
-  optional `eval_every`).
+  optional `eval_every`), with optional training-example sampling probabilities.
 
   Raises `UserError` when a stage would draw more examples per step than the training set
   has (`check_batch_sizes`).
@@ -118,6 +122,7 @@ def run_settings(
     checkpoint_every=config.checkpoint_every,
     writer=MetricWriter(workdir),
     eval_every=config.get('eval_every', 0),
+    example_weights=example_weights,
   )
 
 
@@ -289,7 +294,9 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
   try:
     in_flight = None  # the previous step's metrics (not donated, unlike its state; see above)
     for step in range(start, num_steps):
-      idx = batching.train_indices(step, settings.num_examples, training.batch_size, settings.seed)
+      idx = batching.train_indices(
+        step, settings.num_examples, training.batch_size, settings.seed, settings.example_weights
+      )
       idx = batching.shard({'idx': idx}, mesh)['idx']
       state, metrics = training.update_fn(state, settings.data, idx, key)
       if in_flight is not None:

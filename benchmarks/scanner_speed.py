@@ -3,13 +3,12 @@
 Each setting runs in its own subprocess (see `_settings.py`): cpu_1thread, cpu_all, gpu (when
 the default backend is a GPU). Rows, images/s (median over repeats, `block_until_ready`):
 
-  * scan:          `Scanner.scan(image)`: host padding, transfer, the jitted program (pyramid,
-                   backbone on every level, peaks, NMS per type, branches, face grouping) and
-                   the copy of the results back;
-  * program:       the jitted program alone on a device-resident image;
+  * scan:          `Scanner.scan(image)`: the pyramid packed into tiles on the host, the
+                   tile program (backbone, peaks, patches) per tile (8 on a GPU), the
+                   candidates merged on the host, the detection program (NMS per type,
+                   branches, face grouping) and the copies to and from the device;
   * backbone only: `scan` without the branch refinement;
-  * scan batch 8:  `Scanner.scan_batch` of 8 VGA images per call;
-  * compile:       lower + compile of the batch-1 program, seconds (reported separately).
+  * compile:       the first scan (both programs compiled; reported separately, seconds).
 
 L = 7 and L = 20 pyramid levels (paper: 30 FPS at L = 7 on a Titan X; our goal ≥ 300 images/s on
 an H100). Weights are a fresh initialisation (the program has fixed shapes, so speed does not
@@ -44,7 +43,6 @@ from _settings import rate as measure_rate
 SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
 LEVELS = (7, 20)
 VGA = (480, 640)
-BATCH = 8
 MTCNN_KEYS = ('left_eye', 'right_eye', 'nose', 'mouth_left', 'mouth_right')
 
 
@@ -88,24 +86,14 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   for levels in LEVELS:
     make = lambda refine, lv=levels: Scanner(base.spec, base.variables, levels=lv, refine=refine)
     sc = make(True)
-    batch, sizes = sc.pad([image])
-    args = (sc.variables, jax.device_put(batch, device), jax.device_put(sizes, device))
     start = time.perf_counter()
-    program = sc.program(levels).lower(*args).compile()
+    sc.scan(image)  # compiles the two programs (once for every image size)
     compile_s[levels] = time.perf_counter() - start
     budget = 2.0 if levels == 7 else 6.0
     rate = lambda fn, n=1, b=budget: measure_rate(fn, n, repeats, budget_s=b)
     rows.append([f'scan L={levels}', 1, rate(lambda s=sc: s.scan(image))])
-    rows.append(
-      [f'program L={levels}', 1, rate(lambda p=program, a=args: jax.block_until_ready(p(*a)))]
-    )
     plain = make(False)
     rows.append([f'backbone only L={levels}', 1, rate(lambda s=plain: s.scan(image))])
-    if levels == 7 or setting == 'gpu':
-      images = [image] * BATCH
-      rows.append(
-        [f'scan L={levels}', BATCH, rate(lambda s=sc, ims=images: s.scan_batch(ims), BATCH)]
-      )
   return {
     'device': f'{device.platform}: {device.device_kind}',
     'rows': rows,
@@ -219,8 +207,6 @@ def _print_table(results: dict) -> dict:
       print(f'{setting:<12} {dev:<24} {row:<24} {batch:>5} {rate:>9.2f} {1000 / rate:>9.1f}')
       if row.startswith('scan L=') and batch == 1:
         summary[f'scan_vga_l{row[7:]}_img_per_s_{setting}'] = round(rate, 2)
-      if row.startswith('scan L=') and batch == BATCH:
-        summary[f'scan_vga_l{row[7:]}_batch{BATCH}_img_per_s_{setting}'] = round(rate, 2)
     for levels, seconds in out['compile_s'].items():
       print(f'{setting:<12} {out["device"][:24]:<24} {f"compile L={levels}":<24} {"":>5} '
             f'{seconds:>8.2f}s')  # fmt: skip

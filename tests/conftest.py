@@ -5,6 +5,9 @@ import pathlib
 
 # Two host devices let the ('data',) mesh code run sharded on a CPU-only machine.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+# The scanner's persistent compilation cache stays off in the suite (tests that check it turn
+# it on in their own subprocesses, with a temporary folder).
+os.environ['LMJAX_COMPILATION_CACHE'] = 'off'
 
 import pytest
 

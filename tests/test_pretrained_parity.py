@@ -5,7 +5,8 @@ package) on the image below: MCL and BB-FCN points for three boxes (BB-FCN also 
 the face classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`. A model that is
 retrained gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5` and `bbfcn5`
 (points, backbone points and the scan) were, each time a newly trained model replaced theirs
-(their old entries had passed unchanged through the restructure).
+(their old entries had passed unchanged through the restructure); the scan entries were also
+rewritten when the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`).
 """
 
 import pathlib

@@ -1,83 +1,102 @@
 """The pyramid scanner: pyramid geometry, detections on hand-made maps, compile counts."""
 
-import itertools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lmjax.data import templates
 from lmjax.models import registry
-from lmjax.scan import pyramid, scanner
+from lmjax.scan import pyramid, scanner, tiling
 
 K = 5
 
 
-def test_pyramid_levels_and_canvases():
+def test_pyramid_depth_for_a_smallest_face():
   assert pyramid.level_side(0) == 32
   assert pyramid.level_side(2) == pytest.approx(32 * 1.16**2)
   # A face box of 29 window pixels (32 / 1.1) must reach 29 px at the top level.
   levels = pyramid.levels_for_min_face(80, 480, 32 / 1.1)
   assert 29.09 * 480 / (32 * 80) <= 1.16 ** (levels - 1) < 1.16 * 29.1 * 480 / (32 * 80)
-  plan = pyramid.plan_levels((256, 320), 6, 32)
-  for h, w in itertools.product(range(225, 257, 7), range(289, 321, 7)):
-    scale = np.asarray(pyramid.scales(jnp.array([[h, w]]), 6))[0]
-    assert min(h, w) * scale[0] == pytest.approx(32, rel=1e-5)
-    for lv, (rows, cols) in enumerate(plan.canvases):
-      assert rows % 4 == 0 and cols % 4 == 0
-      assert h * scale[lv] <= rows and w * scale[lv] <= cols, (h, w, lv)
-  xy = jnp.array([[3.0, 7.5]])
-  np.testing.assert_allclose(
-    pyramid.to_image(pyramid.to_level(xy, jnp.array([0.3])), jnp.array([0.3])), xy, rtol=1e-5
-  )
 
 
-def _dots(size, points, radius=4):
-  image = np.zeros((*size, 3), np.uint8)
+@pytest.mark.parametrize('length', [40, 256, 257, 600, 1500])
+def test_cuts_own_every_pixel_once_away_from_cut_edges(length):
+  owned = np.zeros(length, int)
+  for start, size, lo, hi in tiling.cuts(length):
+    assert size <= tiling.TILE and 0 <= start <= lo < hi <= min(length, start + size)
+    owned[lo:hi] += 1
+    if start > 0:  # a cut edge on the left: owned pixels keep MARGIN of context
+      assert lo - start >= tiling.MARGIN
+    if start + size < length:
+      assert start + size - hi >= tiling.MARGIN
+  np.testing.assert_array_equal(owned, 1)
+
+
+def test_pack_places_every_level_pixel_once():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 255, (700, 500, 3), dtype=np.uint8)
+  layout = tiling.pack(image, 14)  # top level 500 × 700: cut into pieces
+  sizes = tiling.level_sizes(700, 500, 14)
+  assert min(sizes[-1]) == round(pyramid.level_side(13)) and min(sizes[0]) == 32
+  counts = np.bincount(layout.owner[layout.owner >= 0], minlength=len(layout.pieces))
+  per_level = np.zeros(14, int)
+  for piece, count in zip(layout.pieces, counts, strict=True):
+    per_level[piece.level] += count
+    tile = layout.tiles[piece.tile, piece.y0 : piece.y0 + piece.height]
+    assert tile.shape[0] == piece.height  # the piece fits in its tile
+  np.testing.assert_array_equal(per_level, [r * c for r, c in sizes])
+  np.testing.assert_allclose(layout.level_scale[0], (sizes[0][1] / 500, sizes[0][0] / 700))
+  # the top level is the photo resized, piece by piece
+  import cv2
+
+  top = cv2.resize(image, sizes[-1][::-1], interpolation=cv2.INTER_AREA)
+  for p in layout.pieces:
+    if p.level == 13:
+      got = layout.tiles[p.tile, p.y0 : p.y0 + p.height, p.x0 : p.x0 + p.width]
+      np.testing.assert_array_equal(got, top[p.ly0 : p.ly0 + p.height, p.lx0 : p.lx0 + p.width])
+  for size in (1, 4):
+    parts = tiling.chunks(layout, size)
+    assert sum(len(c.pieces) for c in parts) == len(layout.pieces)
+    assert all(c.tiles.shape == (size, tiling.TILE, tiling.TILE, 3) for c in parts)
+    assert len(parts) == -(-len(layout.tiles) // size)
+
+
+def _blobs(size, points, sigma=3.0):
+  """uint8 image with a Gaussian bright blob at each (x, y) (no flat tops: no ties)."""
   yy, xx = np.mgrid[: size[0], : size[1]]
-  for x, y in points:
-    image[(xx - x) ** 2 + (yy - y) ** 2 <= radius**2] = 255
-  return image
+  heat = sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)) for x, y in points)
+  return np.repeat((255 * np.clip(heat, 0, 1)).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def _bright(x):  # a "backbone" that responds to bright pixels: [N, H, W, 3] -> [N, H, W, K]
+def _bright(variables, x):  # a "backbone" responding to bright pixels: [N, H, W, 3] -> [.., K]
   return jnp.repeat(x[..., :1] * 0.5 + 0.5, K, axis=-1)
 
 
-def _identity_branch(patches):  # a "branch" returning the coarse map channel it was given
+def _identity_branch(variables, patches):  # a "branch" returning the coarse map it was given
   return patches[..., 3]
 
 
 @pytest.mark.parametrize('refine', [False, True])
-def test_detections_land_on_the_bright_spots(refine):
-  points = [(40.0, 30.0), (150.0, 95.0)]
-  image = _dots((120, 200), points)
-  batch = np.pad(image, ((0, 8), (0, 24), (0, 0)), mode='edge')[None]  # bucket 128 × 224
-  params = scanner.ScanParams(levels=8, threshold=0.5, detections=6, refine=refine)
+@pytest.mark.parametrize('size', [(120, 200), (700, 300)])
+def test_detections_land_on_the_bright_spots(refine, size):
+  points = [(40.0, 30.0), (150.0, 95.0), (size[1] - 25.0, size[0] - 20.0)]
+  image = _blobs(size, points)
+  params = scanner.ScanParams(levels=12, threshold=0.5, detections=6, refine=refine)
   template = np.full((K, 2), 0.5, np.float32)
-  out = jax.jit(scanner.scan_images, static_argnums=(0, 1, 5, 6, 7))(
-    _bright,
-    _identity_branch if refine else None,
-    batch,
-    np.array([[120, 200]]),
-    template,
-    1.0,
-    params,
-    32,
-  )
-  out = jax.device_get(out)
-  assert out['points'].shape == (1, K, 6, 2)
-  best = out['points'][0, 0][out['valid'][0, 0]]
-  for x, y in points:  # each dot is found within a pixel by some kept detection
+  programs = scanner.Programs(_bright, _identity_branch if refine else None, template, 1.0, params)
+  out = programs.scan(None, image, params.levels)
+  assert out['points'].shape == (K, 6, 2)
+  best = out['points'][0][out['valid'][0]]
+  for x, y in points:  # each blob is found within a pixel by some kept detection
     assert np.min(np.hypot(best[:, 0] - x, best[:, 1] - y)) < 1.0, (x, y, best)
-  assert np.all(out['score'][0][~out['valid'][0]] == 0)
-  # Nothing is detected in the padding (x >= 200 or y >= 120) or in the dark.
-  assert np.all(best[:, 0] < 200) and np.all(best[:, 1] < 120)
-  faces = out['faces'][0][out['face_valid'][0]]
+  assert np.all(out['score'][~out['valid']] == 0)
+  # Nothing is detected outside the image or in the dark.
+  assert np.all((best >= 0) & (best < [size[1], size[0]]))
+  faces = out['faces'][out['face_valid']]
   centres = (faces[:, :2] + faces[:, 2:]) / 2  # template 0.5: faces centred on the detections
   for x, y in points:
     assert np.min(np.hypot(centres[:, 0] - x, centres[:, 1] - y)) < 1.5
+  assert programs.compiled() == 2
 
 
 def _random_model(num_points=K):
@@ -89,19 +108,16 @@ def _random_model(num_points=K):
   return spec, registry.init(spec)
 
 
-def test_scanner_compiles_once_per_bucket():
+def test_two_programs_serve_every_image_size():
   sc = scanner.Scanner(*_random_model(), levels=3, detections=4, candidates=16)
   rng = np.random.default_rng(0)
   image = lambda h, w: rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-  for h, w in [(100, 120), (97, 127), (128, 101)]:  # all in the 128 × 128 bucket
+  for h, w in [(100, 120), (97, 127), (128, 101), (40, 900), (1200, 700)]:
     out = sc.scan(image(h, w))
-  assert sc.compiled_programs() == 1
-  assert out['points'].shape == (K, 4, 2) and out['faces'].shape == (16, 4)
-  sc.scan(image(200, 150))  # bucket 224 × 160
-  sc.scan(image(193, 130))
   assert sc.compiled_programs() == 2
-  assert len(sc.scan_batch([image(100, 100), image(110, 120)])) == 2
-  assert sc.compiled_programs() == 3  # a batch of two is its own program
+  assert out['points'].shape == (K, 4, 2) and out['faces'].shape == (16, 4)
+  assert len(sc.scan_batch([image(100, 100), image(310, 120)])) == 2
+  assert sc.compiled_programs() == 2
 
 
 def test_regroup_of_coarse_points_equals_a_backbone_only_scan():
@@ -126,9 +142,8 @@ def test_min_face_picks_the_depth_per_image():
   assert sc.levels_for(60) < sc.levels_for(120) < sc.levels_for(480)
   rng = np.random.default_rng(1)
   sc.scan(rng.integers(0, 255, (60, 70, 3), dtype=np.uint8))
-  sc.scan(rng.integers(0, 255, (62, 90, 3), dtype=np.uint8))  # same bucket, same depth
-  assert sc.compiled_programs() == 1
-  assert sorted(sc._programs) == [sc.levels_for(60)]
+  sc.scan(rng.integers(0, 255, (500, 900, 3), dtype=np.uint8))  # deeper pyramid, same programs
+  assert sc.compiled_programs() == 2
   with pytest.raises(ValueError, match='either levels or min_face'):
     scanner.Scanner(*_random_model(), levels=3, min_face=40)
 

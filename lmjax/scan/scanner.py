@@ -2,21 +2,24 @@
 
     scanner = Scanner.load('pretrained/bbfcn5', min_face=40)   # or levels=L
     scanner = Scanner(spec, variables, levels=L)       # a model in memory (model.json spec)
-    out = scanner.scan(image)          # numpy dict, see `scan_images` for the keys
+    out = scanner.scan(image)          # numpy dict, see `detect` for the keys
     out['faces'], out['face_points']   # grouped faces: boxes [F, 4], landmarks [F, K, 2]
 
-One jitted function per input-size bucket (`scan_images`) does the whole thing on device:
+Two jitted programs serve every image, whatever its size (`lmjax.scan.tiling` packs the
+pyramid into fixed-size tiles on the host first):
 
-    pyramid (L levels, fixed canvases)  --backbone-->  coarse maps per level
-    3×3 peaks above `threshold`, best `candidates` per type   {k, l, v, (x, y)}
-    12×12 regions mapped to the image, NMS per type across levels (IoU 0.5)
-    best `detections` survivors per type: 12×12 RGB + map patches at their level → 24×24
-    --branch k-->  fine map  --Ave{M_f, 13}-->  refined location in the image
-    face proposals (one window per detection) → NMS per type, then across types → faces
-    (`lmjax.scan.proposals`)
+    pyramid (L levels, resized on the host) packed into 256 × 256 tiles (1 per call on a CPU)
+    tile_candidates:  --backbone-->  coarse maps; 3×3 peaks above `threshold` in the pixels
+        each piece owns; best `candidates` per type {k, l, v, (x, y)} with their 12×12 RGB +
+        map patches
+    (host) the chunks' candidates merged: best `candidates` per type, in level pixels
+    detect:  12×12 regions mapped to the image, NMS per type across levels (IoU 0.5);
+        best `detections` survivors per type: patches → 24×24 --branch k--> fine map
+        --Ave{M_f, 13}--> refined location in the image; face proposals (one window per
+        detection) → NMS per type, then across types → faces (`lmjax.scan.proposals`)
 
 Every stage has a fixed budget with validity masks instead of variable-length lists, so
-shapes never depend on the image content.
+shapes never depend on the image content or size.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.core import geometry, heatmaps, image_ops, landmarks, nms
+from lmjax.core import compile_cache, geometry, heatmaps, image_ops, landmarks, nms
 from lmjax.core.heatmaps import TOP_N
 from lmjax.models import registry
 from lmjax.models.bbfcn import BBFCN, PATCH
-from lmjax.scan import proposals, pyramid
+from lmjax.scan import proposals, pyramid, tiling
 from lmjax.train import checkpoint
 
 REGION = 12  # candidate region / patch side at its level
@@ -63,125 +66,114 @@ class ScanParams:
   refine: bool = True
 
 
-def _candidates(maps: jax.Array, content: jax.Array, threshold: float, k: int):
-  """Best k 3×3 peaks per type of one level: ([N, K, k] values, [N, K, k, 2] int (x, y)).
+def tile_candidates(
+  coarse_fn: Callable[[jax.Array], jax.Array],
+  tiles: jax.Array,
+  owner: jax.Array,
+  rects: jax.Array,
+  params: ScanParams,
+) -> dict[str, jax.Array]:
+  """Program 1: the best `candidates` coarse peaks per type of one chunk of tiles, with patches.
 
   Args:
-    maps: [N, rows, cols, K] coarse maps.
-    content: [N, 2] (rows, cols) of the scaled image inside the canvas (float).
+    coarse_fn: [C, T, T, 3] -> [C, T, T, K] backbone maps.
+    tiles: uint8 [C, T, T, 3] packed pyramid pieces (`lmjax.scan.tiling`).
+    owner: int32 [C, T, T] chunk-local piece owning each pixel, -1 for none.
+    rects: int32 [P, 4] (x0, y0, x1, y1) of each chunk-local piece in its tile.
+    params: static `ScanParams`.
+
+  Returns:
+    'value' [K, k] (-inf where there is no peak), 'tile' [K, k], 'xy' [K, k, 2] tile pixels,
+    'piece' [K, k] chunk-local piece, 'origin' [K, k, 2] top-left corner of the 12×12 patch
+    (tile pixels, inside the piece), 'patches' [K, k, 12, 12, 4] (RGB + the type's map).
   """
-  n, rows, cols, _ = maps.shape
+  x = image_ops.normalize_pixels(tiles)  # [C, T, T, 3]
+  maps = coarse_fn(x)  # [C, T, T, K]
+  c, t, _, k = maps.shape
   pooled = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1,) * 4, 'SAME')
-  ys, xs = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
-  inside = (ys[None] < content[:, 0, None, None]) & (xs[None] < content[:, 1, None, None])
-  peak = (maps >= pooled) & (maps > threshold) & inside[..., None]
-  flat = jnp.where(peak, maps, -jnp.inf).transpose(0, 3, 1, 2).reshape(n, maps.shape[-1], -1)
-  values, index = jax.lax.top_k(flat, min(k, rows * cols))
-  return values, jnp.stack([index % cols, index // cols], axis=-1)
+  peak = (maps >= pooled) & (maps > params.threshold) & (owner >= 0)[..., None]
+  flat = jnp.where(peak, maps, -jnp.inf).transpose(3, 0, 1, 2).reshape(k, c * t * t)
+  value, index = jax.lax.top_k(flat, min(params.candidates, c * t * t))  # [K, k]
+  tile, pixel = index // (t * t), index % (t * t)
+  xy = jnp.stack([pixel % t, pixel // t], axis=-1)  # [K, k, 2]
+  piece = owner[tile, xy[..., 1], xy[..., 0]]  # [K, k]
+  rect = rects[jnp.maximum(piece, 0)]  # [K, k, 4]
+  lo = rect[..., :2]
+  origin = jnp.clip(xy - REGION // 2, lo, jnp.maximum(rect[..., 2:] - REGION, lo))  # in the piece
 
+  def cut(tile_i, origin_i, type_i):  # one patch: [12, 12, 4]
+    rgb = jax.lax.dynamic_slice(x[tile_i], (origin_i[1], origin_i[0], 0), (REGION, REGION, 3))
+    heat = jax.lax.dynamic_slice(
+      maps[tile_i], (origin_i[1], origin_i[0], type_i), (REGION, REGION, 1)
+    )
+    return jnp.concatenate([rgb, heat], axis=-1)
 
-def _patches(canvases, maps, level, origins):
-  """RGB + map-channel-k patches [N, K, m, 12, 12, 4] at each detection's level.
-
-  Args:
-    canvases / maps: per level [N, rows, cols, 3] / [N, rows, cols, K].
-    level: [N, K, m] int level of each detection.
-    origins: [N, K, m, 2] int top-left corners (x0, y0) in level pixels (clipped per level).
-  """
-
-  def cut(image, heat, origin):  # [rows, cols, 3], [rows, cols], [2] -> [12, 12, 4]
-    rgb = jax.lax.dynamic_slice(image, (origin[1], origin[0], 0), (REGION, REGION, 3))
-    map_k = jax.lax.dynamic_slice(heat, (origin[1], origin[0]), (REGION, REGION))
-    return jnp.concatenate([rgb, map_k[..., None]], axis=-1)
-
-  per_m = jax.vmap(cut, in_axes=(None, None, 0))
-  per_k = jax.vmap(per_m, in_axes=(None, 0, 0))  # map channel k for type k
-  per_n = jax.vmap(per_k, in_axes=(0, 0, 0))
-  out = None
-  for lv, (image, heat) in enumerate(zip(canvases, maps, strict=True)):
-    rows, cols = image.shape[1:3]
-    o = jnp.clip(origins, 0, jnp.array([cols - REGION, rows - REGION]))
-    cut_l = per_n(image, jnp.moveaxis(heat, -1, 1), o)
-    out = cut_l if out is None else jnp.where((level == lv)[..., None, None, None], cut_l, out)
-  return out
-
-
-def _clipped_origins(centres, level, plan):
-  """Top-left corners [N, K, m, 2] of the 12×12 regions around level-pixel centres."""
-  origin = jnp.round(centres).astype(jnp.int32) - REGION // 2
-  limits = jnp.asarray([(c - REGION, r - REGION) for r, c in plan.canvases], jnp.int32)
-  return jnp.clip(origin, 0, limits[level])
+  types = jnp.broadcast_to(jnp.arange(k)[:, None], tile.shape)
+  patches = jax.vmap(jax.vmap(cut))(tile, origin, types)  # [K, k, 12, 12, 4]
+  return {'value': value, 'tile': tile, 'xy': xy, 'piece': piece, 'origin': origin,
+          'patches': patches}  # fmt: skip
 
 
 def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
-  """x [N, K, M, ...] at index [N, K, m] along axis 2 -> [N, K, m, ...]."""
-  return jnp.take_along_axis(x, index.reshape(*index.shape, *[1] * (x.ndim - 3)), axis=2)
+  """x [K, M, ...] at index [K, m] along axis 1 -> [K, m, ...]."""
+  return jnp.take_along_axis(x, index.reshape(*index.shape, *[1] * (x.ndim - 2)), axis=1)
 
 
-def scan_images(
-  coarse_fn: Callable[[jax.Array], jax.Array],
+def _to_image(xy: jax.Array, scale: jax.Array) -> jax.Array:
+  """Level pixels [..., 2] -> image pixels, with per-axis scales [..., 2] (sx, sy)."""
+  return (xy + 0.5) / scale - 0.5
+
+
+def detect(
   fine_fn: Callable[[jax.Array], jax.Array] | None,
-  images: jax.Array,
-  sizes: jax.Array,
+  cand: dict[str, jax.Array],
   template: jax.Array,
   crop_scale: float,
   params: ScanParams,
-  granularity: int,
 ) -> dict[str, jax.Array]:
-  """The scanner on a batch of bucket-padded images (jit with everything but arrays static).
+  """Program 2: NMS over one image's merged candidates, branches, proposals and faces.
 
   Args:
-    coarse_fn: [N, rows, cols, 3] -> [N, rows, cols, K] backbone maps (any size ÷ 4).
     fine_fn: [B, K, 24, 24, 4] -> [B, K, 24, 24] branches, or None (backbone only).
-    images: [N, H, W, 3] pixels in [0, 255], each image at the top left, edge-padded.
-    sizes: [N, 2] int true (h, w) of each image.
+    cand: the image's best M = `candidates` candidates per type, merged over its chunks:
+      'value' [K, M], 'valid' [K, M], 'xy' [K, M, 2] and 'origin' [K, M, 2] in level pixels,
+      'scale' [K, M, 2] (sx, sy) level pixels per image pixel, 'iso_scale' [K, M] the level's
+      nominal scale 32 · 1.16^l / min(h, w), 'level' [K, M], 'patches' [K, M, 12, 12, 4].
     template: [K, 2] mean landmark positions in the training window ([0, 1] units).
     crop_scale: training window side / face box side.
     params: static `ScanParams`.
-    granularity: bucket granularity of `images` (see `pyramid.plan_levels`).
 
   Returns:
-    Per image (leading N), with m = params.detections and F = params.max_faces:
+    With m = params.detections and F = params.max_faces:
     'points' [K, m, 2] refined (or coarse) image-pixel landmarks of each type, 'valid' [K, m],
     'score' [K, m] coarse response v (the ranking), 'fine_score' [K, m], 'coarse_points'
     [K, m, 2], 'level' [K, m]; face proposals 'proposals' [K·m, 4] with 'proposal_score' and
     'proposal_valid' (after NMS per type and across types); 'faces' [F, 4] boxes, 'face_score',
     'face_valid' [F], 'face_points' [F, K, 2] with 'face_point_valid' [F, K].
   """
-  plan = pyramid.plan_levels(images.shape[1:3], params.levels, granularity)
-  scale = pyramid.scales(sizes, params.levels)  # [N, L]
-  canvases = pyramid.build_levels(images, scale, plan)
-  maps = [coarse_fn(c) for c in canvases]  # [N, rows_l, cols_l, K]
-  values, where, level = [], [], []
-  for lv, m in enumerate(maps):
-    content = sizes.astype(jnp.float32) * scale[:, lv, None]
-    v, xy = _candidates(m, content, params.threshold, params.candidates)
-    values.append(v), where.append(xy), level.append(jnp.full(v.shape, lv, jnp.int32))
-  values, where, level = (jnp.concatenate(x, axis=2) for x in (values, where, level))
-  best, ok = nms.top_valid(values, jnp.isfinite(values), min(params.candidates, values.shape[2]))
-  values, where, level = (_gather(x, best) for x in (values, where, level))  # [N, K, M]
-  s = jnp.take_along_axis(scale[:, None, :], level, axis=2)  # [N, K, M]
-  centre = pyramid.to_image(where.astype(jnp.float32), s)
-  regions = geometry.centred_boxes(centre, REGION / s)
-  keep = nms.nms(regions, values, ok, params.nms_iou)
-  sel, valid = nms.top_valid(values, keep, min(params.detections, values.shape[2]))
-  v, xy, lv, s = (_gather(x, sel) for x in (values, where, level, s))  # [N, K, m]
-  origins = _clipped_origins(xy.astype(jnp.float32), lv, plan)
-  patches = _patches(canvases, maps, lv, origins)  # [N, K, m, 12, 12, 4]
-  n, k, m = v.shape
-  coarse_xy, _ = heatmaps.top_mean(patches[..., 3].reshape(n * k * m, REGION, REGION, 1), TOP_N)
-  coarse = pyramid.to_image(coarse_xy.reshape(n, k, m, 2) + origins, s)
+  value, ok = cand['value'], cand['valid']
+  centre = _to_image(cand['xy'], cand['scale'])  # [K, M, 2]
+  regions = geometry.centred_boxes(centre, REGION / cand['iso_scale'])
+  keep = nms.nms(regions, value, ok, params.nms_iou)
+  sel, valid = nms.top_valid(value, keep, min(params.detections, value.shape[1]))
+  v, origin, scale, iso, lv, patches = (
+    _gather(cand[key], sel) for key in ('value', 'origin', 'scale', 'iso_scale', 'level', 'patches')
+  )  # [K, m, ...]
+  k, m = v.shape
+  coarse_xy, _ = heatmaps.top_mean(patches[..., 3].reshape(k * m, REGION, REGION, 1), TOP_N)
+  coarse = _to_image(coarse_xy.reshape(k, m, 2) + origin, scale)
   if fine_fn is None:
     points, fine_score = coarse, v
   else:
-    big = jax.image.resize(patches, (n, k, m, PATCH, PATCH, 4), 'linear')
-    branch_in = big.transpose(0, 2, 1, 3, 4, 5).reshape(n * m, k, PATCH, PATCH, 4)
-    fine_maps = fine_fn(branch_in).reshape(n, m, k, PATCH, PATCH).transpose(0, 2, 1, 3, 4)
-    flat = fine_maps.reshape(n * k * m, PATCH, PATCH, 1)
-    fine_xy, fine_score = heatmaps.top_mean(flat, TOP_N)
-    fine_xy = (fine_xy.reshape(n, k, m, 2) + 0.5) * (REGION / PATCH) - 0.5  # 12-pixel patch
-    points = pyramid.to_image(fine_xy + origins, s)
-    fine_score = fine_score.reshape(n, k, m)
+    big = jax.image.resize(patches, (k, m, PATCH, PATCH, 4), 'linear')
+    fine_maps = fine_fn(big.transpose(1, 0, 2, 3, 4)).transpose(1, 0, 2, 3)  # [K, m, 24, 24]
+    fine_xy, fine_score = heatmaps.top_mean(fine_maps.reshape(k * m, PATCH, PATCH, 1), TOP_N)
+    fine_xy = (fine_xy.reshape(k, m, 2) + 0.5) * (REGION / PATCH) - 0.5  # 12-pixel patch
+    points = _to_image(fine_xy + origin, scale)
+    fine_score = fine_score.reshape(k, m)
+  faces = proposals.group_detections(
+    points[None], iso[None], v[None], valid[None], template, crop_scale, params
+  )
   return {
     'points': points,
     'valid': valid,
@@ -189,15 +181,107 @@ def scan_images(
     'fine_score': jnp.where(valid, fine_score, 0.0),
     'coarse_points': coarse,
     'level': lv,
-    **proposals.group_detections(points, s, v, valid, template, crop_scale, params),
+    **{key: val[0] for key, val in faces.items()},
   }
 
 
 # ------------------------------------------------------------------------------ host side
 
 
+def merge_candidates(
+  found: list[dict[str, np.ndarray]],
+  parts: list[tiling.Chunk],
+  layout: tiling.Layout,
+  smaller_side: int,
+  count: int,
+) -> dict[str, np.ndarray]:
+  """The best `count` candidates per type over an image's chunks, in level pixels (numpy).
+
+  Args:
+    found: `tile_candidates` outputs of each chunk (numpy).
+    parts: the chunks they came from.
+    layout: the image's packed pyramid.
+    smaller_side: min(h, w) of the image.
+    count: M, candidates per type kept (padded with invalid slots).
+
+  Returns:
+    the `cand` dict of `detect`.
+  """
+  shift = np.array([(p.lx0 - p.x0, p.ly0 - p.y0) for p in layout.pieces] or [(0, 0)], np.float32)
+  piece_level = np.array([p.level for p in layout.pieces] or [0], np.int32)
+  fields = {key: [] for key in ('value', 'xy', 'origin', 'level', 'patches')}
+  for out, part in zip(found, parts, strict=True):
+    local = np.maximum(out['piece'], 0)
+    glob = np.asarray([*part.pieces, 0], np.int32)[np.minimum(local, len(part.pieces))]
+    fields['value'].append(np.where(out['piece'] >= 0, out['value'], -np.inf))
+    fields['xy'].append(out['xy'] + shift[glob])
+    fields['origin'].append(out['origin'] + shift[glob])
+    fields['level'].append(piece_level[glob])
+    fields['patches'].append(out['patches'])
+  merged = {key: np.concatenate(val, axis=1) for key, val in fields.items()}
+  order = np.argsort(-merged['value'], axis=1, kind='stable')[:, :count]  # [K, ≤M]
+  take = lambda a: np.take_along_axis(a, order.reshape(*order.shape, *[1] * (a.ndim - 2)), axis=1)
+  cand = {key: take(val) for key, val in merged.items()}
+  pad = count - order.shape[1]
+  if pad:
+    widths = lambda a: [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)
+    cand = {key: np.pad(val, widths(val), constant_values=-np.inf if key == 'value' else 0)
+            for key, val in cand.items()}  # fmt: skip
+  cand['valid'] = np.isfinite(cand['value'])
+  cand['value'] = np.where(cand['valid'], cand['value'], 0.0).astype(np.float32)
+  cand['scale'] = layout.level_scale[cand['level']].astype(np.float32)  # [K, M, 2]
+  sides = np.array([pyramid.level_side(lv) for lv in range(len(layout.level_scale))])
+  cand['iso_scale'] = (sides[cand['level']] / smaller_side).astype(np.float32)
+  cand['xy'], cand['origin'] = cand['xy'].astype(np.float32), cand['origin'].astype(np.float32)
+  return cand
+
+
+class Programs:
+  """The scanner's two jitted programs: whatever the photos, they compile once each.
+
+  Args:
+    coarse_fn: `fn(variables, tiles [C, T, T, 3] float) -> maps [C, T, T, K]`.
+    fine_fn: `fn(variables, patches [B, K, 24, 24, 4]) -> [B, K, 24, 24]`, or None.
+    template, crop_scale, params: as in `detect`.
+  """
+
+  def __init__(self, coarse_fn, fine_fn, template, crop_scale: float, params: ScanParams):
+    self.params = params
+    self.chunk = tiling.chunk_size()
+    template = jnp.asarray(template)
+    self.candidates = jax.jit(
+      lambda v, tiles, owner, rects: tile_candidates(
+        lambda x: coarse_fn(v, x), tiles, owner, rects, params
+      )
+    )
+    fine = None if fine_fn is None else fine_fn
+    self.detect = jax.jit(
+      lambda v, cand: detect(
+        None if fine is None else (lambda p: fine(v, p)), cand, template, crop_scale, params
+      )
+    )
+
+  def scan(self, variables, image: np.ndarray, levels: int) -> dict[str, np.ndarray]:
+    """One uint8 [H, W, 3] image -> the `detect` outputs (numpy)."""
+    layout = tiling.pack(image, levels)
+    parts = tiling.chunks(layout, self.chunk)
+    found = [
+      jax.device_get(self.candidates(variables, part.tiles, part.owner, part.rects))
+      for part in parts
+    ]
+    cand = merge_candidates(found, parts, layout, min(image.shape[:2]), self.params.candidates)
+    return jax.device_get(self.detect(variables, cand))
+
+  def compiled(self) -> int:
+    """Programs compiled so far (at most 2)."""
+    return self.candidates._cache_size() + self.detect._cache_size()
+
+
 class Scanner:
   """The pyramid scanner of a BB-FCN model (`Scanner.load(folder)` for a model folder).
+
+  Every image, whatever its size or aspect ratio, runs the same two programs
+  (`lmjax.scan.tiling`): a 12-megapixel photo compiles nothing new after a VGA one.
 
   Args:
     spec: the model's `model.json` dict (`lmjax.models.registry`; it needs `face_template`).
@@ -206,7 +290,6 @@ class Scanner:
     min_face: the smallest face box side (pixels) to find: L is chosen per image from its
       smaller side (`pyramid.levels_for_min_face`). Default: levels = 12.
     refine: run the branches (False: backbone-only ablation of the same model).
-    bucket: images are padded to multiples of this many pixels (one program per bucket and L).
     **params: other `ScanParams` fields (threshold, candidates, detections, ...).
   """
 
@@ -217,10 +300,10 @@ class Scanner:
     levels: int | None = None,
     min_face: float | None = None,
     refine: bool = True,
-    bucket: int = 32,
     **params,
   ):
     spec = registry.validate(spec)
+    compile_cache.enable()  # a later process compiles nothing this one compiled
     if spec['experiment'] != 'bbfcn':
       raise ValueError(f"field 'experiment' is {spec['experiment']!r}; the scanner needs bbfcn")
     if spec['variant'] == 'regression':
@@ -232,9 +315,15 @@ class Scanner:
     self.min_face = min_face
     refine = refine and spec['variant'] == 'bbfcn'
     self.params = ScanParams(levels=levels or ScanParams.levels, refine=refine, **params)
-    self.bucket = bucket
     self.schema = landmarks.get_schema(spec['num_points'])
-    self._programs = {}
+    model = self.model
+    self.programs = Programs(
+      lambda v, x: model.apply(v, x, method=BBFCN.coarse),
+      (lambda v, p: model.apply(v, p, method=BBFCN.fine)) if refine else None,
+      self.template,
+      spec['crop_scale'],
+      self.params,
+    )
     self._regroup = None
 
   @classmethod
@@ -252,24 +341,6 @@ class Scanner:
       return self.params.levels
     face_px = pyramid.BASE_SIDE / self.spec['crop_scale']  # face box side in the window
     return pyramid.levels_for_min_face(self.min_face, smaller_side, face_px)
-
-  def program(self, levels: int):
-    """The jitted `fn(variables, images [N, H, W, 3], sizes [N, 2]) -> outputs` for L levels."""
-    if levels not in self._programs:
-      model, spec = self.model, self.spec
-      params = dataclasses.replace(self.params, levels=levels)
-      template = jnp.asarray(self.template)
-
-      def run(variables, images, sizes):
-        coarse_fn = lambda x: model.apply(variables, x, method=BBFCN.coarse)
-        fine = lambda p: model.apply(variables, p, method=BBFCN.fine)
-        return scan_images(
-          coarse_fn, fine if params.refine else None, images, sizes, template,
-          spec['crop_scale'], params, self.bucket,
-        )  # fmt: skip
-
-      self._programs[levels] = jax.jit(run)
-    return self._programs[levels]
 
   def regroup(self, out: dict[str, np.ndarray], points: np.ndarray, image_shape) -> dict:
     """The proposal and face keys of `out` (one image's scan) recomputed for other `points`.
@@ -293,31 +364,16 @@ class Scanner:
     return {k: v[0] for k, v in jax.device_get(faces).items()}
 
   def compiled_programs(self) -> int:
-    """How many programs (input buckets × batch sizes × depths) have been compiled so far."""
-    return sum(fn._cache_size() for fn in self._programs.values())
-
-  def pad(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Bucket-padded batch [N, H, W, 3] uint8 and true sizes [N, 2] of same-bucket images."""
-    checked = [image_ops.check_image(im) for im in images]
-    sizes = np.array([im.shape[:2] for im in checked], np.int32)
-    hb, wb = pyramid.bucket_size(*sizes.max(0), self.bucket)
-    out = np.empty((len(checked), hb, wb, 3), np.uint8)
-    for i, im in enumerate(checked):
-      im = np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im
-      h, w = im.shape[:2]
-      out[i] = np.pad(im, ((0, hb - h), (0, wb - w), (0, 0)), mode='edge')
-    return out, sizes
+    """How many programs have been compiled so far (2 once an image was scanned)."""
+    return self.programs.compiled()
 
   def scan_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """`scan` of several images of one bucket in one call (faster on accelerators).
-
-    With `min_face`, the depth is that of the image with the largest smaller side.
-    """
-    batch, sizes = self.pad(images)
-    levels = self.levels_for(int(sizes.min(axis=1).max()))
-    out = jax.device_get(self.program(levels)(self.variables, batch, sizes))
-    return [{k: v[i] for k, v in out.items()} for i in range(len(images))]
+    """`scan` of each image (images of any sizes; they share the same programs)."""
+    return [self.scan(image) for image in images]
 
   def scan(self, image: np.ndarray) -> dict[str, np.ndarray]:
-    """All landmark detections and faces of one image [H, W, 3] uint8 (see `scan_images`)."""
-    return self.scan_batch([image])[0]
+    """All landmark detections and faces of one image [H, W, 3] uint8 (see `detect`)."""
+    image = image_ops.check_image(image)
+    if image.shape[2] == 1:
+      image = np.repeat(image, 3, axis=2)
+    return self.programs.scan(self.variables, image, self.levels_for(min(image.shape[:2])))

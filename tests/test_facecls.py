@@ -111,7 +111,7 @@ def test_crop_maps_boxes_to_the_right_pixels():
   # Padding the image (to share compiled programs) changes no crop: odd sizes, every level.
   small = image[:151, :171]
   padded, true_size = face_classifier.pad_image(small)
-  assert padded.shape == (192, 192, 3)
+  assert padded.shape == (256, 256, 3) and tuple(true_size) == (151, 171)
   edge = np.float32([[100, 120, 190, 160], [-30, 90, 170, 160], [5, 5, 30, 30], [0, 0, 171, 151]])
   np.testing.assert_allclose(
     jax.jit(face_classifier.crop_boxes, static_argnums=(2, 3))(padded, edge, 24, 2, true_size),
@@ -238,3 +238,20 @@ def test_bad_inputs_give_clear_errors(tiny_run, tmp_path):
     FaceClassifier.load(str(other))
   with pytest.raises(FileNotFoundError):
     FaceClassifier.load(str(tmp_path / 'missing'))
+
+
+def test_pad_image_uses_a_few_square_canvases_and_shrinks_huge_photos():
+  sides = set()
+  for h, w in [(300, 4000), (1000, 700), (2100, 2100), (480, 640), (4096, 10)]:
+    padded, true_size = face_classifier.pad_image(np.zeros((h, w, 3), np.uint8))
+    assert padded.shape[0] == padded.shape[1] and tuple(true_size) == (h, w)
+    sides.add(padded.shape[0])
+  assert sides <= set(face_classifier.CANVAS_SIDES)
+  huge = np.zeros((5000, 8000, 3), np.uint8)
+  huge[1000:1400, 2000:2400] = 255  # a white square
+  boxes = np.float32([[2000, 1000, 2400, 1400], [1.5, 1.5, 7.5, 7.5]])
+  padded, true_size, scaled = face_classifier.pad_image(huge, boxes)
+  assert padded.shape == (4096, 4096, 3) and tuple(true_size) == (2500, 4000)
+  np.testing.assert_allclose(scaled[0], [999.75, 499.75, 1199.75, 699.75])
+  np.testing.assert_allclose(scaled[1], [0.5, 0.5, 3.5, 3.5])
+  assert padded[600, 1100].tolist() == [255, 255, 255] and padded[400, 900].tolist() == [0, 0, 0]

@@ -8,16 +8,20 @@ on the square of its longer side about its centre, resampled to S × S (S = 24) 
 anti-aliasing (read from the image's mip map of 2×-halved levels, see `lmjax.core.mipmap`).
 Pixels outside the image read as 128 (0 after x / 128 - 1), like the training regions' border.
 
-`score` pads the boxes to a bucket (a power of two ≥ 16) and the image to multiples of 64 pixels
-(`image_size` tells the crop where the true image ends; the crops are those of the unpadded
-image), so one jitted call crops and classifies all boxes and compiles once per (padded image
-shape, box bucket).
+`score` pads the boxes to a bucket (a power of two ≥ 16) and the image into the smallest square
+canvas of `CANVAS_SIDES` that holds it (`image_size` tells the crop where the true image ends;
+the crops are those of the unpadded image); a photo larger than the biggest canvas is first
+shrunk on the host by a power of two (area averaging, boxes scaled alike), which only drops
+resolution a 24-pixel crop cannot use unless a box is under 2^k · 24 pixels. One jitted call
+crops and classifies all boxes, and a photo collection of any sizes compiles at most
+len(CANVAS_SIDES) × (box buckets) programs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,7 +32,7 @@ from lmjax.models import facenet
 from lmjax.train import checkpoint
 
 MIN_BUCKET = 16  # smallest padded box count
-IMAGE_BUCKET = 64  # images are padded to multiples of this (one program per padded shape)
+CANVAS_SIDES = (256, 512, 1024, 2048, 4096)  # square canvases images are padded into
 
 
 def crop_boxes(
@@ -67,13 +71,26 @@ def bucket_size(n: int) -> int:
   return max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length())
 
 
-def pad_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """`image` zero-padded at the bottom / right to multiples of IMAGE_BUCKET, and int32 (h, w)."""
+def pad_image(image: np.ndarray, boxes: np.ndarray | None = None):
+  """(canvas, int32 true (h, w)[, boxes]): `image` zero-padded at the bottom / right into the
+  smallest square of `CANVAS_SIDES` that holds it, after shrinking it by the smallest power of
+  two that makes it fit the largest (boxes [P, 4] in image pixels are mapped alike).
+  """
+  factor = 1
+  while max(image.shape[:2]) > CANVAS_SIDES[-1] * factor:
+    factor *= 2
+  if factor > 1:
+    h, w = (-(-n // factor) for n in image.shape[:2])
+    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+    if boxes is not None:
+      boxes = ((boxes + 0.5) / factor - 0.5).astype(np.float32)
   h, w = image.shape[:2]
-  shape = (-(-h // IMAGE_BUCKET) * IMAGE_BUCKET, -(-w // IMAGE_BUCKET) * IMAGE_BUCKET)
-  padded = np.zeros((*shape, image.shape[2]), image.dtype)
+  side = next(s for s in CANVAS_SIDES if s >= max(h, w))
+  padded = np.zeros((side, side, image.shape[2]), image.dtype)
   padded[:h, :w] = image
-  return padded, np.int32([h, w])
+  if boxes is None:
+    return padded, np.int32([h, w])
+  return padded, np.int32([h, w]), boxes
 
 
 def check_inputs(image: Any, boxes: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -137,5 +154,5 @@ class FaceClassifier:
       return np.zeros(0, np.float32)
     padded = np.tile(np.float32([0, 0, 1, 1]), (bucket_size(n), 1))
     padded[:n] = boxes
-    image, image_size = pad_image(image)
+    image, image_size, padded = pad_image(image, padded)
     return np.asarray(self._score(self.variables, image, padded, image_size))[:n]

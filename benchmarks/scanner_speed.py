@@ -1,30 +1,36 @@
-"""Speed of the BB-FCN pyramid scanner on a 640×480 (VGA) image, and MTCNN as a peer.
+"""Speed of the BB-FCN pyramid scanner against MTCNN at equal reach, on VGA and on photos.
 
 Each setting runs in its own subprocess (see `_settings.py`): cpu_1thread, cpu_all, gpu (when
-the default backend is a GPU). Rows, images/s (median over repeats, `block_until_ready`):
+the default backend is a GPU). Both detectors look for faces down to `min_face` = 20, 40 and
+80 pixels (the scanner's depth is `pyramid.levels_for_min_face`, MTCNN's `min_face_size`),
+on a 640×480 (VGA) scene and on a folder of 8 images from 393×524 to 2592×3872 (synthetic
+scenes resized to the sizes of a real photo collection). Rows:
 
-  * scan:          `Scanner.scan(image)`: the pyramid packed into tiles on the host, the
-                   tile program (backbone, peaks, patches) per tile (8 on a GPU), the
-                   candidates merged on the host, the detection program (NMS per type,
-                   branches, face grouping) and the copies to and from the device;
-  * backbone only: `scan` without the branch refinement;
-  * compile:       the first scan (both programs compiled; reported separately, seconds).
+  * scan min_face=m:  images/s (median over repeats) of `Scanner.scan(image)`: the pyramid
+                      packed into tiles on the host, the tile program (backbone, peaks,
+                      patches) per tile (8 on a GPU), the candidates merged on the host, the
+                      detection program (NMS per type, branches, face grouping) and the copies
+                      to and from the device;
+  * backbone only:    `scan` without the branch refinement;
+  * folder min_face=40: seconds per image over one pass of the folder (after one warm-up;
+                      cpu_all and gpu only);
+  * first scan:       seconds of the first VGA scan (both programs compiled).
 
-L = 7 and L = 20 pyramid levels (paper: 30 FPS at L = 7 on a Titan X; our goal ≥ 300 images/s on
-an H100). Weights are a fresh initialisation (the program has fixed shapes, so speed does not
-depend on them) unless `--checkpoint` names a BB-FCN folder.
-
-MTCNN (`pip install mtcnn`, which needs TensorFlow) is timed on the same image in its own
-process when `--peer_python` (default: this interpreter) can import it; with
-`--recall_images N` it also detects the first N scenes of a multi-face set (default the
-embedded synthetic `scene5` test split; `--dataset composite_multiface --manual_dir DIR` for
-real faces), and its 5 points are scored with the same recall@e% (top 30 per type) as the
-scanner's, which runs on the same scenes.
+Weights are a fresh initialisation (speed does not depend on them) unless `--checkpoint` names
+a BB-FCN folder. MTCNN (`pip install mtcnn`, which needs TensorFlow) is timed on the same
+image and folder in its own process (all cores) when `--peer_python` (default: this
+interpreter) can import it; otherwise the benchmark says so and prints the scanner's figures.
+With `--recall_images N` MTCNN (min_face 20) and the scanner (L = 20) also detect the first N
+scenes of a multi-face set (default the embedded synthetic `scene5` test split; `--dataset
+composite_multiface --manual_dir DIR` for real faces), scored with the same recall@e% (top 30
+per type).
 
   python benchmarks/scanner_speed.py [--checkpoint pretrained/bbfcn5] [--repeats 5]
       [--settings cpu_1thread,cpu_all,gpu] [--recall_images 50]
 
-The last line printed is one JSON object (`scan_vga_l7_img_per_s_cpu_1thread`, ...).
+The last line printed is one JSON object: `scan_vga_min40_img_per_s_cpu_all`,
+`mtcnn_vga_min40_img_per_s_cpu_all` (and min20 / min80), `scan_folder_min40_s_per_img_cpu_all`,
+`mtcnn_folder_min40_s_per_img_cpu_all`, ...
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from _settings import child_env, pin_to_one_core, run_children
 from _settings import rate as measure_rate
 
 SETTINGS = ('cpu_1thread', 'cpu_all', 'gpu')
-LEVELS = (7, 20)
+MIN_FACES = (20, 40, 80)  # equal reach: the smallest face box (pixels) both detectors look for
+# The varied-size folder (H, W): the range of a real photo collection (393 to 3872 px a side).
+FOLDER_SIZES = ((393, 524), (480, 640), (768, 1024), (1280, 1163), (1200, 1600), (1536, 2048),
+                (1944, 2592), (2592, 3872))  # fmt: skip
 VGA = (480, 640)
 MTCNN_KEYS = ('left_eye', 'right_eye', 'nose', 'mouth_left', 'mouth_right')
 
@@ -69,6 +78,28 @@ def _load_base(checkpoint: str | None):
   return Scanner(spec, registry.init(spec))
 
 
+def folder_images() -> list:
+  """The varied-size folder: synthetic scenes resized to the sizes of real photo collections."""
+  import cv2
+
+  from lmjax import synthface
+
+  out = []
+  for i, (h, w) in enumerate(FOLDER_SIZES):
+    scene = synthface.render_scene(100 + i, (480, 640) if w >= h else (640, 480), max_faces=4)
+    out.append(cv2.resize(scene['image'], (w, h), interpolation=cv2.INTER_LINEAR))
+  return out
+
+
+def seconds_per_image(fn, images) -> float:
+  """Mean seconds per image of one pass over `images` (after one warm-up call)."""
+  fn(images[0])
+  start = time.perf_counter()
+  for im in images:
+    fn(im)
+  return (time.perf_counter() - start) / len(images)
+
+
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   """Inside the child process: every row of one setting."""
   pin_to_one_core(setting)
@@ -82,43 +113,65 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
     return {}
   base = _load_base(checkpoint)
   image = vga_scene()
-  rows, compile_s = [], {}
-  for levels in LEVELS:
-    make = lambda refine, lv=levels: Scanner(base.spec, base.variables, levels=lv, refine=refine)
+  rows, compile_s, folder = [], {}, {}
+  for min_face in MIN_FACES:
+    make = lambda refine, m=min_face: Scanner(base.spec, base.variables, min_face=m, refine=refine)
     sc = make(True)
     start = time.perf_counter()
     sc.scan(image)  # compiles the two programs (once for every image size)
-    compile_s[levels] = time.perf_counter() - start
-    budget = 2.0 if levels == 7 else 6.0
+    compile_s[min_face] = time.perf_counter() - start
+    budget = 2.0 if min_face >= 80 else 6.0
     rate = lambda fn, n=1, b=budget: measure_rate(fn, n, repeats, budget_s=b)
-    rows.append([f'scan L={levels}', 1, rate(lambda s=sc: s.scan(image))])
+    levels = sc.levels_for(min(image.shape[:2]))
+    rows.append([f'scan min_face={min_face} (L={levels})', 1, rate(lambda s=sc: s.scan(image))])
     plain = make(False)
-    rows.append([f'backbone only L={levels}', 1, rate(lambda s=plain: s.scan(image))])
+    rows.append([f'backbone only min_face={min_face}', 1, rate(lambda s=plain: s.scan(image))])
+    if min_face == 40 and setting != 'cpu_1thread':  # the folder: all cores (or the GPU)
+      folder[min_face] = seconds_per_image(sc.scan, folder_images())
   return {
     'device': f'{device.platform}: {device.device_kind}',
     'rows': rows,
     'compile_s': compile_s,
+    'folder_s_per_img': folder,
     'spec': base.spec,
     'faces_found': int(np.sum(sc.scan(image)['face_valid'])),
   }
 
 
 # ------------------------------------------------------------------------- MTCNN (the peer)
-def mtcnn_child(repeats: int, scenes_path: str | None, out_path: str | None) -> dict:
-  """Inside the peer process: MTCNN on the VGA image (all cores), and on the scenes."""
-  import numpy as np
+def _mtcnn(min_face: int):
+  """An MTCNN detector looking for faces of at least `min_face` pixels: `fn(image) -> faces`."""
   from mtcnn import MTCNN
 
-  detector = MTCNN()
-  image = np.load(os.path.join(os.path.dirname(scenes_path or out_path), 'vga.npy'))
-  fps = measure_rate(lambda: detector.detect_faces(image), 1, repeats, budget_s=5.0)
-  result = {'mtcnn_vga_img_per_s_cpu_all': fps}
+  try:  # mtcnn < 1.0: a constructor argument
+    detector = MTCNN(min_face_size=min_face)
+    return detector.detect_faces
+  except TypeError:  # mtcnn >= 1.0: an argument of detect_faces
+    detector = MTCNN()
+    return lambda image: detector.detect_faces(image, min_face_size=min_face)
+
+
+def mtcnn_child(repeats: int, scenes_path: str | None, out_path: str | None) -> dict:
+  """Inside the peer process: MTCNN on the VGA image and the folder (all cores), and the scenes."""
+  import numpy as np
+
+  folder_dir = os.path.dirname(scenes_path or out_path)
+  image = np.load(os.path.join(folder_dir, 'vga.npy'))
+  stored = np.load(os.path.join(folder_dir, 'folder.npz'))
+  folder = [stored[name] for name in sorted(stored.files)]
+  result = {}
+  for min_face in MIN_FACES:
+    detect = _mtcnn(min_face)
+    fps = measure_rate(lambda d=detect: d(image), 1, repeats, budget_s=5.0)
+    result[f'mtcnn_vga_min{min_face}_img_per_s_cpu_all'] = fps
+    if min_face == 40:
+      result['mtcnn_folder_min40_s_per_img_cpu_all'] = seconds_per_image(detect, folder)
   if scenes_path:
+    detect = _mtcnn(20)  # the package's default reach, for the recall
     stored = np.load(scenes_path)
     points, scores = [], []
     for name in sorted(stored.files):
-      im = stored[name]
-      faces = detector.detect_faces(im)
+      faces = detect(stored[name])
       points.append(np.array([[f['keypoints'][k] for k in MTCNN_KEYS] for f in faces], float))
       scores.append(np.array([f['confidence'] for f in faces], float))
     np.savez(out_path, points=np.array(points, object), scores=np.array(scores, object))
@@ -168,6 +221,9 @@ def run_peer(args, images, faces) -> dict:
     return {}
   with tempfile.TemporaryDirectory() as tmp:
     np.save(os.path.join(tmp, 'vga.npy'), vga_scene())
+    np.savez(
+      os.path.join(tmp, 'folder.npz'), **{f'{i:02d}': im for i, im in enumerate(folder_images())}
+    )
     scenes, preds = os.path.join(tmp, 'scenes.npz'), os.path.join(tmp, 'mtcnn.npz')
     np.savez(scenes, **{f'image_{i:05d}': im for i, im in enumerate(images)})
     cmd = [args.peer_python, __file__, '--child=mtcnn', f'--repeats={args.repeats}',
@@ -198,19 +254,23 @@ def scanner_recall(args, images, faces) -> dict:
 
 
 def _print_table(results: dict) -> dict:
-  """Prints the rows of every setting; returns the JSON figures (`scan_vga_l7_img_per_s_gpu`)."""
-  print(f'{"setting":<12} {"device":<24} {"row":<24} {"batch":>5} {"img/s":>9} {"ms/img":>9}')
+  """Prints the rows of every setting; returns the JSON figures (`scan_vga_min40_img_per_s_..`)."""
+  print(f'{"setting":<12} {"device":<24} {"row":<34} {"img/s":>9} {"ms/img":>9}')
   summary = {}
   for setting, out in results.items():
-    for row, batch, rate in out['rows']:
-      dev = out['device'][:24]
-      print(f'{setting:<12} {dev:<24} {row:<24} {batch:>5} {rate:>9.2f} {1000 / rate:>9.1f}')
-      if row.startswith('scan L=') and batch == 1:
-        summary[f'scan_vga_l{row[7:]}_img_per_s_{setting}'] = round(rate, 2)
-    for levels, seconds in out['compile_s'].items():
-      print(f'{setting:<12} {out["device"][:24]:<24} {f"compile L={levels}":<24} {"":>5} '
-            f'{seconds:>8.2f}s')  # fmt: skip
-      summary[f'scan_vga_l{levels}_compile_s_{setting}'] = round(seconds, 2)
+    dev = out['device'][:24]
+    for row, _, rate in out['rows']:
+      print(f'{setting:<12} {dev:<24} {row:<34} {rate:>9.2f} {1000 / rate:>9.1f}')
+      if row.startswith('scan min_face='):
+        min_face = row.split('=')[1].split()[0]
+        summary[f'scan_vga_min{min_face}_img_per_s_{setting}'] = round(rate, 2)
+    for min_face, seconds in out['folder_s_per_img'].items():
+      row = f'folder min_face={min_face} (s/img)'
+      print(f'{setting:<12} {dev:<24} {row:<34} {1 / seconds:>9.2f} {1000 * seconds:>9.1f}')
+      summary[f'scan_folder_min{min_face}_s_per_img_{setting}'] = round(seconds, 3)
+    for min_face, seconds in out['compile_s'].items():
+      print(f'{setting:<12} {dev:<24} {f"first scan min_face={min_face} (s)":<34} {seconds:>9.2f}')
+      summary[f'scan_vga_min{min_face}_first_s_{setting}'] = round(seconds, 2)
   return summary
 
 
@@ -240,15 +300,17 @@ def main() -> None:
   if args.checkpoint:
     child_args.append(f'--checkpoint={args.checkpoint}')
   results = {} if args.settings == 'none' else run_children(__file__, args.settings, child_args)
-  print(f'BB-FCN pyramid scanner on a 640×480 image (median of {args.repeats} repeats)')
+  print(
+    f'BB-FCN pyramid scanner on a 640×480 image (median of {args.repeats} repeats) and on a '
+    f'folder of {len(FOLDER_SIZES)} sizes ({FOLDER_SIZES[0]} to {FOLDER_SIZES[-1]})'
+  )
   summary = _print_table(results)
   images, faces = _scenes(args, args.recall_images) if args.recall_images else ([], [])
   peer = run_peer(args, images, faces)
-  if peer:
-    fps = peer['mtcnn_vga_img_per_s_cpu_all']
-    print(f'{"cpu_all":<12} {"MTCNN (TensorFlow)":<24} {"detect_faces":<24} {1:>5} {fps:>9.2f} '
-          f'{1000 / fps:>9.1f}')  # fmt: skip
-    summary['mtcnn_vga_img_per_s_cpu_all'] = round(fps, 2)
+  for key, value in peer.items():
+    if key.startswith('mtcnn_'):
+      print(f'{"cpu_all":<12} {"MTCNN (TensorFlow)":<24} {key:<34} {value:>9.3f}')
+      summary[key] = round(value, 3)
   if images:
     if not args.checkpoint:
       raise SystemExit('--recall_images needs --checkpoint (a trained BB-FCN)')

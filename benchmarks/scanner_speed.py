@@ -14,7 +14,8 @@ scenes resized to the sizes of a real photo collection). Rows:
   * backbone only:    `scan` without the branch refinement;
   * folder min_face=40: seconds per image over one pass of the folder (after one warm-up;
                       cpu_all and gpu only);
-  * first scan:       seconds of the first VGA scan (both programs compiled).
+  * first scan:       seconds of the first VGA scan (both programs compiled; the persistent
+                      compilation cache is off in the benchmark).
 
 Weights are a fresh initialisation (speed does not depend on them) unless `--checkpoint` names
 a BB-FCN folder. MTCNN (`pip install mtcnn`, which needs TensorFlow) is timed on the same
@@ -103,6 +104,7 @@ def seconds_per_image(fn, images) -> float:
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   """Inside the child process: every row of one setting."""
   pin_to_one_core(setting)
+  os.environ['LMJAX_COMPILATION_CACHE'] = 'off'  # "first scan" compiles, whatever ran before
   import jax
   import numpy as np
 

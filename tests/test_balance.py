@@ -4,9 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lmjax.core import landmarks
+from lmjax.core import face_pose, landmarks
 from lmjax.data import balance, batching
-from lmjax.eval import pose_bins
 
 SCHEMA = landmarks.get_schema(5)  # left eye, right eye, nose tip, mouth corners
 
@@ -24,7 +23,7 @@ def _faces(yaws):
 def test_yaw_bins_match_the_evaluator():
   yaws = [0.0, 0.05, 0.2, 0.3, -0.4]
   np.testing.assert_array_equal(balance.yaw_bin(_faces(yaws), SCHEMA), [0, 0, 1, 2, 2])
-  assert len(pose_bins.EDGES['yaw']) + 1 == 3
+  assert len(face_pose.EDGES['yaw']) + 1 == 3
 
 
 def test_power_interpolates_from_uniform_to_equal_bins():

@@ -6,7 +6,7 @@ so a model sees few hard poses and the worst yaw bin of the evaluator's report l
 
     p_i ∝ share(bin_i) ** -power,
 
-where bin_i is the face's yaw bin in `lmjax.eval.pose_bins` (the same proxy and edges the
+where bin_i is the face's yaw bin in `lmjax.core.face_pose` (the same proxy and edges the
 evaluator reports) and share its fraction of the training faces: power 0 keeps uniform
 sampling, 1 makes every yaw bin equally likely, values in between interpolate.
 `lmjax.data.batching.train_indices` draws each epoch's order from these probabilities.
@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from lmjax.core import face_pose
 from lmjax.core.landmarks import Schema
-from lmjax.eval import pose_bins
 
 
 def yaw_bin(landmarks: np.ndarray, schema: Schema) -> np.ndarray:
   """[N] int yaw bin (0 = near-frontal) of faces with ground truth [N, K, 2]."""
-  yaw = pose_bins.face_geometry(landmarks, schema)['yaw']
-  return np.searchsorted(np.asarray(pose_bins.EDGES['yaw']), yaw, side='right')
+  yaw = face_pose.face_geometry(landmarks, schema)['yaw']
+  return np.searchsorted(np.asarray(face_pose.EDGES['yaw']), yaw, side='right')
 
 
 def yaw_balance_weights(landmarks: np.ndarray, schema: Schema, power: float) -> np.ndarray:
@@ -40,7 +40,7 @@ def yaw_balance_weights(landmarks: np.ndarray, schema: Schema, power: float) -> 
   if not 0.0 <= power <= 1.0:
     raise ValueError(f'data.pose_balance {power}: expected a power in [0, 1] (0 = uniform)')
   index = yaw_bin(landmarks, schema)
-  share = np.bincount(index, minlength=len(pose_bins.EDGES['yaw']) + 1) / len(index)
+  share = np.bincount(index, minlength=len(face_pose.EDGES['yaw']) + 1) / len(index)
   weights = share[index] ** -float(power)
   return weights / weights.sum()
 
@@ -53,13 +53,13 @@ def sampling_weights(data: Any, landmarks: np.ndarray, schema: Schema) -> np.nda
     return None
   weights = yaw_balance_weights(landmarks, schema, power)
   index = yaw_bin(landmarks, schema)
-  bins = len(pose_bins.EDGES['yaw']) + 1
+  bins = len(face_pose.EDGES['yaw']) + 1
   before = np.bincount(index, minlength=bins) / len(index)
   after = np.bincount(index, weights=weights, minlength=bins)
   logging.info(
     'pose_balance %g: yaw bins %s sampled %s (were %s)',
     power,
-    pose_bins.bin_names('yaw'),
+    face_pose.bin_names('yaw'),
     np.round(after, 3).tolist(),
     np.round(before, 3).tolist(),
   )

@@ -110,7 +110,7 @@ def test_crop_maps_boxes_to_the_right_pixels():
   np.testing.assert_allclose(crop(image, np.tile(tall, (3, 1)), 24)[0], crops[0], atol=1e-3)
   # Padding the image (to share compiled programs) changes no crop: odd sizes, every level.
   small = image[:151, :171]
-  padded, true_size = face_classifier.pad_image(small)
+  padded, true_size, _ = face_classifier.pad_image(small)
   assert padded.shape == (256, 256, 3) and tuple(true_size) == (151, 171)
   edge = np.float32([[100, 120, 190, 160], [-30, 90, 170, 160], [5, 5, 30, 30], [0, 0, 171, 151]])
   np.testing.assert_allclose(
@@ -243,7 +243,7 @@ def test_bad_inputs_give_clear_errors(tiny_run, tmp_path):
 def test_pad_image_uses_a_few_square_canvases_and_shrinks_huge_photos():
   sides = set()
   for h, w in [(300, 4000), (1000, 700), (2100, 2100), (480, 640), (4096, 10)]:
-    padded, true_size = face_classifier.pad_image(np.zeros((h, w, 3), np.uint8))
+    padded, true_size, _ = face_classifier.pad_image(np.zeros((h, w, 3), np.uint8))
     assert padded.shape[0] == padded.shape[1] and tuple(true_size) == (h, w)
     sides.add(padded.shape[0])
   assert sides <= set(face_classifier.CANVAS_SIDES)

@@ -50,36 +50,32 @@ def test_mask_counts_exact_under_jit(hard):
   assert neg[0, 0] == 9 and neg[0, 1] == 37 and neg[0, 2] == 13 and neg[2, 0] == 3
 
 
-@pytest.mark.parametrize('max_count', [None, 4 * losses.disc_pixel_bound(3.2)])
-def test_neg_per_pos_selects_that_many_negatives_per_positive(max_count):
+def _selected(neg_per_pos, max_count, hard=False):
+  """(positives, negatives) selected per (example, map), and the positives per map."""
   target = _target()
   pred = jax.random.normal(jax.random.key(1), target.shape)
   mask = losses.selective_mask(
-    pred, target, jax.random.key(0), empty_neg_ratio=0.05, hard=False, max_count=max_count,
-    neg_per_pos=4,
+    pred, target, jax.random.key(0), empty_neg_ratio=0.05, hard=hard, max_count=max_count,
+    neg_per_pos=neg_per_pos,
   )  # fmt: skip
-  pos, neg = _counts(mask, target)
-  n_pos = np.asarray(jnp.sum(target, axis=(1, 2)))
+  return (*_counts(mask, target), np.asarray(jnp.sum(target, axis=(1, 2))))
+
+
+@pytest.mark.parametrize('max_count', [None, 4 * losses.disc_pixel_bound(3.2)])
+def test_neg_per_pos_selects_that_many_negatives_per_positive(max_count):
+  pos, neg, n_pos = _selected(4, max_count)
   np.testing.assert_array_equal(pos, n_pos)
   expected = np.where(n_pos > 0, np.minimum(4 * n_pos, H * W - n_pos), round(0.05 * H * W))
   np.testing.assert_array_equal(neg, expected)
   assert neg[0, 0] == 36 and neg[0, 1] == 148 and neg[2, 0] == 3  # all 3 when fewer exist
   with pytest.raises(ValueError, match='neg_per_pos -1 must be a non-negative integer'):
-    losses.selective_mask(pred, target, jax.random.key(0), empty_neg_ratio=0.0, hard=False,
-                          neg_per_pos=-1)  # fmt: skip
+    _selected(-1, None)
 
 
 @pytest.mark.parametrize('max_count', [None, 41])
 @pytest.mark.parametrize('hard', [False, True])
 def test_neg_per_pos_zero_selects_every_pixel_of_maps_with_positives(max_count, hard):
-  target = _target()
-  pred = jax.random.normal(jax.random.key(1), target.shape)
-  mask = losses.selective_mask(
-    pred, target, jax.random.key(0), empty_neg_ratio=0.05, hard=hard, max_count=max_count,
-    neg_per_pos=0,
-  )  # fmt: skip
-  pos, neg = _counts(mask, target)
-  n_pos = np.asarray(jnp.sum(target, axis=(1, 2)))
+  pos, neg, n_pos = _selected(0, max_count, hard)
   np.testing.assert_array_equal(pos, n_pos)
   # a dense squared error where a map has positives; the empty maps keep their small ratio
   np.testing.assert_array_equal(neg, np.where(n_pos > 0, H * W - n_pos, round(0.05 * H * W)))

@@ -37,9 +37,13 @@ def yaw_balance_weights(landmarks: np.ndarray, schema: Schema, power: float) -> 
     schema: the landmark schema (needs the ipd normaliser and `nose_tip`).
     power: in [0, 1]; 0 = uniform, 1 = equal total probability per non-empty yaw bin.
   """
+  return _bin_weights(yaw_bin(landmarks, schema), power)
+
+
+def _bin_weights(index: np.ndarray, power: float) -> np.ndarray:
+  """Probabilities [N] ∝ share(bin) ** -power of faces in yaw bins `index` [N]."""
   if not 0.0 <= power <= 1.0:
     raise ValueError(f'data.pose_balance {power}: expected a power in [0, 1] (0 = uniform)')
-  index = yaw_bin(landmarks, schema)
   share = np.bincount(index, minlength=len(face_pose.EDGES['yaw']) + 1) / len(index)
   weights = share[index] ** -float(power)
   return weights / weights.sum()
@@ -51,8 +55,8 @@ def sampling_weights(data: Any, landmarks: np.ndarray, schema: Schema) -> np.nda
   power = float(data.get('pose_balance', 0.0) or 0.0)
   if power == 0.0:
     return None
-  weights = yaw_balance_weights(landmarks, schema, power)
   index = yaw_bin(landmarks, schema)
+  weights = _bin_weights(index, power)
   bins = len(face_pose.EDGES['yaw']) + 1
   before = np.bincount(index, minlength=bins) / len(index)
   after = np.bincount(index, weights=weights, minlength=bins)

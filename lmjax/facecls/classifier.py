@@ -71,10 +71,13 @@ def bucket_size(n: int) -> int:
   return max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length())
 
 
-def pad_image(image: np.ndarray, boxes: np.ndarray | None = None):
-  """(canvas, int32 true (h, w)[, boxes]): `image` zero-padded at the bottom / right into the
+def pad_image(
+  image: np.ndarray, boxes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+  """(canvas, int32 true (h, w), boxes): `image` zero-padded at the bottom / right into the
   smallest square of `CANVAS_SIDES` that holds it, after shrinking it by the smallest power of
-  two that makes it fit the largest (boxes [P, 4] in image pixels are mapped alike).
+  two that makes it fit the largest; boxes [P, 4] in image pixels are mapped alike (None stays
+  None).
   """
   factor = 1
   while max(image.shape[:2]) > CANVAS_SIDES[-1] * factor:
@@ -88,8 +91,6 @@ def pad_image(image: np.ndarray, boxes: np.ndarray | None = None):
   side = next(s for s in CANVAS_SIDES if s >= max(h, w))
   padded = np.zeros((side, side, image.shape[2]), image.dtype)
   padded[:h, :w] = image
-  if boxes is None:
-    return padded, np.int32([h, w])
   return padded, np.int32([h, w]), boxes
 
 

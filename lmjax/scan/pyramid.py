@@ -13,8 +13,8 @@ BASE_SIDE = 32  # smaller side of level 0
 SCALE_STEP = 1.16
 
 
-def level_side(level: int) -> float:
-  """Smaller side of level `level` (32 · 1.16^level)."""
+def level_side(level):
+  """Smaller side of level `level` (32 · 1.16^level); an int, or an int / float array."""
   return BASE_SIDE * SCALE_STEP**level
 
 

@@ -230,8 +230,7 @@ def merge_candidates(
   cand['valid'] = np.isfinite(cand['value'])
   cand['value'] = np.where(cand['valid'], cand['value'], 0.0).astype(np.float32)
   cand['scale'] = layout.level_scale[cand['level']].astype(np.float32)  # [K, M, 2]
-  sides = np.array([pyramid.level_side(lv) for lv in range(len(layout.level_scale))])
-  cand['iso_scale'] = (sides[cand['level']] / smaller_side).astype(np.float32)
+  cand['iso_scale'] = (pyramid.level_side(cand['level']) / smaller_side).astype(np.float32)
   cand['xy'], cand['origin'] = cand['xy'].astype(np.float32), cand['origin'].astype(np.float32)
   return cand
 
@@ -254,10 +253,9 @@ class Programs:
         lambda x: coarse_fn(v, x), tiles, owner, rects, params
       )
     )
-    fine = None if fine_fn is None else fine_fn
     self.detect = jax.jit(
       lambda v, cand: detect(
-        None if fine is None else (lambda p: fine(v, p)), cand, template, crop_scale, params
+        None if fine_fn is None else (lambda p: fine_fn(v, p)), cand, template, crop_scale, params
       )
     )
 
@@ -358,8 +356,7 @@ class Scanner:
       self._regroup = jax.jit(
         lambda p, s, v, ok: proposals.group_detections(p, s, v, ok, template, crop_scale, params)
       )
-    smaller = float(min(image_shape[:2]))
-    scale = pyramid.BASE_SIDE * pyramid.SCALE_STEP ** out['level'].astype(np.float32) / smaller
+    scale = pyramid.level_side(out['level'].astype(np.float32)) / float(min(image_shape[:2]))
     faces = self._regroup(points[None], scale[None], out['score'][None], out['valid'][None])
     return {k: v[0] for k, v in jax.device_get(faces).items()}
 

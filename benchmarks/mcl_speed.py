@@ -1,28 +1,38 @@
-"""Inference speed of MCL68 (D = 1024, 50×50 grey input): faces per second.
+"""Inference speed of MCL68 (D = 1024, 50×50 grey input): faces per second, with dlib as peer.
 
 Each setting runs in its own subprocess so that thread settings take effect before JAX starts:
 
-  * cpu_1thread: JAX on CPU pinned to one core (sched_setaffinity) with
-                 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1";
-  * cpu_all:     JAX on CPU with every core of this machine;
-  * gpu:         the default JAX backend, when it is a GPU (skipped otherwise).
+  * cpu_1thread: pinned to one core (sched_setaffinity; run the script under `taskset -c N` to
+                 choose the core), XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+                 intra_op_parallelism_threads=1", onnxruntime with one thread;
+  * cpu_all:     every core of this machine;
+  * gpu:         the default JAX backend, when it is a GPU (xla rows only; skipped otherwise).
 
-Rows (median over repeats, each repeat timing a loop of calls with `block_until_ready`):
+Rows (median over repeats, each repeat timing a loop of calls), per `FacePredictor` backend
+(`lmjax.mcl.predictor`: xla = the jitted flax model, onnx = its float32 ONNX graph in
+onnxruntime, int8 = the model folder's int8.onnx):
 
-  * model, BN kept:   the flax module as trained (`MCL.apply`, eval mode) on ready crops;
-  * model, BN folded: what `FacePredictor` runs (`fold_batch_norm`, conv + ReLU only);
+  * model:            the network alone on ready crops (xla also with BatchNorm kept);
   * crop + model:     `FacePredictor.predict(image, box)`: a 640×480 photo with a ~200-pixel
-                      face box, the host crop (`mcl_crop`), transfer, forward, mapping back;
-  * compile:          lower + compile of the batch-1 forward (seconds, reported separately).
+                      face box, the host crop (`mcl_crop`), the network, mapping back;
+  * dlib ERT 68:      dlib's 68-point shape predictor (`face_recognition_models`' model) on the
+                      same photo and box, RGB and grey input: the tool people use instead,
+                      measured in the same process (skipped when dlib is not installed:
+                      `pip install dlib-bin face-recognition-models`; its model is for
+                      non-commercial use, so it is a benchmark peer only, never a dependency);
+  * compile:          lower + compile of the batch-1 xla forward (seconds, reported separately).
 
 The batch-128 rows run the same calls on 128 faces at once (`predict_batch` for crop + model).
-Weights are a fresh initialisation with non-trivial BatchNorm statistics (speed does not
-depend on their values) unless `--checkpoint` names a model folder. Run:
+The model is `--checkpoint` (default pretrained/mcl68, whose int8.onnx gives the int8 rows);
+`--checkpoint=random` is a fresh initialisation with non-trivial BatchNorm statistics (speed
+does not depend on the values; no int8 rows). Run:
 
-  python benchmarks/mcl_speed.py [--repeats 7] [--checkpoint pretrained/mcl68]
+  taskset -c 1 python benchmarks/mcl_speed.py [--repeats 7] [--checkpoint pretrained/mcl68]
 
-The last line printed is one JSON object; `mcl68_faces_per_s_1thread` is the crop + model
-figure at batch 1 on one CPU thread.
+The last line printed is one JSON object: `mcl68_faces_per_s_1thread` is the crop + model
+figure at batch 1 on one CPU thread of the default backend ('auto': int8 where the folder has
+it), `mcl68_<backend>_faces_per_s_1thread` each backend's, `dlib68_faces_per_s_1thread` dlib's
+(RGB input, as the issue measured it).
 """
 
 from __future__ import annotations
@@ -70,7 +80,25 @@ def _model_folder(directory: str) -> str:
   return path
 
 
-def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
+def _dlib_rates(photo, box, repeats: int) -> dict:
+  """dlib's 68-point ERT on the photo and box, RGB and grey: {row: faces/s}; {} without dlib."""
+  try:
+    import dlib
+    import face_recognition_models
+  except ImportError:
+    return {}
+  import cv2
+
+  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+  rect = dlib.rectangle(*(round(float(v)) for v in box))
+  grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+  return {
+    ('dlib ERT 68 (RGB)', 1): measure_rate(lambda: predictor(photo, rect), 1, repeats),
+    ('dlib ERT 68 (grey)', 1): measure_rate(lambda: predictor(grey, rect), 1, repeats),
+  }
+
+
+def measure(setting: str, repeats: int, checkpoint: str) -> dict:
   """Runs inside the child process: every row for one setting."""
   pin_to_one_core(setting)
   import jax
@@ -82,9 +110,14 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   if setting == 'gpu' and device.platform != 'gpu':
     return {}
   with tempfile.TemporaryDirectory() as tmp:
-    folder = checkpoint or _model_folder(tmp)
-    lean = FacePredictor(folder)  # BatchNorm folded
-    full = FacePredictor(folder, fold_bn=False)
+    folder = _model_folder(tmp) if checkpoint == 'random' else checkpoint
+    backends = ['xla'] if setting == 'gpu' else ['xla', 'onnx']
+    if setting != 'gpu' and os.path.isfile(os.path.join(folder, 'int8.onnx')):
+      backends.append('int8')
+    predictors = {b: FacePredictor(folder, backend=b) for b in backends}
+    full = FacePredictor(folder, fold_bn=False, backend='xla')
+    default = FacePredictor(folder).backend
+  lean = predictors['xla']
   if lean.spec['num_points'] != 68:
     raise SystemExit(f'--checkpoint: expected a 68-point MCL model folder, got {lean.spec}')
 
@@ -97,27 +130,43 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   jax.jit(lambda v, x: lean.model.apply(v, x, train=False)).lower(lean.variables, one).compile()
   compile_s = time.perf_counter() - start
   for batch in (1, BIG_BATCH):
-    crops = jax.device_put(np.repeat(crop[None], batch, axis=0), device)
-    for name, predictor in (('model, BN kept', full), ('model, BN folded', lean)):
-      fwd = lambda p=predictor, c=crops: p._forward(p.variables, c).block_until_ready()
-      rows[(name, batch)] = measure_rate(fwd, batch, repeats)
-  rows[('crop + model', 1)] = measure_rate(lambda: lean.predict(photo, box), 1, repeats)
+    crops = np.repeat(crop[None], batch, axis=0)
+    on_device = jax.device_put(crops, device)
+    fwd = lambda c=on_device: full._forward(full.variables, c).block_until_ready()
+    rows[('xla model, BN kept', batch)] = measure_rate(fwd, batch, repeats)
+    for name, predictor in predictors.items():
+      if name == 'xla':
+        fwd = lambda c=on_device: lean._forward(lean.variables, c).block_until_ready()
+      else:
+        fwd = lambda p=predictor, c=crops: p.predict_crops(c)
+      rows[(f'{name} model', batch)] = measure_rate(fwd, batch, repeats)
   photos, boxes = [photo] * BIG_BATCH, [box] * BIG_BATCH
-  rows[('crop + model', BIG_BATCH)] = measure_rate(
-    lambda: lean.predict_batch(photos, boxes), BIG_BATCH, repeats, budget_s=3.0
-  )
+  for name, predictor in predictors.items():
+    rows[(f'{name} crop + model', 1)] = measure_rate(
+      lambda p=predictor: p.predict(photo, box), 1, repeats
+    )
+    rows[(f'{name} crop + model', BIG_BATCH)] = measure_rate(
+      lambda p=predictor: p.predict_batch(photos, boxes), BIG_BATCH, repeats, budget_s=3.0
+    )
+  if setting != 'gpu':
+    rows.update(_dlib_rates(photo, box, repeats))
 
   return {
     'device': f'{device.platform}: {device.device_kind}',
     'rows': [[name, batch, rate] for (name, batch), rate in rows.items()],
     'compile_s': compile_s,
+    'default_backend': default,
   }
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--repeats', type=int, default=7)
-  parser.add_argument('--checkpoint', help='68-point MCL model folder (default: random weights)')
+  parser.add_argument(
+    '--checkpoint',
+    default='pretrained/mcl68',
+    help='68-point MCL model folder, or "random" for fresh weights (default pretrained/mcl68)',
+  )
   parser.add_argument('--settings', default=','.join(SETTINGS))
   parser.add_argument('--child', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -125,38 +174,40 @@ def main() -> None:
     print(json.dumps(measure(args.child, args.repeats, args.checkpoint)))
     return
 
-  child_args = [f'--repeats={args.repeats}']
-  if args.checkpoint:
-    child_args.append(f'--checkpoint={args.checkpoint}')
+  child_args = [f'--repeats={args.repeats}', f'--checkpoint={args.checkpoint}']
   results = run_children(__file__, args.settings, child_args)
 
   print(f'MCL68 inference, faces/s (median of {args.repeats} repeats)')
-  print(f'{"setting":<12} {"device":<26} {"rows":<18} {"batch":>5} {"faces/s":>9} {"ms/face":>8}')
+  print(f'{"setting":<12} {"device":<26} {"rows":<22} {"batch":>5} {"faces/s":>9} {"ms/face":>8}')
   for setting, out in results.items():
     for name, batch, rate in out['rows']:
       print(
-        f'{setting:<12} {out["device"][:26]:<26} {name:<18} {batch:>5} {rate:>9.1f} '
+        f'{setting:<12} {out["device"][:26]:<26} {name:<22} {batch:>5} {rate:>9.1f} '
         f'{1000 / rate:>8.3f}'
       )
     print(
-      f'{setting:<12} {out["device"][:26]:<26} {"compile (batch 1)":<18} {"":>5} '
+      f'{setting:<12} {out["device"][:26]:<26} {"compile (batch 1)":<22} {"":>5} '
       f'{out["compile_s"]:>8.2f}s'
     )
 
   summary = {}
-  keys = {
-    ('crop + model', 1): 'mcl68_faces_per_s',
-    ('model, BN folded', 1): 'mcl68_model_faces_per_s',
-    ('model, BN kept', 1): 'mcl68_model_bn_kept_faces_per_s',
-    ('crop + model', BIG_BATCH): f'mcl68_faces_per_s_batch{BIG_BATCH}',
-    ('model, BN folded', BIG_BATCH): f'mcl68_model_faces_per_s_batch{BIG_BATCH}',
-  }
   suffix = {'cpu_1thread': '1thread', 'cpu_all': 'cpu_all', 'gpu': 'gpu'}
   for setting, out in results.items():
-    for name, batch, rate in out['rows']:
-      if (name, batch) in keys:
-        summary[f'{keys[name, batch]}_{suffix[setting]}'] = round(rate, 1)
-    summary[f'mcl68_compile_s_{suffix[setting]}'] = round(out['compile_s'], 2)
+    rates = {(name, batch): rate for name, batch, rate in out['rows']}
+    tag = suffix[setting]
+    for backend in ('xla', 'onnx', 'int8'):
+      for what, key in (('crop + model', 'faces_per_s'), ('model', 'model_faces_per_s')):
+        for batch, more in ((1, ''), (BIG_BATCH, f'_batch{BIG_BATCH}')):
+          if (f'{backend} {what}', batch) in rates:
+            rate = rates[f'{backend} {what}', batch]
+            summary[f'mcl68_{backend}_{key}{more}_{tag}'] = round(rate, 1)
+    default = out['default_backend']
+    summary[f'mcl68_faces_per_s_{tag}'] = summary[f'mcl68_{default}_faces_per_s_{tag}']
+    summary[f'mcl68_default_backend_{tag}'] = default
+    if ('dlib ERT 68 (RGB)', 1) in rates:
+      summary[f'dlib68_faces_per_s_{tag}'] = round(rates['dlib ERT 68 (RGB)', 1], 1)
+      summary[f'dlib68_grey_faces_per_s_{tag}'] = round(rates['dlib ERT 68 (grey)', 1], 1)
+    summary[f'mcl68_compile_s_{tag}'] = round(out['compile_s'], 2)
   print(json.dumps(summary))
 
 

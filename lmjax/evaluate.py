@@ -23,12 +23,12 @@ logs (orbax, tfds) that are otherwise off.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from lmjax.cli_errors import one_line_errors, verbose
 from lmjax.eval import face_crop, pose_bins, reports
 
 FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
@@ -57,6 +57,7 @@ def run(
   levels: int = 20,
   face_classifier: str | None = None,
   max_images: int | None = None,
+  backend: str = 'auto',
 ) -> dict[str, Any]:
   """Runs the evaluator of the dataset's kind, prints its table; returns what `output` holds."""
   from lmjax.data import datasets
@@ -74,7 +75,8 @@ def run(
     dataset_config = f'face{spec["num_points"]}'
   from lmjax.inference import load_predictor
 
-  predictor = load_predictor(checkpoint)  # before preparing the dataset: model errors first
+  # Before preparing the dataset: model errors first.
+  predictor = load_predictor(checkpoint, backend=backend)
   source = datasets.load(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
@@ -97,7 +99,12 @@ def run(
     output,
     batch_size=batch_size,
     predictions=predictions,
-    info={'dataset': dataset, 'split': split, 'checkpoint': os.path.abspath(checkpoint)},
+    info={
+      'dataset': dataset,
+      'split': split,
+      'checkpoint': os.path.abspath(checkpoint),
+      'backend': getattr(predictor, 'backend', 'xla'),
+    },
     label=os.path.basename(os.path.normpath(checkpoint)),
     title=f'{dataset} {split}',
     progress=name,
@@ -159,18 +166,6 @@ def _viz_writer(folder: str, count: int):
   return write
 
 
-def error_line(e: BaseException) -> str:
-  """The one-line `error: ...` of an exception (its first line; `--verbose` shows the rest)."""
-  lines = str(e).strip().splitlines() or [type(e).__name__]
-  more = ' (--verbose shows the rest)' if len(lines) > 1 else ''
-  return f'error: {lines[0]}{more}'
-
-
-def verbose(flag: bool) -> bool:
-  """Whether errors show their traceback: `--verbose` or LMJAX_VERBOSE=1."""
-  return flag or os.environ.get('LMJAX_VERBOSE', '') not in ('', '0')
-
-
 def main(argv: Sequence[str]) -> None:
   """Runs `run` on the flags; data and model problems exit 1 with one `error:` line."""
   from absl import flags, logging
@@ -179,7 +174,7 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   if not (verbose(f.verbose) or f['verbosity'].present):
     logging.set_verbosity(logging.WARNING)  # no orbax / tfds INFO lines around an error line
-  try:
+  with one_line_errors(f.verbose):  # SpecError, DatasetFormatError, ModelFolderError, files
     run(
       f.checkpoint,
       f.dataset,
@@ -195,12 +190,8 @@ def main(argv: Sequence[str]) -> None:
       levels=f.levels,
       face_classifier=f.face_classifier,
       max_images=f.max_images,
+      backend=f.backend,
     )
-  except (ValueError, OSError) as e:  # SpecError, DatasetFormatError, ModelFolderError, files
-    if verbose(f.verbose):
-      raise
-    print(error_line(e), file=sys.stderr)
-    raise SystemExit(1) from None
 
 
 def _define_flags() -> None:
@@ -224,6 +215,13 @@ def _define_flags() -> None:
   flags.DEFINE_integer('levels', 20, 'Multi-face datasets: pyramid levels of the scanner.')
   flags.DEFINE_string('face_classifier', None, 'Multi-face: face/non-face CNN folder.')
   flags.DEFINE_integer('max_images', None, 'Multi-face: scan only the first N images.')
+  flags.DEFINE_enum(
+    'backend',
+    'auto',
+    ['auto', 'xla', 'onnx', 'int8'],
+    'MCL network runtime (lmjax.mcl.predictor): auto = int8.onnx of the folder if any, else '
+    'onnx on CPU, xla elsewhere.',
+  )
   flags.DEFINE_bool(
     'verbose', False, 'Show INFO logs and the traceback of errors (also LMJAX_VERBOSE=1).'
   )

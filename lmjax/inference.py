@@ -20,12 +20,14 @@ from lmjax.models.interface import CropPredictor
 __all__ = ['BBFCNPredictor', 'CropPredictor', 'FacePredictor', 'load_predictor']
 
 
-def load_predictor(directory: str, head: int = 0) -> CropPredictor:
+def load_predictor(directory: str, head: int = 0, backend: str = 'auto') -> CropPredictor:
   """The predictor of a model folder: `FacePredictor` (MCL) or `BBFCNPredictor` (BB-FCN).
 
   Args:
     directory: a model folder (`model.json` + `variables/`).
     head: an MCL shape-prediction head; BB-FCN models have none (head must be 0).
+    backend: MCL: 'auto', 'xla', 'onnx' or 'int8' (`lmjax.mcl.predictor`); BB-FCN runs on XLA
+      only ('auto' or 'xla').
 
   Raises:
     FileNotFoundError: `directory` is not a model folder (no model.json).
@@ -38,9 +40,11 @@ def load_predictor(directory: str, head: int = 0) -> CropPredictor:
   if family == 'bbfcn':
     if head:
       raise ValueError(f'head {head}: {directory} is a BB-FCN model (no shape-prediction heads)')
+    if backend not in ('auto', 'xla'):
+      raise ValueError(f'backend {backend!r}: {directory} is a BB-FCN model, which runs on xla')
     return BBFCNPredictor(directory)
   if family == 'mcl':
-    return FacePredictor(directory, head=head)
+    return FacePredictor(directory, head=head, backend=backend)
   raise ValueError(
     f'{directory}: a {family} model predicts no landmarks (use lmjax.facecls.classifier)'
   )

@@ -2,6 +2,7 @@
 
 Layers (a package may import itself and the ones listed for it):
   core, models, synthface   shared building blocks
+  onnx_export               models as ONNX graphs run by onnxruntime (over models)
   data, train, eval, viz    shared machinery over them
   mcl, bbfcn, facecls       one package per paper (or model family): shared code only
   scan                      the whole-image scanner: shared code, bbfcn and facecls
@@ -23,12 +24,20 @@ ALLOWED = {
   'train': {'train', 'core', 'data', 'models'},
   'eval': {'eval', 'core', 'data', 'models', 'train'},
   'viz': {'viz', 'core'},
-  'mcl': {'mcl', 'core', 'models', 'data', 'train', 'eval', 'viz'},
+  'onnx_export': {'onnx_export', 'core', 'models'},
+  'mcl': {'mcl', 'core', 'models', 'data', 'train', 'eval', 'viz', 'onnx_export'},
   'bbfcn': {'bbfcn', 'core', 'models', 'data', 'train', 'eval', 'viz', 'synthface'},
   'facecls': {'facecls', 'core', 'models', 'data', 'train', 'eval', 'viz'},
   'scan': {'scan', 'core', 'models', 'data', 'train', 'eval', 'viz', 'bbfcn', 'facecls'},
 }
-CLI_MODULES = {'lmjax.main', 'lmjax.evaluate', 'lmjax.draw', 'lmjax.model_card', 'lmjax.scan.cli'}
+CLI_MODULES = {
+  'lmjax.main',
+  'lmjax.evaluate',
+  'lmjax.export',
+  'lmjax.draw',
+  'lmjax.model_card',
+  'lmjax.scan.cli',
+}
 # Inference-time code builds everything from model.json: no dataset readers, no face renderer.
 INFERENCE_MODULES = (
   'lmjax.inference',

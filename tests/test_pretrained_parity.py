@@ -6,7 +6,10 @@ the face classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`
 retrained gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5` and `bbfcn5`
 (points, backbone points and the scan) were, each time a newly trained model replaced theirs
 (their old entries had passed unchanged through the restructure); the scan entries were also
-rewritten when the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`).
+rewritten when the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`),
+and the MCL entries when the test-time crop of grey models started converting to grey before
+resampling (as the training region cache does). MCL entries are the float32 network ('xla'
+backend); the int8 graphs that CPU predictors run by default are compared with it.
 """
 
 import pathlib
@@ -22,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXPECTED = np.load(ROOT / 'tests' / 'data' / 'pretrained_predictions.npz')
 BOXES = np.array([[40, 30, 160, 150], [20, 10, 120, 130], [60, 50, 190, 150]], np.float32)
 POINT_ATOL = 1e-3  # pixels: the same programs, up to float reassociation
+INT8_ATOL = 1.5  # pixels on this image (faces of 100-130 px): a broken graph is off by tens
 
 
 def test_image() -> np.ndarray:
@@ -39,13 +43,22 @@ test_image.__test__ = False  # a helper, not a test
 
 @pytest.mark.parametrize('name', ['mcl68', 'mcl5', 'bbfcn5', 'bbfcn68'])
 def test_face_crop_models(name):
-  predictor = load_predictor(str(ROOT / 'pretrained' / name))
+  backend = 'xla' if name.startswith('mcl') else 'auto'
+  predictor = load_predictor(str(ROOT / 'pretrained' / name), backend=backend)
   image = test_image()
   points = predictor.predict_batch([image] * 3, BOXES)
   np.testing.assert_allclose(points, EXPECTED[name], atol=POINT_ATOL)
   if f'{name}_coarse' in EXPECTED:
     coarse = predictor.predict_batch([image] * 3, BOXES, refine=False)
     np.testing.assert_allclose(coarse, EXPECTED[f'{name}_coarse'], atol=POINT_ATOL)
+
+
+@pytest.mark.parametrize('name', ['mcl68', 'mcl5'])
+def test_default_cpu_backend_is_int8_and_close_to_float32(name):
+  predictor = load_predictor(str(ROOT / 'pretrained' / name))
+  assert predictor.backend == 'int8'  # the folder's int8.onnx, fingerprint matching its weights
+  points = predictor.predict_batch([test_image()] * 3, BOXES)
+  np.testing.assert_allclose(points, EXPECTED[name], atol=INT8_ATOL)
 
 
 def test_face_classifier():

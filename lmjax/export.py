@@ -1,0 +1,232 @@
+r"""Export command line: a model folder's network as an ONNX file, float32 or int8.
+
+    python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --out=mcl68.onnx
+    python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --int8 \
+        --manual_dir=../shared/data/300w --out=pretrained/mcl68/int8.onnx
+
+The graph is the MCL network with BatchNorm folded (`lmjax.onnx_export.graph`): input 'crops'
+float32 [N, S, S, C] (the predictor's face crops, pixels as x / 128 - 1), output 'points'
+float32 [N, K, 2] in crop pixels; `lmjax.core.image_ops.mcl_crop` gives the crop and its affine.
+The float export is checked against the flax model on random crops before it is written.
+
+`--int8` quantises it (`lmjax.onnx_export.int8`) with activation ranges from
+`--calibration_faces` training faces of `--dataset` (default: the model's own, from
+model.json) and scores float32 and int8 on the validation faces the training held out of the
+same split (the faces of the model card's validation metrics): both NMEs, the worst pose bin
+and the differences are printed, stored in the graph's metadata and written to `<out>.json`.
+Written as `int8.onnx` into the model folder, the int8 graph becomes `FacePredictor`'s default
+CPU network (`lmjax.mcl.predictor`). BB-FCN and face-classifier folders are not exported yet.
+Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+FORMATS = ('onnx',)
+PARITY_TOLERANCE_PX = 0.01
+RESULT_KEY = 'lmjax.validation'
+
+
+def export(
+  checkpoint: str,
+  out: str,
+  *,
+  head: int = 0,
+  int8: bool = False,
+  dataset: str = '',
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+  calibration_faces: int = 512,
+) -> dict[str, Any]:
+  """Writes the ONNX graph of `checkpoint` to `out`; returns its report (see module docstring)."""
+  import jax
+  import onnx
+
+  from lmjax.mcl.predictor import FacePredictor
+  from lmjax.models import registry
+  from lmjax.onnx_export import graph
+  from lmjax.onnx_export.session import OnnxNetwork
+
+  spec = registry.read_spec(checkpoint)
+  if spec['experiment'] != 'mcl':
+    raise ValueError(f'{checkpoint}: a {spec["experiment"]} model; only MCL models export so far')
+  predictor = FacePredictor(checkpoint, head=head, backend='xla')
+  params = jax.tree_util.tree_map(np.asarray, predictor.variables['params'])
+  model = graph.mcl_graph(spec, params, head)
+  crops = np.random.default_rng(0).uniform(-1, 1, (8, *_crop_shape(spec))).astype(np.float32)
+  diff = float(np.abs(OnnxNetwork(model)(crops) - predictor.predict_crops(crops)['points']).max())
+  if diff > PARITY_TOLERANCE_PX:
+    raise RuntimeError(f'the ONNX graph differs from the model by {diff:.4f} px on random crops')
+  report: dict[str, Any] = {
+    'checkpoint': checkpoint,
+    'head': head,
+    'format': 'onnx-int8' if int8 else 'onnx',
+    'float32_max_diff_px_random_crops': diff,
+  }
+  if int8:
+    from lmjax.onnx_export import int8 as int8_lib
+
+    calibration, validation, params_crop = _calibration_and_validation(
+      spec, dataset or spec['dataset'], manual_dir, data_dir, calibration_faces
+    )
+    model = int8_lib.quantize(model, calibration)
+    quantized = OnnxNetwork(model)
+    report.update(_parity(predictor, quantized, validation, params_crop))
+    report['calibration'] = {'dataset': dataset or spec['dataset'], 'faces': len(calibration)}
+    onnx.helper.set_model_props(
+      model, {**graph.metadata(model), RESULT_KEY: json.dumps(report, sort_keys=True)}
+    )
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  onnx.save(model, out)
+  with open(out + '.json', 'w') as f:
+    json.dump(report, f, indent=2, sort_keys=True)
+  if int8 and os.path.abspath(os.path.dirname(out)) == os.path.abspath(checkpoint):
+    _update_model_card(checkpoint, os.path.basename(out), report)
+  return report
+
+
+CARD_SECTION = '## int8 graph (default CPU network)'
+
+
+def _update_model_card(folder: str, name: str, report: dict[str, Any]) -> None:
+  """Writes (or replaces) the int8 parity section of the folder's MODEL_CARD.md, if any."""
+  path = os.path.join(folder, 'MODEL_CARD.md')
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    text = f.read()
+  if CARD_SECTION in text:  # drop the old section (up to the next heading of its level)
+    before, _, after = text.partition(CARD_SECTION)
+    rest = after.split('\n## ', 1)
+    text = before.rstrip('\n') + ('\n\n## ' + rest[1] if len(rest) > 1 else '\n')
+  f32, q = report['float32'], report['int8']
+  section = (
+    f'{CARD_SECTION}\n\n'
+    f'`{name}`: `python -m lmjax.export --int8` (onnxruntime QDQ int8, calibrated on '
+    f'{report["calibration"]["faces"]} {report["calibration"]["dataset"]} training faces). '
+    f'On the {report["validation_faces"]} validation faces: NME ioc {f32["nme_ioc"]:.3f} '
+    f'(float32) -> {q["nme_ioc"]:.3f} (int8), ipd {f32["nme_ipd"]:.3f} -> {q["nme_ipd"]:.3f}; '
+    f'worst pose bin {f32["worst_bin"]} {f32["worst_bin_ratio"]:.2f}× -> '
+    f'{q["worst_bin_ratio"]:.2f}× the mean. `FacePredictor` runs it on CPU by default '
+    f"(`backend='xla'` runs the float32 model).\n"
+  )
+  with open(path, 'w') as f:
+    f.write(text.rstrip('\n') + '\n\n' + section)
+
+
+def _crop_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
+  return spec['size'], spec['size'], 1 if spec['grayscale'] else 3
+
+
+def _calibration_and_validation(spec, dataset, manual_dir, data_dir, count):
+  """(calibration crops [M, S, S, C], validation cache, crop params) from the training split.
+
+  The split is the one `lmjax.main` trains on: the dataset table's held-out validation faces
+  (or its validation split) and the rest for calibration, cut like training validation crops.
+  """
+  from lmjax.core import augment
+  from lmjax.data import caches, datasets
+  from lmjax.data.datasets import table
+  from lmjax.eval import face_crop
+
+  entry = table.entry(dataset)
+  config = entry.builder_configs.get(spec['num_points'])
+  if config is None:
+    raise ValueError(f'--dataset: {dataset} has no {spec["num_points"]}-point faces')
+  kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, config=config or None)
+  region = dict(
+    region_size=2 * spec['size'], region_scale=2 * spec['crop_scale'], grayscale=spec['grayscale']
+  )
+  train = caches.cache_regions(datasets.load(dataset, 'train', **kwargs), **region)
+  if entry.val_split:
+    val = caches.cache_regions(datasets.load(dataset, entry.val_split, **kwargs), **region)
+  else:
+    train, val = caches.split_train_validation(train, entry.num_validation)
+  params = augment.AugmentParams.none(spec['size'], spec['crop_scale'], spec['grayscale'])
+  pick = np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int)
+  sample = caches.subset(train, np.unique(pick))
+  crops = np.concatenate([b.crops for b in face_crop.cache_batches(sample, params, 128)])
+  return crops, val, params
+
+
+def _parity(predictor, quantized, validation, params) -> dict[str, Any]:
+  """NME of float32 (XLA) and int8 on the validation faces, and their worst pose-bin ratios."""
+  from lmjax.eval import face_crop
+
+  int8_predictor = types.SimpleNamespace(
+    outputs=('points',),
+    schema=predictor.schema,
+    predict_crops=lambda crops: {'points': quantized(crops)},
+  )
+  out: dict[str, Any] = {'validation_faces': len(validation)}
+  for name, p in (('float32', predictor), ('int8', int8_predictor)):
+    m = face_crop.evaluate_cache(p, validation, params, 128)
+    out[name] = {
+      'nme_ioc': m['nme_ioc'],
+      'nme_ipd': m['nme_ipd'],
+      'worst_bin': m['pose_bins']['worst_bin'],
+      'worst_bin_ratio': m['pose_bins']['worst_bin_ratio'],
+    }
+  for key in ('nme_ioc', 'nme_ipd'):
+    out[f'{key}_int8_minus_float32'] = out['int8'][key] - out['float32'][key]
+  return out
+
+
+def main(argv: Sequence[str]) -> None:
+  """Runs `export` on the flags; problems exit 1 with one `error:` line."""
+  from absl import flags, logging
+
+  from lmjax.cli_errors import INPUT_ERRORS, one_line_errors, verbose
+
+  del argv
+  f = flags.FLAGS
+  if not (verbose(f.verbose) or f['verbosity'].present):
+    logging.set_verbosity(logging.WARNING)
+  with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+    report = export(
+      f.checkpoint,
+      f.out,
+      head=f.head,
+      int8=f.int8,
+      dataset=f.dataset or '',
+      manual_dir=f.manual_dir,
+      data_dir=f.data_dir,
+      calibration_faces=f.calibration_faces,
+    )
+  print(json.dumps(report, indent=2, sort_keys=True))
+  print(f'wrote {f.out} and {f.out}.json')
+
+
+def _define_flags() -> None:
+  from absl import flags
+
+  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/); MCL only.')
+  flags.DEFINE_enum('format', 'onnx', list(FORMATS), 'Export format.')
+  flags.DEFINE_string('out', None, 'Output file (.onnx); a report goes to <out>.json.')
+  flags.DEFINE_integer('head', 0, 'Shape head of a multi-center model.')
+  flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
+  flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
+  flags.DEFINE_string('manual_dir', None, 'Folder with the official files of that dataset.')
+  flags.DEFINE_string('data_dir', None, 'Where prepared tfds datasets are cached.')
+  flags.DEFINE_integer('calibration_faces', 512, 'Training faces that set the int8 ranges.')
+  flags.DEFINE_bool('verbose', False, 'Show INFO logs and the traceback of errors.')
+  flags.mark_flags_as_required(['checkpoint', 'out'])
+
+
+def run_main() -> None:
+  """Console-script entry point (`lmjax-export`)."""
+  from absl import app
+
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run_main()

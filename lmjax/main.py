@@ -28,6 +28,17 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   'Continue a workdir that has checkpoints or finished stages with a changed config '
   '(recorded in <workdir>/configs/).',
 )
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'Multi-process runs: host:port of process 0 (else JAX_COORDINATOR_ADDRESS, SLURM, TPU VM).',
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, 'Multi-process runs: how many (else JAX_NUM_PROCESSES).'
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  'process_id', None, 'Multi-process runs: this process (else JAX_PROCESS_ID).'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -45,20 +56,23 @@ def _main(workdir_lib):
   import jax
 
   from lmjax.data import batching
-  from lmjax.train import loop
+  from lmjax.train import distributed, loop
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   workdir_lib.check_settings(config, workdir)
+  try:
+    layout = distributed.detect(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    raise workdir_lib.UserError(str(e)) from None
   batching.use_cpu_devices(
     batching.cpu_device_count(config.get('cpu_devices', 1), _train_batch_sizes(config))
   )
-  if int(os.environ.get('JAX_NUM_PROCESSES', '1')) > 1:
-    jax.distributed.initialize()
+  distributed.initialize(layout)
   from lmjax.data.datasets import table
 
   config.data = table.resolve(config.data, config.model.num_points)  # the dataset table's defaults
   os.makedirs(workdir, exist_ok=True)
-  first = jax.process_index() == 0
+  first = distributed.is_writer()
   if first:
     workdir_lib.lock(workdir)  # before the log file: a refused run leaves no trace there
   changed = workdir_lib.record_config(
@@ -67,14 +81,19 @@ def _main(workdir_lib):
     allow_change=_ALLOW_CONFIG_CHANGE.value,
     write=first,
   )
-  logging.get_absl_handler().use_absl_log_file('train', workdir)
-  logging.info('devices: %s', jax.devices())
+  # Process 0 logs to train.INFO, the others to train.process<i>.INFO.
+  log_name = 'train' if first else f'train.process{jax.process_index()}'
+  logging.get_absl_handler().use_absl_log_file(log_name, workdir)
+  logging.info(
+    'process %d of %d; devices: %s', jax.process_index(), jax.process_count(), jax.devices()
+  )
   logging.info('config:\n%s', config)
   if changed:
     logging.warning('--allow_config_change: continuing with changed %s', ', '.join(changed))
-  with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # for model cards
-    command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
-    f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
+  if first:
+    with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # model cards
+      command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
+      f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
   from lmjax.bbfcn import train as bbfcn_train
   from lmjax.data import datasets
   from lmjax.facecls import train as facecls_train

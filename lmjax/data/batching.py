@@ -113,11 +113,19 @@ def train_indices(
 
 
 def shard(batch: Any, mesh: Mesh) -> Any:
-  """Places a host batch (a pytree of arrays) on the mesh, batch axis sharded over `'data'`."""
+  """Places a global host batch (a pytree of arrays) on the mesh, batch axis over `'data'`.
+
+  Every process passes the same global batch (e.g. the `train_indices` of a step, a pure
+  function of the step) and places only the rows of its own devices, so a run of several
+  processes trains on exactly the batches of a single process.
+  """
   sharding = batch_sharding(mesh)
-  return jax.tree_util.tree_map(
-    lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch
-  )
+
+  def place(value):
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+  return jax.tree_util.tree_map(place, batch)
 
 
 BATCH_BUCKETS = (1, 8, 32, 128)

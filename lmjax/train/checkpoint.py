@@ -131,10 +131,15 @@ VARIABLES_DIR = 'variables'
 
 def export_model(directory: str, variables: Any, spec: dict[str, Any]) -> None:
   """Writes a self-describing model folder: `model.json` (`lmjax.models.registry` schema,
-  validated first) and `variables/` (orbax, {params[, batch_stats]})."""
+  validated first) and `variables/` (orbax, {params[, batch_stats]}).
+
+  In a multi-process run every process calls it (orbax saves collectively) and process 0
+  writes model.json.
+  """
   spec = registry.validate(spec, registry.spec_path(directory), current=True)  # before writing
   save_variables(os.path.join(directory, VARIABLES_DIR), variables)
-  registry.write_spec(directory, spec)  # last: a folder with a model.json is complete
+  if jax.process_index() == 0:
+    registry.write_spec(directory, spec)  # last: a folder with a model.json is complete
 
 
 def load_model(directory: str, family: str | None = None) -> tuple[Any, dict, dict]:

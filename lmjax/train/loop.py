@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from lmjax.data import batching
@@ -302,7 +303,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
       if in_flight is not None:
         jax.block_until_ready(in_flight)
       in_flight = metrics
-      done, stop = step + 1, _stop['requested']  # read once: a SIGTERM may come at any time
+      done, stop = step + 1, _agreed_stop(_stop['requested'])  # a SIGTERM may come any time
       log = done % settings.log_every == 0 or done == num_steps
       hook = _due(training.hook, training.hook_every, done)
       check = _due(training.validate, training.validate_every, done) and done < num_steps
@@ -319,7 +320,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
         writer.eval_metrics(name, done, record, text)
         writer.start(done)  # the speed clock leaves the validation out
       if save or stop:
-        elapsed = jax.device_put(np.float32(before + time.time() - t_begin), replicated)
+        elapsed = jax.device_put(_process0_value(before + time.time() - t_begin), replicated)
         saved = {**_without_bad_step(state), ELAPSED_KEY: elapsed}
         ckpts.save(done, saved, force=done == num_steps or stop)
       if stop and done < num_steps:
@@ -333,6 +334,26 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
     ckpts.close()
     _stop['training'] = False  # after the wait: a SIGTERM there only sets the flag
   return _without_bad_step(state), before
+
+
+def _agreed_stop(requested: bool) -> bool:
+  """Whether any process has been asked to stop (SIGTERM), agreed by all at the same step.
+
+  Processes receive a preemption signal at different times; stopping where only one saw it
+  would leave the others waiting in the next step's collectives. One process: no exchange.
+  """
+  if jax.process_count() == 1:
+    return requested
+  flags = multihost_utils.process_allgather(np.array([requested], np.int32))
+  return bool(np.asarray(flags).any())
+
+
+def _process0_value(value: float) -> np.ndarray:
+  """Process 0's float32 `value` on every process (a replicated array needs one value)."""
+  value = np.float32(value)
+  if jax.process_count() == 1:
+    return value
+  return np.asarray(multihost_utils.broadcast_one_to_all(value), np.float32)
 
 
 def _due(callback: Callable | None, every: int, step: int) -> bool:

@@ -4,14 +4,16 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from lmjax.train import distributed
+from lmjax.train import distributed, writer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,7 +60,7 @@ def test_detect_names_what_is_wrong(env, message):
 SHARD_SCRIPT = textwrap.dedent("""
   import json, sys
   import jax
-  from lmjax.train import distributed
+  from lmjax.train import distributed, writer
   jax.config.update('jax_num_cpu_devices', int(sys.argv[1]))
   distributed.initialize(distributed.detect())
   import numpy as np
@@ -110,16 +112,33 @@ def _train_single(config, workdir, overrides, devices=2):
   assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _train_processes(config, workdir, overrides, count=2):
+def _train_processes(config, workdir, overrides, count=2, stop_after_step=None):
+  """Runs the launcher; with `stop_after_step=(stage, k)` sends it SIGTERM once step k of that
+  stage is logged. Returns the processes' output."""
   cmd = ['bash', 'launch/local_multiprocess.sh', str(count), config, str(workdir), *overrides]
-  done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=ROOT)
-  logs = '\n'.join((workdir / f'process{i}.log').read_text()[-1500:] for i in range(count))
-  assert done.returncode == 0, done.stderr[-1000:] + logs
+  proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+  if stop_after_step is not None:
+    deadline = time.time() + 600
+    while not _logged(workdir, *stop_after_step) and proc.poll() is None:
+      assert time.time() < deadline, 'the run never reached the step to stop at'
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=900)
+  logs = '\n'.join((workdir / f'process{i}.log').read_text() for i in range(count))
+  assert proc.returncode == 0, err.decode()[-1000:] + logs[-3000:]
+  return logs
+
+
+def _logged(workdir, stage, step) -> bool:
+  path = workdir / 'metrics.jsonl'
+  if not path.exists():
+    return False
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return any(r.get('stage') == stage and r.get('step', 0) >= step and 'loss' in r for r in rows)
 
 
 def _losses(workdir):
-  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
-  rows = [json.loads(line) for line in lines]
+  rows = writer.read_metrics(str(workdir / 'metrics.jsonl'))
   return [(r['stage'], r['step'], r['loss']) for r in rows if 'loss' in r]
 
 
@@ -127,34 +146,41 @@ def _stages(workdir):
   return json.loads((workdir / 'stages.json').read_text())
 
 
-def _check_one_writer(workdir):
+def _check_one_writer(workdir, runs=1):
+  """Process 0 wrote the run's files once per run (a second writer would double them)."""
   assert (workdir / 'train.INFO').exists() and (workdir / 'train.process1.INFO').exists()
-  assert len((workdir / 'commands.txt').read_text().splitlines()) == 1
-  starts = [r for r in map(json.loads, (workdir / 'metrics.jsonl').read_text().splitlines())]
-  assert len([r for r in starts if r.get('event') == 'start']) == len(_stages(workdir))
+  assert len((workdir / 'commands.txt').read_text().splitlines()) == runs
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  starts = [(r['stage'], r['step']) for r in records if r.get('event') == 'start']
+  assert len(starts) == len(set(starts)) == len(_stages(workdir)) + runs - 1
 
 
-def test_bbfcn_two_processes_train_like_one_process_of_two_devices(tmp_path):
-  """BB-FCN (no BatchNorm): both stages, same losses and model to float tolerance.
+def test_bbfcn_two_processes_preempted_and_resumed_train_like_one_process(tmp_path):
+  """BB-FCN (no BatchNorm), both stages: 2 processes × 1 device, stopped by SIGTERM in the
+  backbone stage and resumed, against 1 process × 2 devices without interruption: the same
+  losses and model to float tolerance.
 
   The validation metrics of these barely trained models (NME ~100 %) read peaks off nearly flat
   maps, where float noise moves a peak: they agree to ~5e-4 (121.708 against 121.759 %).
   """
   config = 'configs/bbfcn.py:points=5,data=synthetic,runlocal'
   overrides = [
-    '--config.stages.backbone.steps=3', '--config.stages.branches.steps=2',
-    '--config.log_every=1', '--config.checkpoint_every=3',
+    '--config.stages.backbone.steps=6', '--config.stages.branches.steps=2',
+    '--config.log_every=1', '--config.checkpoint_every=2',
   ]  # fmt: skip
   one, two = tmp_path / 'one', tmp_path / 'two'
   _train_single(config, one, overrides)
-  _train_processes(config, two, overrides)
+  stopped = _train_processes(config, two, overrides, stop_after_step=('backbone', 2))
+  assert 'preempted: checkpoint saved at step' in stopped
+  assert not (two / 'stages.json').exists()  # it stopped inside the first stage
+  _train_processes(config, two, overrides)  # the same command resumes
   a, b = _losses(one), _losses(two)
-  assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 5
+  assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 8
   np.testing.assert_allclose([r[2] for r in b], [r[2] for r in a], rtol=1e-4)
   for stage in ('backbone', 'bbfcn'):
     for key in ('nme_ipd', 'nme_box'):
       assert _stages(two)[stage][key] == pytest.approx(_stages(one)[stage][key], rel=2e-3)
-  _check_one_writer(two)
+  _check_one_writer(two, runs=2)
   from lmjax.train import checkpoint
 
   va, vb = (checkpoint.load_model(str(w / 'models' / 'bbfcn'))[1] for w in (one, two))

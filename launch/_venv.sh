@@ -1,8 +1,13 @@
 # Sourced by the launch scripts: create or reuse a virtualenv and install lmjax into it.
 #   LMJAX_VENV   virtualenv folder (default: .venv in the repository)
 #   LMJAX_EXTRAS pip extras to install (default: test; e.g. "test,cuda12" on a GPU machine)
+#   LMJAX_NO_VENV=1  use the python on PATH as it is (a prepared environment)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ "${LMJAX_NO_VENV:-0}" = 1 ]; then
+  cd "$repo"
+  return 0
+fi
 venv="${LMJAX_VENV:-$repo/.venv}"
 python="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then

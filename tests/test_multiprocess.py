@@ -32,8 +32,11 @@ def test_detect_layout_from_values_environment_and_clusters():
   env = {'JAX_COORDINATOR_ADDRESS': 'h:9', 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'}
   assert distributed.detect(environ=env) == distributed.Layout(2, 1, 'h:9')
   assert distributed.detect(process_id=0, environ=env).process_id == 0  # values win
-  assert distributed.detect(environ={'SLURM_NTASKS': '4'}).auto
-  assert distributed.detect(environ={'SLURM_NTASKS': '1'}).single
+  step = {'SLURM_NTASKS': '4', 'SLURM_STEP_NODELIST': 'node[1-2]'}
+  assert distributed.detect(environ=step).auto
+  assert distributed.detect(environ={**step, 'SLURM_NTASKS': '1'}).single
+  assert distributed.detect(environ={'SLURM_NTASKS': '4'}).single  # the batch script, not srun
+  assert distributed.detect(environ={'LMJAX_DISTRIBUTED': 'auto'}).auto
   assert distributed.detect(environ={'TPU_WORKER_HOSTNAMES': 'a,b'}).auto
   assert distributed.detect(environ={'TPU_WORKER_HOSTNAMES': 'a'}).single
 
@@ -216,9 +219,61 @@ def test_mcl_two_processes_train_like_one_process_of_two_devices(tmp_path):
   _check_one_writer(two)
 
 
-def _free_port() -> int:
+FAKE_SRUN = textwrap.dedent("""\
+  #!/usr/bin/env bash
+  # Stands in for srun: starts SLURM_NTASKS local copies of the command with the environment
+  # of a SLURM job step on one node (ignoring srun's own options), and waits for them.
+  while [[ "$1" == --* ]]; do shift; done
+  pids=()
+  for ((i = 0; i < SLURM_NTASKS; i++)); do
+    SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 \\
+      "$@" > "$FAKE_SRUN_LOGS/task$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  status=0
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  exit $status
+""")
+
+
+def test_slurm_script_runs_one_process_per_task_with_a_fake_srun(tmp_path):
+  """A dry run of launch/slurm.sbatch: bash runs it as sbatch would on one node of a 2-task
+  job, a stand-in `srun` starts the tasks locally, and JAX's own SLURM detection joins them
+  (coordinator port from the job id)."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'srun').write_text(FAKE_SRUN)
+  (bin_dir / 'srun').chmod(0o755)
+  (bin_dir / 'python').write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # this venv's
+  (bin_dir / 'python').chmod(0o755)
+  port = _free_port(61440, 65535)  # JAX's SLURM coordinator port: 61440 + job id % 4096
+  workdir = tmp_path / 'run'
+  env = _env(
+    PATH=f'{bin_dir}:{os.environ["PATH"]}', LMJAX_NO_VENV='1', SLURM_NTASKS='2',
+    SLURM_JOB_ID=str(port - 61440), SLURM_SUBMIT_DIR=str(ROOT), FAKE_SRUN_LOGS=str(tmp_path),
+  )  # fmt: skip
+  overrides = [
+    '--config.stages.bm.steps=2', '--config.stop_after=bm', '--config.batch_size=8',
+    '--config.eval_batch_size=16', '--config.log_every=1', '--config.checkpoint_every=2',
+  ]  # fmt: skip
+  cmd = ['bash', 'launch/slurm.sbatch', 'configs/mcl.py:points=5,data=synthetic,runlocal']
+  done = subprocess.run([*cmd, str(workdir), *overrides], env=env, capture_output=True, cwd=ROOT)
+  logs = ''.join((tmp_path / f'task{i}.log').read_text()[-1500:] for i in range(2))
+  assert done.returncode == 0, done.stderr.decode()[-1000:] + logs
+  for i, name in enumerate(('train.INFO', 'train.process1.INFO')):
+    assert f'process {i} of 2' in (workdir / name).read_text()
+  assert set(_stages(workdir)) == {'bm'}
+
+
+def _free_port(low: int = 0, high: int = 0) -> int:
+  """A free local TCP port (in [low, high] when given)."""
   import socket
 
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+  for port in range(low, high + 1) if low else [0]:
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', port))
+      except OSError:
+        continue
+      return s.getsockname()[1]
+  raise RuntimeError(f'no free port in [{low}, {high}]')

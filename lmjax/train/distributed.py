@@ -7,8 +7,10 @@ running the same command. The layout comes from, in order:
      --process_id=I`);
   2. the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (what
      `launch/local_multiprocess.sh` sets);
-  3. a cluster JAX detects itself: SLURM with more than one task (SLURM_NTASKS > 1), a
-     multi-host Cloud TPU slice (TPU_WORKER_HOSTNAMES with several hosts): then
+  3. a cluster JAX detects itself: a SLURM job step (`srun`) of more than one task
+     (SLURM_NTASKS > 1 and SLURM_STEP_NODELIST), a
+     multi-host Cloud TPU slice (TPU_WORKER_HOSTNAMES with several hosts), or
+     LMJAX_DISTRIBUTED=auto (what `launch/tpu_vm.sh` sets): then
      `jax.distributed.initialize()` is called without arguments;
   4. otherwise a single process (nothing to initialise).
 
@@ -76,7 +78,8 @@ def detect(
     return Layout(count, index, address)
   if count is not None and count < 1:
     raise ValueError(f'num_processes: expected a positive number of processes, got {count}')
-  if _int(env, 'SLURM_NTASKS', 1) > 1:
+  slurm_step = _int(env, 'SLURM_NTASKS', 1) > 1 and 'SLURM_STEP_NODELIST' in env
+  if slurm_step or env.get('LMJAX_DISTRIBUTED') == 'auto':
     return Layout(auto=True)
   hosts = [h for h in env.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]
   if len(hosts) > 1:

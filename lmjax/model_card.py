@@ -187,12 +187,18 @@ def _previous_chain(init_from: str) -> list[dict]:
     return json.load(f)
 
 
-def _chain_entry(command: str, config: Mapping, seconds: float | None) -> dict:
-  """This run's link of the warm-start chain."""
+def _chain_entry(command: str, config: Mapping, stages: Mapping, seconds: float | None) -> dict:
+  """This run's link of the warm-start chain: the steps of the stages it trained (a run may
+  stop early, `stop_after`; a BB-FCN config lists every variant's stages)."""
+  trained = {
+    k: v['steps']
+    for k, v in config['stages'].items()
+    if v.get('steps') and (k in stages or f'{k}_0' in stages or MODEL_NAMES.get(k) in stages)
+  }
   return {
     'command': command,
     'init_from': config.get('init_from', ''),
-    'steps': {k: v['steps'] for k, v in config['stages'].items() if v.get('steps')},
+    'steps': trained,
     'seconds': seconds,
   }
 
@@ -243,7 +249,7 @@ def publish(
   stages = stages_lib.read_records(workdir)
   if not stages:
     raise SystemExit(f'{workdir}: no {stages_lib.STAGES_FILE} (has the run finished a stage?)')
-  this_run = _chain_entry(command or _command(workdir), config, training_seconds(stages))
+  this_run = _chain_entry(command or _command(workdir), config, stages, training_seconds(stages))
   chain = [*_previous_chain(config.get('init_from', '')), this_run]
   if os.path.exists(out):  # after reading the chain: `out` may be the run's own init_from
     shutil.rmtree(out)

@@ -335,6 +335,8 @@ def test_warm_start_from_a_published_model_and_the_chain_on_its_card(full_run, t
   chain = json.loads((first / model_card.CHAIN_FILE).read_text())
   assert [c['init_from'] for c in chain] == ['', str(first)]
   assert chain[1]['seconds'] == pytest.approx(stages['bm']['elapsed_s'])
+  assert set(chain[0]['steps']) == {'bm', 'wm_partial', 'wm', 'mc'}  # the full run
+  assert list(chain[1]['steps']) == ['bm']  # stop_after=bm: only the stage it trained
   text = card.read_text()
   assert '## Warm-start chain' in text and 'over 2 runs' in text
   assert f'--config.init_from={first}' in text

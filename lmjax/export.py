@@ -46,7 +46,6 @@ def export(
   calibration_faces: int = 512,
 ) -> dict[str, Any]:
   """Writes the ONNX graph of `checkpoint` to `out`; returns its report (see module docstring)."""
-  import jax
   import onnx
 
   from lmjax.mcl.predictor import FacePredictor
@@ -58,9 +57,8 @@ def export(
   if spec['experiment'] != 'mcl':
     raise ValueError(f'{checkpoint}: a {spec["experiment"]} model; only MCL models export so far')
   predictor = FacePredictor(checkpoint, head=head, backend='xla')
-  params = jax.tree_util.tree_map(np.asarray, predictor.variables['params'])
-  model = graph.mcl_graph(spec, params, head)
-  crops = np.random.default_rng(0).uniform(-1, 1, (8, *_crop_shape(spec))).astype(np.float32)
+  model = predictor.onnx_graph()
+  crops = np.random.default_rng(0).uniform(-1, 1, (8, *predictor.crop_shape)).astype(np.float32)
   diff = float(np.abs(OnnxNetwork(model)(crops) - predictor.predict_crops(crops)['points']).max())
   if diff > PARITY_TOLERANCE_PX:
     raise RuntimeError(f'the ONNX graph differs from the model by {diff:.4f} px on random crops')
@@ -119,10 +117,6 @@ def _update_model_card(folder: str, name: str, report: dict[str, Any]) -> None:
   )
   with open(path, 'w') as f:
     f.write(text.rstrip('\n') + '\n\n' + section)
-
-
-def _crop_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
-  return spec['size'], spec['size'], 1 if spec['grayscale'] else 3
 
 
 def _calibration_and_validation(spec, dataset, manual_dir, data_dir, count):

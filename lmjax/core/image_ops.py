@@ -165,9 +165,7 @@ def _source_window(image: np.ndarray, A: np.ndarray, size: int) -> tuple[np.ndar
   full = x0 == 0 and y0 == 0 and x1 == w and y1 == h
   if full or x1 <= x0 or y1 <= y0:  # nothing to cut, or the output lies outside the image
     return image, A
-  (a, b, tx), (c, d, ty) = A.tolist()
-  shifted = np.array([[a, b, a * x0 + b * y0 + tx], [c, d, c * x0 + d * y0 + ty]])
-  return image[y0:y1, x0:x1], shifted
+  return image[y0:y1, x0:x1], _after_axis_map(A, 1.0, 1.0, x0, y0)
 
 
 def _antialias(image: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,10 +188,7 @@ def _antialias(image: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray
   small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
   small = small.reshape(new_h, new_w, image.shape[2])
   # resized pixel x' = (x + 0.5) f - 0.5  =>  x = (x' + 0.5) / f - 0.5
-  (a, b, tx), (c, d, ty) = A.tolist()
-  sx, sy = 0.5 / fx - 0.5, 0.5 / fy - 0.5
-  composed = [[a / fx, b / fy, a * sx + b * sy + tx], [c / fx, d / fy, c * sx + d * sy + ty]]
-  return small, np.array(composed)
+  return small, _after_axis_map(A, 1 / fx, 1 / fy, 0.5 / fx - 0.5, 0.5 / fy - 0.5)
 
 
 def _inverse_2x3(A: np.ndarray) -> list[list[float]]:
@@ -202,6 +197,13 @@ def _inverse_2x3(A: np.ndarray) -> list[list[float]]:
   det = a * d - b * c
   ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
   return [[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]]
+
+
+def _after_axis_map(A: np.ndarray, sx: float, sy: float, ox: float, oy: float) -> np.ndarray:
+  """`A ∘ m` for one [2, 3] affine A and the axis-aligned map m(x, y) = (sx x + ox, sy y + oy)
+  (a window cut or a resize), on Python floats (`geometry.compose_affine`'s result)."""
+  (a, b, tx), (c, d, ty) = A.tolist()
+  return np.array([[a * sx, b * sy, a * ox + b * oy + tx], [c * sx, d * sy, c * ox + d * oy + ty]])
 
 
 def _scale_2x3(A: np.ndarray) -> float:

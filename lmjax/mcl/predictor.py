@@ -59,7 +59,7 @@ class FacePredictor(CropPredictor):
       backend: 'auto', 'xla', 'onnx' or 'int8' (module docstring).
     """
     _, variables, spec = checkpoint.load_model(directory, 'mcl')
-    self._setup(spec, variables, head, fold_bn, directory, backend)
+    self._setup(spec, variables, head, fold_bn, backend, directory)
 
   @classmethod
   def from_variables(
@@ -78,20 +78,20 @@ class FacePredictor(CropPredictor):
     if spec['experiment'] != 'mcl':
       raise ValueError(f"field 'experiment' is {spec['experiment']!r}; expected an mcl spec")
     predictor = cls.__new__(cls)
-    predictor._setup(spec, variables, head, fold_bn, 'the model', backend, directory=None)
+    predictor._setup(spec, variables, head, fold_bn, backend, directory=None)
     return predictor
 
   def _setup(
-    self, spec, variables, head: int, fold_bn: bool, source: str, backend: str, directory=''
+    self, spec, variables, head: int, fold_bn: bool, backend: str, directory: str | None
   ) -> None:
+    """`directory`: the model folder, None for variables in memory."""
     if not 0 <= head < spec['num_heads']:
-      raise ValueError(f'head {head}: {source} has {spec["num_heads"]} heads')
+      raise ValueError(f'head {head}: {directory or "the model"} has {spec["num_heads"]} heads')
     self.spec, self.head = spec, head
     self.model = registry.build(spec, batch_norm=not fold_bn)
     self.variables = jax.jit(fold_batch_norm)(variables) if fold_bn else variables
     self.schema = landmarks.get_schema(spec['num_points'])
     self._forward = _forward_fn(json.dumps(spec, sort_keys=True), head, not fold_bn)
-    directory = source if directory == '' else directory
     self.backend = _resolve_backend(backend, directory, fold_bn)
     self._network = None
     if self.backend != 'xla':
@@ -106,14 +106,28 @@ class FacePredictor(CropPredictor):
       image, box, self.spec['size'], self.spec['grayscale'], self.spec['crop_scale']
     )
 
+  @property
+  def crop_shape(self) -> tuple[int, int, int]:
+    """(S, S, C) of one network input."""
+    return self.spec['size'], self.spec['size'], 1 if self.spec['grayscale'] else 3
+
+  def onnx_graph(self):
+    """The float32 ONNX graph of this predictor's (BatchNorm-folded) network and head."""
+    from lmjax.onnx_export import graph
+
+    return graph.mcl_graph(self.spec, self._numpy_params(), self.head)
+
+  def _numpy_params(self) -> dict[str, Any]:
+    return jax.tree_util.tree_map(np.asarray, self.variables['params'])
+
   def predict_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
     """{'points': crop-pixel landmarks [N, K, 2]} of network inputs [N, S, S, C].
 
-    The crops are padded to a bucket size (one compiled program per bucket).
+    With XLA the crops are padded to a bucket size (one compiled program per bucket).
     """
-    size, channels = self.spec['size'], 1 if self.spec['grayscale'] else 3
-    if crops.ndim != 4 or crops.shape[1:] != (size, size, channels):
-      raise ValueError(f'crops: expected [N, {size}, {size}, {channels}], got {crops.shape}')
+    if crops.ndim != 4 or crops.shape[1:] != self.crop_shape:
+      expected = ', '.join(map(str, self.crop_shape))
+      raise ValueError(f'crops: expected [N, {expected}], got {crops.shape}')
     if not len(crops):
       return {'points': np.zeros((0, self.schema.num_points, 2), np.float32)}
     if self._network is not None:
@@ -144,9 +158,9 @@ def _onnx_network(predictor: FacePredictor, directory: str | None):
   from lmjax.onnx_export import graph
   from lmjax.onnx_export.session import OnnxNetwork
 
-  params = jax.tree_util.tree_map(np.asarray, predictor.variables['params'])
   if predictor.backend == 'onnx':
-    return OnnxNetwork(graph.mcl_graph(predictor.spec, params, predictor.head))
+    return OnnxNetwork(predictor.onnx_graph())
+  params = predictor._numpy_params()
   path = os.path.join(directory, INT8_FILE)
   export = (
     f'python -m lmjax.export --checkpoint={directory} --format=onnx --int8 '

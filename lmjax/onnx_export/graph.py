@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from flax import traverse_util
 from onnx import TensorProto, helper, numpy_helper
 
 from lmjax.models.mcl import TRUNK
@@ -40,18 +41,10 @@ def fingerprint(params: Mapping[str, Any]) -> str:
   refuses a graph left over from other weights (e.g. after retraining into the same folder).
   """
   digest = hashlib.sha256()
-
-  def visit(prefix: str, tree: Mapping[str, Any]) -> None:
-    for key in sorted(tree):
-      value = tree[key]
-      if isinstance(value, Mapping):
-        visit(f'{prefix}{key}/', value)
-      else:
-        array = np.ascontiguousarray(np.asarray(value, np.float32))
-        digest.update(f'{prefix}{key}{array.shape}'.encode())
-        digest.update(array.tobytes())
-
-  visit('', params)
+  for path, value in sorted(traverse_util.flatten_dict(params, sep='/').items()):
+    array = np.ascontiguousarray(np.asarray(value, np.float32))
+    digest.update(f'{path}{array.shape}'.encode())
+    digest.update(array.tobytes())
   return digest.hexdigest()[:16]
 
 

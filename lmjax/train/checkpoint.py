@@ -18,6 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from lmjax.models import registry
+from lmjax.train import distributed
 
 
 class ModelFolderError(ValueError):
@@ -138,7 +139,7 @@ def export_model(directory: str, variables: Any, spec: dict[str, Any]) -> None:
   """
   spec = registry.validate(spec, registry.spec_path(directory), current=True)  # before writing
   save_variables(os.path.join(directory, VARIABLES_DIR), variables)
-  if jax.process_index() == 0:
+  if distributed.is_writer():
     registry.write_spec(directory, spec)  # last: a folder with a model.json is complete
 
 

@@ -94,7 +94,9 @@ def initialize(layout: Layout) -> None:
   """
   if layout.single:
     return
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # the CPU backend's only
+  # CPU devices of several processes need a cross-process collective backend (GPUs and TPUs
+  # have their own; the setting only affects the CPU backend).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if layout.auto:
     jax.distributed.initialize()
   else:

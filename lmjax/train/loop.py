@@ -46,6 +46,7 @@ from lmjax.train.writer import MetricWriter
 
 State = dict[str, Any]
 ELAPSED_KEY = 'elapsed_s'  # seconds spent on the stage, saved with each checkpoint
+STOP_AGREE_EVERY = 10  # several processes: steps between exchanges of the stop flag
 BAD_STEP_KEY = 'first_bad_step'  # run-time only: first step with non-finite metrics, -1: none
 
 
@@ -263,7 +264,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
       f'[{name}] {training.batch_size} examples per step is more than the training set '
       f'({settings.num_examples} examples); lower the batch size'
     )
-  if _stop['requested']:  # stopped between stages (after the previous one finished)
+  if _any_process(_stop['requested']):  # stopped between stages (the previous one finished)
     raise PreemptedError(f'[{name}] preempted before the stage started; re-run the same command')
   ckpts = checkpoint.StageCheckpoints(os.path.join(settings.workdir, 'ckpt', name))
   replicated = batching.replicated_sharding(mesh)
@@ -303,7 +304,8 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
       if in_flight is not None:
         jax.block_until_ready(in_flight)
       in_flight = metrics
-      done, stop = step + 1, _agreed_stop(_stop['requested'])  # a SIGTERM may come any time
+      done = step + 1
+      stop = _stop_now(done, settings.checkpoint_every)  # a SIGTERM may come at any time
       log = done % settings.log_every == 0 or done == num_steps
       hook = _due(training.hook, training.hook_every, done)
       check = _due(training.validate, training.validate_every, done) and done < num_steps
@@ -336,15 +338,28 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
   return _without_bad_step(state), before
 
 
-def _agreed_stop(requested: bool) -> bool:
-  """Whether any process has been asked to stop (SIGTERM), agreed by all at the same step.
+def _stop_now(done: int, checkpoint_every: int) -> bool:
+  """Whether to save and stop after step `done` (a SIGTERM was received), agreed by every
+  process at the same step.
 
   Processes receive a preemption signal at different times; stopping where only one saw it
-  would leave the others waiting in the next step's collectives. One process: no exchange.
+  would leave the others waiting in the next step's collectives. The exchange is a host
+  round trip, so several processes make it only every `STOP_AGREE_EVERY` steps and at
+  checkpoint steps, all at the same ones; one process reads its flag every step.
   """
+  requested = _stop['requested']  # read once
   if jax.process_count() == 1:
     return requested
-  flags = multihost_utils.process_allgather(np.array([requested], np.int32))
+  if done % STOP_AGREE_EVERY and done % checkpoint_every:
+    return False
+  return _any_process(requested)
+
+
+def _any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process (every process must call this at the same point)."""
+  if jax.process_count() == 1:
+    return flag
+  flags = multihost_utils.process_allgather(np.array([flag], np.int32))
   return bool(np.asarray(flags).any())
 
 

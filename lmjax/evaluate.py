@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from lmjax.cli_errors import one_line_errors, verbose
+from lmjax.core import paths
 from lmjax.eval import face_crop, pose_bins, reports
 
 FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
@@ -102,10 +103,10 @@ def run(
     info={
       'dataset': dataset,
       'split': split,
-      'checkpoint': os.path.abspath(checkpoint),
+      'checkpoint': str(paths.absolute(checkpoint)),
       'backend': getattr(predictor, 'backend', 'xla'),
     },
-    label=os.path.basename(os.path.normpath(checkpoint)),
+    label=paths.as_path(checkpoint).name,
     title=f'{dataset} {split}',
     progress=name,
     on_batch=_viz_writer(viz, viz_count) if viz else None,

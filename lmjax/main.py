@@ -4,12 +4,14 @@ Only wires things together: flags, start-up checks (`lmjax.train.workdir`: setti
 workdir lock, the config history), logging, multi-host start-up, a SIGTERM handler (save at
 the next step and exit 0: `lmjax.train.loop.request_stop`), then the experiment's `run`.
 Mistakes the user can fix end as one line `error: ...` and exit status 1.
+
+`--workdir` may be a local folder or a URI (`gs://bucket/run`, `s3://...`; see
+`lmjax.core.paths`): every file of the run goes through `etils.epath`.
 """
 
 from __future__ import annotations
 
 import logging as logging_std
-import os
 import shlex
 import signal
 import sys
@@ -54,9 +56,11 @@ def main(argv):
 
 def _main(workdir_lib):
   import jax
+  from etils import epath
 
+  from lmjax.core import paths
   from lmjax.data import batching
-  from lmjax.train import distributed, loop
+  from lmjax.train import distributed, loop, writer
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   workdir_lib.check_settings(config, workdir)
@@ -71,7 +75,12 @@ def _main(workdir_lib):
   from lmjax.data.datasets import table
 
   config.data = table.resolve(config.data, config.model.num_points)  # the dataset table's defaults
-  os.makedirs(workdir, exist_ok=True)
+  if jax.process_count() > 1 and not paths.orbax_writes(workdir):
+    raise workdir_lib.UserError(
+      f'--workdir={workdir}: several processes can checkpoint to local folders and gs:// only '
+      '(orbax writes other schemes through a per-process local mirror)'
+    )
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   first = distributed.is_writer()
   if first:
     workdir_lib.lock(workdir)  # before the log file: a refused run leaves no trace there
@@ -82,8 +91,10 @@ def _main(workdir_lib):
     write=first,
   )
   # Process 0 logs to train.INFO, the others to train.process<i>.INFO.
-  log_name = 'train' if first else f'train.process{jax.process_index()}'
-  logging.get_absl_handler().use_absl_log_file(log_name, workdir)
+  log_name = writer.LOG_PREFIX if first else f'{writer.LOG_PREFIX}.process{jax.process_index()}'
+  log_folder = writer.log_folder(workdir)  # a remote workdir's local mirror: absl writes locally
+  epath.Path(log_folder).mkdir(parents=True, exist_ok=True)
+  logging.get_absl_handler().use_absl_log_file(log_name, log_folder)
   logging.info(
     'process %d of %d; devices: %s', jax.process_index(), jax.process_count(), jax.devices()
   )
@@ -91,9 +102,9 @@ def _main(workdir_lib):
   if changed:
     logging.warning('--allow_config_change: continuing with changed %s', ', '.join(changed))
   if first:
-    with open(os.path.join(workdir, 'commands.txt'), 'a', encoding='utf-8') as f:  # model cards
-      command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
-      f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n')
+    command = shlex.join(['python', '-m', 'lmjax.main', *sys.argv[1:]])
+    line = f'{time.strftime("%Y-%m-%d %H:%M:%S")}\t{command}\n'
+    paths.append_text(epath.Path(workdir) / 'commands.txt', line)  # read by model cards
   from lmjax.bbfcn import train as bbfcn_train
   from lmjax.data import datasets
   from lmjax.facecls import train as facecls_train
@@ -111,6 +122,8 @@ def _main(workdir_lib):
   except (datasets.DatasetFormatError, FloatingPointError, workdir_lib.UserError) as e:
     logging.error('%s', e)
     raise SystemExit(f'error: {e}') from None
+  finally:  # every process: on another host its log is only in its own mirror
+    writer.upload_logs(workdir)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

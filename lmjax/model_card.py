@@ -14,11 +14,12 @@ in by hand except `--hardware` and `--notes`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 
+from etils import epath
+
 from lmjax.bbfcn.train import MODEL_NAMES
+from lmjax.core import paths
 from lmjax.eval import reports
 from lmjax.train import stages as stages_lib
 
@@ -38,20 +39,14 @@ def training_seconds(stages: Mapping[str, Mapping]) -> float | None:
 
 
 def _command(workdir: str) -> str:
-  path = os.path.join(workdir, 'commands.txt')
-  if not os.path.isfile(path):
+  path = epath.Path(workdir) / 'commands.txt'
+  if not path.is_file():
     raise SystemExit(f'{path} is missing (written by lmjax.main); pass --command')
-  with open(path, encoding='utf-8') as f:
-    commands = {line.rstrip('\n').split('\t', 1)[-1] for line in f if line.strip()}
+  lines = path.read_text(encoding='utf-8').splitlines()
+  commands = {line.split('\t', 1)[-1] for line in lines if line.strip()}
   if len(commands) != 1:
     raise SystemExit(f'{path} records {len(commands)} different commands; pass --command')
   return commands.pop()
-
-
-def _folder_bytes(path: str) -> int:
-  return sum(
-    os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names
-  )
 
 
 def render_card(
@@ -180,11 +175,10 @@ def _previous_chain(init_from: str) -> list[dict]:
   """The runs behind the warm-start folder `init_from` ([] for a run from scratch)."""
   if not init_from:
     return []
-  path = os.path.join(init_from, CHAIN_FILE)
-  if not os.path.isfile(path):  # a folder published before chains were recorded
+  path = epath.Path(init_from) / CHAIN_FILE
+  if not path.is_file():  # a folder published before chains were recorded
     return [{'command': f'(unrecorded runs behind {init_from})', 'seconds': None}]
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  return json.loads(path.read_text(encoding='utf-8'))
 
 
 def _chain_entry(command: str, config: Mapping, stages: Mapping, seconds: float | None) -> dict:
@@ -236,14 +230,13 @@ def publish(
 
   `stage` defaults to the experiment's final model: `am` (MCL) or `bbfcn` (BB-FCN).
   """
-  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-    config = json.load(f)
+  config = json.loads((epath.Path(workdir) / 'config.json').read_text(encoding='utf-8'))
   if stage is None:
     stage = {'bbfcn': 'bbfcn', 'facecls': 'facecls'}.get(config.get('experiment'), 'am')
-  source = os.path.join(workdir, 'models', stage)
-  if not os.path.isfile(os.path.join(source, 'model.json')):
+  source = epath.Path(workdir) / 'models' / stage
+  if not (source / 'model.json').is_file():
     raise SystemExit(f'{source}: no model folder (has the run finished stage {stage!r}?)')
-  size = _folder_bytes(source)
+  size = paths.tree_size(source)
   if size > MAX_BYTES:
     raise SystemExit(f'{source} is {size / 1e6:.1f} MB; the limit is {MAX_BYTES / 1e6:.0f} MB')
   stages = stages_lib.read_records(workdir)
@@ -251,13 +244,10 @@ def publish(
     raise SystemExit(f'{workdir}: no {stages_lib.STAGES_FILE} (has the run finished a stage?)')
   this_run = _chain_entry(command or _command(workdir), config, stages, training_seconds(stages))
   chain = [*_previous_chain(config.get('init_from', '')), this_run]
-  if os.path.exists(out):  # after reading the chain: `out` may be the run's own init_from
-    shutil.rmtree(out)
-  shutil.copytree(source, out)
-  with open(os.path.join(out, CHAIN_FILE), 'w', encoding='utf-8') as f:
-    json.dump(chain, f, indent=1)
+  paths.copy_tree(source, out)  # after reading the chain: `out` may be the run's init_from
+  (epath.Path(out) / CHAIN_FILE).write_text(json.dumps(chain, indent=1), encoding='utf-8')
   card = render_card(
-    os.path.basename(os.path.normpath(out)),
+    epath.Path(out).name,
     command or _command(workdir),
     config,
     stages,
@@ -267,10 +257,9 @@ def publish(
     notes,
     chain,
   )
-  path = os.path.join(out, 'MODEL_CARD.md')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(card)
-  return path
+  path = epath.Path(out) / 'MODEL_CARD.md'
+  path.write_text(card, encoding='utf-8')
+  return str(path)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -18,7 +18,6 @@ The run ends with a per-landmark table of backbone-only vs BB-FCN.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -27,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
 from lmjax.bbfcn import data as bbfcn_data
 from lmjax.bbfcn import inference as bi
@@ -241,7 +241,7 @@ def validation_batch(val_cache, val_negatives, config):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) the BB-FCN stages; returns {model name: validation metrics + elapsed_s}."""
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   schema = landmarks.get_schema(config.model.num_points)
   train_cache, val_cache = load_caches(config)
   windows = negatives.build_negative_cache(config, set(val_cache.image_ids), config.seed)

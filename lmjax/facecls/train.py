@@ -14,7 +14,6 @@ to `stages.json`; a re-run skips it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
 from lmjax.core import landmarks
 from lmjax.data import balance, batching, negatives
@@ -109,7 +109,7 @@ def make_validation_hook(
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the face classifier; returns {'facecls': metrics + elapsed_s}."""
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   records = stages.read_records(workdir)
   if STAGE in records:  # finished: no need to load the data
     logging.info('[%s] finished earlier; skipping', STAGE)

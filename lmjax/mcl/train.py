@@ -18,7 +18,6 @@ from its latest checkpoint. The run ends with a BM / WM / AM table (paper Table 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -27,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
 from lmjax.core import augment, geometry, landmarks, losses
 from lmjax.data import balance, batching
@@ -140,7 +140,7 @@ def crop_params(config: ml_collections.ConfigDict) -> augment.AugmentParams:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) Algorithm 1 and returns {stage: validation metrics + elapsed_s}."""
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   schema = landmarks.get_schema(config.model.num_points)
   train_cache, val_cache = load_caches(config)
   logging.info('train faces: %d, validation faces: %d', len(train_cache), len(val_cache))

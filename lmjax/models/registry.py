@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from lmjax.models import bbfcn, facenet, mcl
 
@@ -226,17 +226,16 @@ def _defaults(family: str) -> dict[str, Any]:
 
 
 def spec_path(directory: str) -> str:
-  return os.path.join(directory, SPEC_FILE)
+  return str(epath.Path(directory) / SPEC_FILE)
 
 
 def write_spec(directory: str, spec: Mapping[str, Any]) -> None:
   """Validates `spec` (it must be of the current format) and writes `<directory>/model.json`."""
   spec = validate(spec, spec_path(directory), current=True)
-  os.makedirs(directory, exist_ok=True)
+  epath.Path(directory).mkdir(parents=True, exist_ok=True)
   text = json.dumps(spec, indent=2, sort_keys=True)
   text = _PAIR.sub(lambda m: f'[{m[1]}, {m[2]}]', text)  # one [x, y] row per line
-  with open(spec_path(directory), 'w', encoding='utf-8') as f:
-    f.write(text + '\n')
+  epath.Path(spec_path(directory)).write_text(text + '\n', encoding='utf-8')
 
 
 def read_spec(directory: str, family: str | None = None) -> dict[str, Any]:
@@ -248,18 +247,17 @@ def read_spec(directory: str, family: str | None = None) -> dict[str, Any]:
       ...)`), breaks the schema or is another family's.
   """
   path = spec_path(directory)
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(
       f'{directory} is not an lmjax model folder: {SPEC_FILE} is missing (expected the '
       f'output of training, e.g. <workdir>/models/am, or pretrained/<name>)'
     )
-  with open(path, encoding='utf-8') as f:
-    try:
-      raw = json.load(f)
-    except json.JSONDecodeError as e:
-      raise SpecError(f'{path}: not valid JSON (line {e.lineno} col {e.colno}: {e.msg})') from None
-    except UnicodeDecodeError:
-      raise SpecError(f'{path}: not valid JSON (not UTF-8 text)') from None
+  try:
+    raw = json.loads(epath.Path(path).read_text(encoding='utf-8'))
+  except json.JSONDecodeError as e:
+    raise SpecError(f'{path}: not valid JSON (line {e.lineno} col {e.colno}: {e.msg})') from None
+  except UnicodeDecodeError:
+    raise SpecError(f'{path}: not valid JSON (not UTF-8 text)') from None
   found = raw.get('experiment') if isinstance(raw, Mapping) else None
   if family is not None and found in FIELDS and found != family:  # the family first: clearest
     raise SpecError(f"{path}: field 'experiment' is {found!r}, not {family} (another model kind)")

@@ -5,20 +5,29 @@ States are plain dicts `{step, params, batch_stats, opt}`; restoring with an abs
 (`jax.eval_shape` of the initial state) brings back the optimizer state's structure.
 A model folder is `model.json` (the `lmjax.models.registry` schema) and `variables/`
 (`export_model`, `load_model`).
+
+Paths may be local or remote (`lmjax.core.paths`). orbax writes local paths and `gs://`
+itself; on other schemes (`s3://`, ...) it writes a local mirror that is uploaded after each
+save (`<stage>/uploaded.json` lists the complete uploads, written last) and downloaded on a
+resume; variables go through a temporary local folder. Mirrored checkpoints need one process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import sys
+import tempfile
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from lmjax.core import paths
 from lmjax.models import registry
 from lmjax.train import distributed
+
+UPLOADED_FILE = 'uploaded.json'  # mirrored stages: the steps whose upload completed
 
 
 class ModelFolderError(ValueError):
@@ -26,19 +35,34 @@ class ModelFolderError(ValueError):
 
 
 class StageCheckpoints:
-  """Periodic, resumable checkpoints of one training stage."""
+  """Periodic, resumable checkpoints of one training stage (see the module doc for remote
+  folders)."""
 
   def __init__(self, directory: str, max_to_keep: int = 2):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)
+    self._mirrored = not paths.orbax_writes(directory)
+    local = self.directory
+    if self._mirrored:
+      if jax.process_count() > 1:
+        raise ValueError(
+          f'{directory}: orbax cannot write this scheme from several processes; use a gs:// '
+          'or a shared local workdir'
+        )
+      local = paths.local_mirror(directory)
+      self._pull(local)
+    self._local = local
     self._manager = ocp.CheckpointManager(
-      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+      local, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, *, force: bool = False) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    saved = self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    if saved and self._mirrored:
+      self._manager.wait_until_finished()
+      self._push()
 
   def restore(self, abstract_state: Any, step: int | None = None) -> Any:
     """Restores `step` (default: latest) into the structure/shardings of `abstract_state`."""
@@ -47,17 +71,56 @@ class StageCheckpoints:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+  def step_folder(self, step: int) -> str:
+    """Where checkpoint `step` lives (in the workdir, also when mirrored)."""
+    return str(self.directory / str(step))
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
 
+  def _uploaded(self) -> list[int]:
+    record = self.directory / UPLOADED_FILE
+    return json.loads(record.read_text()) if record.exists() else []
+
+  def _pull(self, local) -> None:
+    """Makes the local mirror hold exactly the uploaded steps (a mirror left by another run
+    of the same URI may hold others)."""
+    uploaded = self._uploaded()
+    local.mkdir(parents=True, exist_ok=True)
+    for entry in local.iterdir():
+      if (entry.name.isdigit() and int(entry.name) not in uploaded) or '.orbax' in entry.name:
+        entry.rmtree()
+    for step in uploaded:
+      if not (local / str(step)).exists():
+        paths.copy_tree(self.directory / str(step), local / str(step))
+
+  def _push(self) -> None:
+    """Uploads the mirror's new steps, records them, then deletes the remote steps that
+    orbax no longer keeps (and any upload a kill left half done)."""
+    kept = sorted(self._manager.all_steps())
+    uploaded = self._uploaded()
+    for step in kept:
+      if step not in uploaded:
+        paths.copy_tree(self._local / str(step), self.directory / str(step))
+    (self.directory / UPLOADED_FILE).write_text(json.dumps(kept))
+    for entry in self.directory.iterdir():
+      if entry.name.isdigit() and int(entry.name) not in kept:
+        entry.rmtree()
+
 
 def save_variables(path: str, variables: Any) -> None:
   """Writes model variables ({params, batch_stats}) as a standalone checkpoint at `path`."""
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.abspath(path), variables, force=True)
+  if paths.orbax_writes(path):
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(paths.absolute(path), variables, force=True)
+    return
+  with tempfile.TemporaryDirectory(prefix='lmjax-variables-') as local:
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(paths.as_path(local) / 'variables', variables)
+    paths.copy_tree(paths.as_path(local) / 'variables', path)
 
 
 def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
@@ -74,9 +137,17 @@ def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
       that do not match `abstract_variables`): one line naming `path`; the orbax error is its
       `__cause__`.
   """
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
+  path = paths.absolute(path)
+  if not path.is_dir():
     raise FileNotFoundError(f'{path}: no such checkpoint directory (expected a variables/ folder)')
+  if not paths.orbax_writes(path):
+    with tempfile.TemporaryDirectory(prefix='lmjax-variables-') as local:
+      paths.copy_tree(path, paths.as_path(local) / 'variables')
+      return _restore_local(paths.as_path(local) / 'variables', abstract_variables, str(path))
+  return _restore_local(path, abstract_variables, str(path))
+
+
+def _restore_local(path, abstract_variables: Any | None, name: str) -> Any:
   _drop_closed_loop_reports()
   try:
     with ocp.StandardCheckpointer() as ckptr:
@@ -85,7 +156,7 @@ def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
       return ckptr.restore(path, jax.tree_util.tree_map(_on_this_host, abstract_variables))
   except Exception as e:  # orbax and TensorStore raise bare Exceptions with multi-page dumps
     raise ModelFolderError(
-      f'{path}: cannot be read (corrupt or incomplete checkpoint: {type(e).__name__})'
+      f'{name}: cannot be read (corrupt or incomplete checkpoint: {type(e).__name__})'
     ) from e
 
 
@@ -138,7 +209,7 @@ def export_model(directory: str, variables: Any, spec: dict[str, Any]) -> None:
   writes model.json.
   """
   spec = registry.validate(spec, registry.spec_path(directory), current=True)  # before writing
-  save_variables(os.path.join(directory, VARIABLES_DIR), variables)
+  save_variables(str(paths.as_path(directory) / VARIABLES_DIR), variables)
   if distributed.is_writer():
     registry.write_spec(directory, spec)  # last: a folder with a model.json is complete
 
@@ -158,8 +229,8 @@ def load_model(directory: str, family: str | None = None) -> tuple[Any, dict, di
       re-export it)`).
   """
   spec = registry.read_spec(directory, family)
-  path = os.path.join(directory, VARIABLES_DIR)
-  if not os.path.isdir(path):
+  path = str(paths.as_path(directory) / VARIABLES_DIR)
+  if not paths.as_path(path).is_dir():
     raise ModelFolderError(
       f'{path}: missing (incomplete model folder: re-export it, e.g. with '
       f'lmjax.train.checkpoint.export_model)'

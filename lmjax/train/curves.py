@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 from lmjax.train.stages import read_records
 from lmjax.train.writer import METRICS_FILE, read_metrics
@@ -70,8 +71,8 @@ def load_curve(
     FileNotFoundError: the run has no metrics.jsonl.
     ValueError: the run has no validation of `metric` in the chosen stages.
   """
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.isfile(path):
+  path = str(epath.Path(workdir) / METRICS_FILE)
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f'{path}: no such file (is {workdir} an lmjax.main run?)')
   records = read_metrics(path)
   finals = read_records(workdir)

@@ -24,7 +24,6 @@ a `{'stage', 'event': 'start', 'step', 'time'}` record to metrics.jsonl.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
@@ -266,7 +266,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
     )
   if _any_process(_stop['requested']):  # stopped between stages (the previous one finished)
     raise PreemptedError(f'[{name}] preempted before the stage started; re-run the same command')
-  ckpts = checkpoint.StageCheckpoints(os.path.join(settings.workdir, 'ckpt', name))
+  ckpts = checkpoint.StageCheckpoints(str(epath.Path(settings.workdir) / 'ckpt' / name))
   replicated = batching.replicated_sharding(mesh)
   abstract = jax.eval_shape(training.initial_state)
   abstract = {**abstract, ELAPSED_KEY: jax.ShapeDtypeStruct((), np.float32)}
@@ -281,7 +281,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
     before = float(state.pop(ELAPSED_KEY))
     if not bool(_finite_tree((state['params'], state.get('batch_stats', {})))):
       ckpts.close()
-      folder = os.path.join(ckpts.directory, str(start))
+      folder = ckpts.step_folder(start)
       raise FloatingPointError(
         f'[{name}] checkpoint {folder} has non-finite parameters; delete that folder to '
         'resume from the previous checkpoint (or the whole stage folder to restart the stage)'
@@ -324,6 +324,7 @@ def run_stage(name: str, training: Training, settings: RunSettings) -> tuple[Sta
       if save or stop:
         elapsed = jax.device_put(_process0_value(before + time.time() - t_begin), replicated)
         saved = {**_without_bad_step(state), ELAPSED_KEY: elapsed}
+        writer.flush()  # the records up to a checkpoint are stored before it
         ckpts.save(done, saved, force=done == num_steps or stop)
       if stop and done < num_steps:
         ckpts.wait()

@@ -23,14 +23,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 from absl import logging
+from etils import epath
 
+from lmjax.core import paths
 from lmjax.train import checkpoint, loop
 
 STAGES_FILE = 'stages.json'
@@ -121,8 +122,7 @@ def run(plan: Plan, settings: loop.RunSettings) -> Records:
   if plan.table is not None:
     text = plan.table(records)
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, TABLE_FILE), 'w', encoding='utf-8') as f:
-        f.write(text + '\n')
+      paths.write_atomic(epath.Path(workdir) / TABLE_FILE, text + '\n')
       logging.info('final validation:\n%s', text)
       print(text, flush=True)
   return records
@@ -166,7 +166,7 @@ def _train(
 
 def model_dir(workdir: str, model: str) -> str:
   """`<workdir>/models/<model>`: where a stage exports its model."""
-  return os.path.join(workdir, 'models', model)
+  return str(epath.Path(workdir) / 'models' / model)
 
 
 def restore_model(workdir: str, stage: Stage) -> Variables:
@@ -178,18 +178,16 @@ def restore_model(workdir: str, stage: Stage) -> Variables:
 
 def read_records(workdir: str) -> Records:
   """The run's `stages.json` ({model: metrics + elapsed_s}); {} before the first stage ends."""
-  path = os.path.join(workdir, STAGES_FILE)
-  if not os.path.isfile(path):
+  path = epath.Path(workdir) / STAGES_FILE
+  if not path.is_file():
     return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  return json.loads(path.read_text(encoding='utf-8'))
 
 
 def write_records(workdir: str, records: Records) -> None:
   """Writes `stages.json` atomically (temporary file + rename; process 0 only)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, STAGES_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(records, f, indent=1, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  paths.write_atomic(
+    epath.Path(workdir) / STAGES_FILE, json.dumps(records, indent=1, sort_keys=True)
+  )

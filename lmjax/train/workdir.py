@@ -6,6 +6,7 @@
   lock             an exclusive `fcntl.flock` on `<workdir>/.lock` (pid and host written in
                    it), held until the process exits: the OS releases it even after kill -9,
                    so a second run in the same workdir is refused while the first one lives
+                   (local workdirs only: object stores have no locks)
   record_config    `<workdir>/config.json` is the config in effect and
                    `<workdir>/configs/NNNN_<time>.json` the config of every invocation; a
                    changed config is refused once the workdir has checkpoints or finished
@@ -27,6 +28,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from etils import epath
+
+from lmjax.core import paths
+
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 HISTORY_DIR = 'configs'
@@ -45,7 +50,7 @@ class UserError(Exception):
 
 def check_settings(config: Any, workdir: str) -> None:
   """Raises `UserError` for settings that cannot give a useful run (see the module doc)."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if epath.Path(workdir).exists() and not epath.Path(workdir).is_dir():
     raise UserError(f'--workdir={workdir} is an existing file; expected a directory')
   for field in ('log_every', 'checkpoint_every'):
     value = config.get(field)
@@ -84,11 +89,14 @@ def unknown_field_message(error: Exception, argv: Sequence[str]) -> str | None:
   return None
 
 
-def lock(workdir: str) -> int:
+def lock(workdir: str) -> int | None:
   """Takes `<workdir>/.lock` for this process (until it exits); returns the descriptor.
 
   Raises `UserError` naming the holder's pid and host when another process holds it.
+  Remote workdirs (`scheme://`) are not locked: returns None.
   """
+  if paths.is_remote(workdir):
+    return None
   path = os.path.join(workdir, LOCK_FILE)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -115,14 +123,14 @@ def unlock(fd: int) -> None:
 
 def has_results(workdir: str) -> bool:
   """Whether `workdir` holds finished stages or any training checkpoint."""
-  if os.path.isfile(os.path.join(workdir, STAGES_FILE)):
+  workdir = epath.Path(workdir)
+  if (workdir / STAGES_FILE).is_file():
     return True
-  ckpt = os.path.join(workdir, 'ckpt')
-  if not os.path.isdir(ckpt):
+  ckpt = workdir / 'ckpt'
+  if not ckpt.is_dir():
     return False
-  for stage in os.listdir(ckpt):
-    folder = os.path.join(ckpt, stage)
-    if os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder)):
+  for folder in ckpt.iterdir():
+    if folder.is_dir() and any(entry.name.isdigit() for entry in folder.iterdir()):
       return True
   return False
 
@@ -143,23 +151,22 @@ def record_config(workdir: str, config_json: str, *, allow_change: bool, write: 
   `allow_change`. `write` False (processes other than 0) only checks.
   """
   new = json.loads(config_json)
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = epath.Path(workdir) / CONFIG_FILE
   changed = []
-  if os.path.isfile(path):
-    with open(path, encoding='utf-8') as f:
-      changed = changed_fields(json.load(f), new)
+  if path.is_file():
+    changed = changed_fields(json.loads(path.read_text(encoding='utf-8')), new)
   if changed and has_results(workdir) and not allow_change:
     raise UserError(
       f'{workdir} was trained with another config ({path}); changed: {", ".join(changed)}; '
       'use the same config, another --workdir, or --allow_config_change to continue with it'
     )
   if write:
-    history = os.path.join(workdir, HISTORY_DIR)
-    os.makedirs(history, exist_ok=True)
-    count = sum(name.endswith('.json') for name in os.listdir(history))
+    history = epath.Path(workdir) / HISTORY_DIR
+    history.mkdir(parents=True, exist_ok=True)
+    count = sum(entry.name.endswith('.json') for entry in history.iterdir())
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    _write(os.path.join(history, f'{count + 1:04d}_{stamp}.json'), config_json)
-    _write(path, config_json)
+    paths.write_atomic(history / f'{count + 1:04d}_{stamp}.json', config_json)
+    paths.write_atomic(path, config_json)
   return changed
 
 
@@ -173,9 +180,3 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   for key, value in tree.items():
     out.update(_flatten(value, f'{prefix}{key}' if not prefix else f'{prefix}.{key}'))
   return out
-
-
-def _write(path: str, text: str) -> None:
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)

@@ -10,6 +10,12 @@ and the ETA of the stage. A parameter overview (count and a short table per top-
 logged when a stage starts. Only process 0 writes (`jax.process_index() == 0`), so a
 multi-host run keeps one file and one log.
 
+A remote workdir (`lmjax.core.paths`) gets the same files: the records are appended in
+batches (`flush`: at least every `REMOTE_FLUSH_S` seconds, before every checkpoint and at
+the end; an object store rewrites the whole object per append), and absl's log file, which
+can only be local, is written in the workdir's local mirror (`log_folder`) and copied into
+the workdir at each flush (`upload_logs`).
+
 This is a small own writer rather than clu's `metric_writers`: clu would be a new dependency
 for about 80 lines, its `write_scalars(step, scalars)` has no place for the stage name or for
 booleans and integers that the tests and model cards read back, and its default writer wants
@@ -18,9 +24,9 @@ TensorFlow. `metrics.jsonl` stays a plain file that any tool can read.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -28,24 +34,52 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
+
+from lmjax.core import paths
 
 METRICS_FILE = 'metrics.jsonl'
+LOG_PREFIX = 'train'  # absl log files: train.INFO (process 0), train.process<i>.INFO
+REMOTE_FLUSH_S = 60.0
 
 
 class MetricWriter:
   """Writes a run's metrics (process 0 only) and keeps the clock for steps/s and ETA."""
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, METRICS_FILE)
+    self.workdir = workdir
+    self.path = str(epath.Path(workdir) / METRICS_FILE)
     self.active = jax.process_index() == 0
     self._clock: tuple[int, float] = (0, time.time())  # (step, time) of the last train line
     self._last_table = ''  # the last parameter table logged (logged again only when it changes)
+    self._remote = paths.is_remote(workdir)
+    self._pending: list[str] = []  # remote workdirs: lines not yet stored
+    self._flushed = time.time()
+    if self.active and self._remote:
+      atexit.register(self.flush)  # the lines after the last checkpoint, and the log's end
 
   def write(self, record: Mapping[str, Any]) -> None:
-    """Appends one JSON line."""
-    if self.active:
-      with open(self.path, 'a', encoding='utf-8') as f:
-        f.write(json.dumps(dict(record)) + '\n')
+    """Appends one JSON line (remote workdirs: in the next `flush`, due every
+    `REMOTE_FLUSH_S` seconds)."""
+    if not self.active:
+      return
+    line = json.dumps(dict(record)) + '\n'
+    if not self._remote:
+      paths.append_text(self.path, line)
+      return
+    self._pending.append(line)
+    if time.time() - self._flushed >= REMOTE_FLUSH_S:
+      self.flush()
+
+  def flush(self) -> None:
+    """Stores the pending lines and the log files of a remote workdir (local: nothing to do)."""
+    if not (self.active and self._remote):
+      return
+    if self._pending:
+      paths.append_text(self.path, ''.join(self._pending))
+      self._pending = []
+    upload_logs(self.workdir)
+    self._flushed = time.time()
 
   def start(self, step: int, stage: str | None = None) -> None:
     """Restarts the speed clock at `step` (a stage starts or resumes); with `stage`, also
@@ -93,11 +127,35 @@ class MetricWriter:
     logging.info('[%s] parameters:\n%s', stage, table)
 
 
+def log_folder(workdir: str) -> str:
+  """Where absl writes this run's log files: the workdir, or its local mirror when remote."""
+  return str(paths.local_mirror(workdir)) if paths.is_remote(workdir) else workdir
+
+
+def upload_logs(workdir: str) -> None:
+  """Copies the log files of a remote workdir's mirror into it (local workdirs: nothing)."""
+  if not paths.is_remote(workdir):
+    return
+  folder = epath.Path(log_folder(workdir))
+  for entry in folder.iterdir() if folder.exists() else ():
+    if not (entry.name.startswith(LOG_PREFIX) and entry.is_file()):  # absl's files and links
+      continue
+    target = epath.Path(workdir) / entry.name
+    stat = entry.stat()  # follows absl's train.INFO link to the current file
+    modified = (stat.mtime, stat.length)
+    if _uploaded.get(str(target)) != modified:
+      target.write_bytes(entry.read_bytes())
+      _uploaded[str(target)] = modified
+
+
+_uploaded: dict[str, tuple] = {}  # upload_logs: remote log -> (mtime, size) of its copy
+
+
 def read_metrics(path: str) -> list[dict[str, Any]]:
   """The records of a `metrics.jsonl` without start markers and without the records that a
   later (re)start of their stage repeated (those with a step above the restart's)."""
-  with open(path, encoding='utf-8') as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  text = epath.Path(path).read_text(encoding='utf-8')
+  records = [json.loads(line) for line in text.splitlines() if line.strip()]
   kept: list[dict[str, Any]] = []
   for record in records:
     if record.get('event') == 'start':

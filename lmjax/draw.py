@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from absl import flags
 
+from lmjax.core import head_pose
 from lmjax.models.interface import check_face
 from lmjax.viz.draw import (
   IMAGE_EXTENSIONS,
@@ -64,8 +65,18 @@ def draw_image(
 
   predictor = load_predictor(checkpoint, head=head)
   points = predictor.predict(image, box)
-  write_image(out, draw_landmarks(image, points, box, predictor.schema, scale=scale))
+  drawn = draw_landmarks(
+    image, points, box, predictor.schema, scale=scale, pose=_pose(predictor, points)
+  )
+  write_image(out, drawn)
   return points
+
+
+def _pose(predictor, points: np.ndarray) -> np.ndarray | None:
+  """The head pose of predicted points [K, 2] when the schema has a 3-D mean face."""
+  if not head_pose.has_mean_face(predictor.schema):
+    return None
+  return head_pose.head_pose(points, predictor.schema)
 
 
 def draw_folder(
@@ -100,7 +111,8 @@ def draw_folder(
         check_image_box(im, b, path, '--folder')
       points = predictor.predict_batch(images, boxes)
       for (_, dst), im, b, pts in zip(chunk, images, boxes, points, strict=True):
-        write_image(dst, draw_landmarks(im, pts, b, predictor.schema, scale=scale))
+        pose = _pose(predictor, pts)
+        write_image(dst, draw_landmarks(im, pts, b, predictor.schema, scale=scale, pose=pose))
         bar.update()
   return outputs
 

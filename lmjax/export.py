@@ -95,18 +95,10 @@ CARD_SECTION = '## int8 graph (default CPU network)'
 
 def _update_model_card(folder: str, name: str, report: dict[str, Any]) -> None:
   """Writes (or replaces) the int8 parity section of the folder's MODEL_CARD.md, if any."""
-  path = os.path.join(folder, 'MODEL_CARD.md')
-  if not os.path.isfile(path):
-    return
-  with open(path) as f:
-    text = f.read()
-  if CARD_SECTION in text:  # drop the old section (up to the next heading of its level)
-    before, _, after = text.partition(CARD_SECTION)
-    rest = after.split('\n## ', 1)
-    text = before.rstrip('\n') + ('\n\n## ' + rest[1] if len(rest) > 1 else '\n')
+  from lmjax.eval import reports
+
   f32, q = report['float32'], report['int8']
   section = (
-    f'{CARD_SECTION}\n\n'
     f'`{name}`: `python -m lmjax.export --int8` (onnxruntime QDQ int8, calibrated on '
     f'{report["calibration"]["faces"]} {report["calibration"]["dataset"]} training faces). '
     f'On the {report["validation_faces"]} validation faces: NME ioc {f32["nme_ioc"]:.3f} '
@@ -115,8 +107,7 @@ def _update_model_card(folder: str, name: str, report: dict[str, Any]) -> None:
     f'{q["worst_bin_ratio"]:.2f}× the mean. `FacePredictor` runs it on CPU by default '
     f"(`backend='xla'` runs the float32 model).\n"
   )
-  with open(path, 'w') as f:
-    f.write(text.rstrip('\n') + '\n\n' + section)
+  reports.set_card_section(folder, CARD_SECTION, section)
 
 
 def _calibration_and_validation(spec, dataset, manual_dir, data_dir, count):

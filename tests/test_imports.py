@@ -36,6 +36,7 @@ CLI_MODULES = {
   'lmjax.export',
   'lmjax.draw',
   'lmjax.model_card',
+  'lmjax.calibrate',
   'lmjax.scan.cli',
 }
 # Inference-time code builds everything from model.json: no dataset readers, no face renderer.

@@ -120,6 +120,10 @@ def test_folder_with_bad_images_skips_them_and_writes_the_rest(inputs, model_dir
   assert code == 1, err
   records = json.loads(faces_json.read_text())
   assert [os.path.basename(r['input']) for r in records] == ['a.png', 'b.jpg']
+  for face in (f for r in records for f in r['faces']):  # 5 points: a pose, or null (< 4 found)
+    found = sum(p is not None for p in face['points'])
+    assert (face['pose'] is None) == (found < 4), face
+    assert face['pose'] is None or sorted(face['pose']) == ['pitch', 'roll', 'yaw']
   assert sorted(os.listdir(out)) == ['a.png', 'b.png']
   warnings = [line for line in err.splitlines() if 'lmjax-scan: warning: skipped' in line]
   assert len(warnings) == len(bad), err

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.bbfcn import inference
-from lmjax.core import image_ops, landmarks
+from lmjax.core import confidence, image_ops, landmarks
 from lmjax.data.batching import run_bucketed
 from lmjax.models import registry
 from lmjax.models.bbfcn import BBFCN, RegressionFCN
@@ -69,6 +69,7 @@ class BBFCNPredictor(CropPredictor):
     """Loads the BB-FCN model folder `directory` (`model.json` + `variables/`)."""
     _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
     self._setup(spec, variables)
+    self.calibration = confidence.read_calibration(directory)
 
   @classmethod
   def from_variables(cls, spec: dict[str, Any], variables: dict[str, Any]) -> BBFCNPredictor:

@@ -357,3 +357,20 @@ def multiface_summary_table(report: Mapping[str, Any], num_points: int) -> str:
   bound = ', '.join(f'{row[f"proposal_oracle_at_{n}"]:.1f} at {n}' for n in (2, 3, 20))
   lines.append(f'(a perfect ranking of proposals would recall {bound})')
   return 'recall@10% (m=30) and proposal recall (%):\n' + '\n'.join(lines)
+
+
+def set_card_section(folder: str | os.PathLike, heading: str, body: str) -> bool:
+  """Writes (or replaces) the section `heading` (a `## ` line) of the folder's MODEL_CARD.md
+  with `body`, as its last section; False when the folder has no card."""
+  path = os.path.join(folder, 'MODEL_CARD.md')
+  if not os.path.isfile(path):
+    return False
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  if heading in text:  # drop the old section (up to the next heading of its level)
+    before, _, after = text.partition(heading)
+    rest = after.split('\n## ', 1)
+    text = before.rstrip('\n') + ('\n\n## ' + rest[1] if len(rest) > 1 else '\n')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text.rstrip('\n') + f'\n\n{heading}\n\n{body.strip()}\n')
+  return True

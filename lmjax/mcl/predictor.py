@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
-from lmjax.core import image_ops, landmarks
+from lmjax.core import confidence, image_ops, landmarks
 from lmjax.data.batching import run_bucketed
 from lmjax.models import registry
 from lmjax.models.interface import CropPredictor, check_face
@@ -60,6 +60,7 @@ class FacePredictor(CropPredictor):
     """
     _, variables, spec = checkpoint.load_model(directory, 'mcl')
     self._setup(spec, variables, head, fold_bn, backend, directory)
+    self.calibration = confidence.read_calibration(directory)
 
   @classmethod
   def from_variables(
@@ -142,7 +143,7 @@ def _resolve_backend(backend: str, directory: str | None, fold_bn: bool) -> str:
   if backend == 'auto':
     if jax.default_backend() != 'cpu' or not fold_bn:
       return 'xla'
-    has_int8 = directory is not None and os.path.isfile(os.path.join(directory, INT8_FILE))
+    has_int8 = directory is not None and (epath.Path(directory) / INT8_FILE).is_file()
     return 'int8' if has_int8 else 'onnx'
   if backend != 'xla' and not fold_bn:
     raise ValueError(f'backend {backend!r} runs the BatchNorm-folded network: use fold_bn=True')
@@ -161,14 +162,15 @@ def _onnx_network(predictor: FacePredictor, directory: str | None):
   if predictor.backend == 'onnx':
     return OnnxNetwork(predictor.onnx_graph())
   params = predictor._numpy_params()
-  path = os.path.join(directory, INT8_FILE)
+  path = str(epath.Path(directory) / INT8_FILE)
   export = (
     f'python -m lmjax.export --checkpoint={directory} --format=onnx --int8 '
     f'--manual_dir=<the dataset folder> --out={path}'
   )
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f'{path}: no int8 graph in the model folder; make one with {export}')
-  meta = graph.metadata(onnx.load(path, load_external_data=False))
+  int8 = onnx.load_from_string(epath.Path(path).read_bytes())  # the folder may be remote
+  meta = graph.metadata(int8)
   if meta.get(graph.FINGERPRINT_KEY) != graph.fingerprint(params):
     raise ValueError(
       f'{path} was exported from other weights than {directory}/variables '
@@ -177,7 +179,7 @@ def _onnx_network(predictor: FacePredictor, directory: str | None):
     )
   if meta.get(graph.HEAD_KEY) != str(predictor.head):
     raise ValueError(f'{path} predicts head {meta.get(graph.HEAD_KEY)}, not head {predictor.head}')
-  return OnnxNetwork(path)
+  return OnnxNetwork(int8)
 
 
 @functools.cache

@@ -7,6 +7,8 @@ testing attributes:
     out = predictor.predict_faces(images, boxes)       # image pixels
     out['points']                                      # [N, K, 2] always
     out['coarse'] if 'coarse' in predictor.outputs     # [N, K, 2] backbone only, same pass
+    predictor.predict_faces(images, boxes, pose=True)['pose']  # [N, 3] yaw, pitch, roll (deg)
+    predictor.predict_faces(images, boxes, confidence=True)['confidence']  # [N, K] in [0, 1]
 
 Every entry point checks its inputs with `check_face` first (one-line ValueErrors naming the
 argument, and in a batch its index: `boxes[3]: ...`): the image as the crops need it, and a
@@ -22,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lmjax.core import geometry, image_ops, landmarks
+from lmjax.core import confidence as confidence_lib
+from lmjax.core import geometry, head_pose, image_ops, landmarks
 
 MIN_BOX_SIDE = 1.0  # pixels: a narrower box has no face in it (and would blow up the crop)
 
@@ -87,11 +90,13 @@ class CropPredictor(abc.ABC):
     schema: the landmark schema of its K points.
     outputs: the point sets of `predict_crops` / `predict_faces`: ('points',), or
       ('points', 'coarse') when the backbone-only points come out of the same forward pass.
+    calibration: the model folder's `confidence.json` (`lmjax.core.confidence`), or None.
   """
 
   spec: dict[str, Any]
   schema: landmarks.Schema
   outputs: tuple[str, ...] = ('points',)
+  calibration: dict[str, Any] | None = None
 
   @abc.abstractmethod
   def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,31 +106,78 @@ class CropPredictor(abc.ABC):
   def predict_crops(self, crops: np.ndarray, **options: Any) -> dict[str, np.ndarray]:
     """Crop-pixel [N, K, 2] arrays named by `outputs` (and model extras) of crops [N, S, S, C]."""
 
+  def confidence_signal(
+    self, crops: np.ndarray, outputs: dict[str, np.ndarray], **options: Any
+  ) -> np.ndarray:
+    """The raw reliability [N, K] of the points `predict_crops(crops)` gave (`outputs`),
+    higher is more reliable (`lmjax.core.confidence` calibrates it): the agreement with the
+    mirror image, -log(d + 0.001), d the distance in crop sides between each point and the
+    mirrored prediction of its partner point on the mirrored crop (a second forward pass).
+    """
+    size = crops.shape[2]
+    mirrored = self.predict_crops(np.ascontiguousarray(crops[:, :, ::-1]), **options)['points']
+    back = np.asarray(mirrored, np.float64)[:, list(self.schema.flip_perm)]
+    back[..., 0] = size - 1 - back[..., 0]  # pixel centres on integers: x -> S - 1 - x
+    distance = np.linalg.norm(np.asarray(outputs['points']) - back, axis=-1) / size
+    return (-np.log(distance + 1e-3)).astype(np.float32)
+
   def predict_faces(
-    self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]], **options: Any
+    self,
+    images: Sequence[np.ndarray],
+    boxes: Sequence[Sequence[float]],
+    *,
+    pose: bool = False,
+    confidence: bool = False,
+    **options: Any,
   ) -> dict[str, np.ndarray]:
     """Image-pixel float32 [N, K, 2] arrays named by `outputs` of N faces (image i, box i).
 
-    `options` go to `predict_crops` (BB-FCN: `refine=False` stops after the backbone).
+    With `pose`, also `pose` float32 [N, 3]: yaw, pitch and roll in degrees of the predicted
+    points (`lmjax.core.head_pose`; 68- and 5-point models). With `confidence`, also
+    `confidence` float32 [N, K]: the calibrated probability that each point is within 10 % of
+    the normalising distance of the truth (`lmjax.core.confidence`; needs the model folder's
+    `confidence.json`; MCL runs a second, mirrored pass for it). `options` go to
+    `predict_crops` (BB-FCN: `refine=False` stops after the backbone).
 
     Raises:
-      ValueError: `images[i]: ...` / `boxes[i]: ...` for the first bad face (`check_face`).
+      ValueError: `images[i]: ...` / `boxes[i]: ...` for the first bad face (`check_face`),
+        or `confidence` without a calibration.
     """
+    if confidence and self.calibration is None:
+      raise ValueError(
+        'confidence: this model has no calibration (confidence.json in its folder); make one '
+        'with python -m lmjax.calibrate --checkpoint=<folder> --dataset=<its validation set>'
+      )
     if len(images) != len(boxes):
       raise ValueError(
         f'images, boxes: expected one box per image, got {len(images)} images and '
         f'{len(boxes)} boxes'
       )
+    if pose:
+      head_pose.mean_face(self.schema)  # a schema without a 3-D mean face: fail before work
     if not len(images):
-      return {k: np.zeros((0, self.schema.num_points, 2), np.float32) for k in self.outputs}
+      k = self.schema.num_points
+      out = {name: np.zeros((0, k, 2), np.float32) for name in self.outputs}
+      if pose:
+        out['pose'] = np.zeros((0, 3), np.float32)
+      if confidence:
+        out['confidence'] = np.zeros((0, k), np.float32)
+      return out
     for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
       check_face(image, box, image_name=f'images[{i}]', box_name=f'boxes[{i}]')
     crops, affines = zip(
       *(self.crop(im, b) for im, b in zip(images, boxes, strict=True)), strict=True
     )
-    out = self.predict_crops(np.stack(crops), **options)
+    crops = np.stack(crops)
+    out = self.predict_crops(crops, **options)
     affines = np.stack(affines)
-    return {k: geometry.to_image_coords(out[k], affines).astype(np.float32) for k in self.outputs}
+    faces = {k: geometry.to_image_coords(out[k], affines).astype(np.float32) for k in self.outputs}
+    if pose:
+      faces['pose'] = head_pose.head_pose(faces['points'], self.schema)
+    if confidence:
+      signal = self.confidence_signal(crops, out, **options)
+      faces['confidence'] = confidence_lib.probability(signal, self.calibration)
+    return faces
 
   def predict_batch(
     self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]], **options: Any

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from absl import flags
 
-from lmjax.core import image_ops
+from lmjax.core import head_pose, image_ops
 from lmjax.scan import detect
 from lmjax.viz import draw
 
@@ -221,22 +221,32 @@ class _Runner:
     out = self.scanner.scan(image)
     return detect.faces_from_scan(out, image, self.classifier, self.args.min_score)
 
+  def pose(self, face: detect.Face) -> np.ndarray | None:
+    """(yaw, pitch, roll) in degrees from the face's found points (None: no 3-D mean face)."""
+    if not head_pose.has_mean_face(self.scanner.schema):
+      return None
+    return head_pose.head_pose(face.points, self.scanner.schema)
+
   def drawn(self, image: np.ndarray, faces: Sequence[detect.Face]) -> np.ndarray:
     out = image
     for face in faces:
-      out = draw.draw_landmarks(out, face.points, face.box, self.scanner.schema)
+      pose = self.pose(face)
+      out = draw.draw_landmarks(out, face.points, face.box, self.scanner.schema, pose=pose)
     return out
 
-
-def _record(name: str, faces: Sequence[detect.Face]) -> dict:
-  nan_to_none = lambda p: [None if np.isnan(v).any() else [float(v[0]), float(v[1])] for v in p]
-  return {
-    'input': name,
-    'faces': [
-      {'box': [float(v) for v in f.box], 'score': f.score, 'points': nan_to_none(f.points)}
-      for f in faces
-    ],
-  }
+  def record(self, name: str, faces: Sequence[detect.Face]) -> dict:
+    """The JSON record of one input: box, score, points (null where not found) and pose
+    ({yaw, pitch, roll} in degrees; null when not enough points were found) per face."""
+    nan_to_none = lambda p: [None if np.isnan(v).any() else [float(v[0]), float(v[1])] for v in p]
+    records = []
+    for f in faces:
+      record = {'box': [float(v) for v in f.box], 'score': f.score, 'points': nan_to_none(f.points)}
+      pose = self.pose(f)
+      if pose is not None:
+        angles = dict(zip(head_pose.ANGLES, map(float, pose), strict=True))
+        record['pose'] = None if np.isnan(pose).any() else angles
+      records.append(record)
+    return {'input': name, 'faces': records}
 
 
 def _video_frames(cap) -> Iterator[np.ndarray]:
@@ -260,7 +270,7 @@ def _scan_video(runner: _Runner, args) -> list[dict]:
   try:
     for i, frame in enumerate(tqdm(_video_frames(cap), total=total, desc='frames')):
       faces = runner.faces(frame)
-      records.append(_record(f'{args.input}#{i}', faces))
+      records.append(runner.record(f'{args.input}#{i}', faces))
       if args.out:
         if writer is None:
           h, w = frame.shape[:2]
@@ -318,7 +328,7 @@ def _scan_folder(runner: _Runner, args) -> tuple[list[dict], int]:
       failed += 1
       tqdm.write(f'{PROG}: warning: skipped {path}: {_reason(e, path)}', file=sys.stderr)
       continue
-    records.append(_record(path, faces))
+    records.append(runner.record(path, faces))
   return records, failed
 
 
@@ -327,7 +337,7 @@ def _scan_image(runner: _Runner, args, image: np.ndarray) -> list[dict]:
   if args.out:
     draw.write_image(args.out, runner.drawn(image, faces))
   print(f'{args.input}: {len(faces)} face(s)')
-  return [_record(args.input, faces)]
+  return [runner.record(args.input, faces)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from lmjax.core import image_ops, landmarks
+from lmjax.core import head_pose, image_ops, landmarks
 
 # Distinct colours (RGB) that stay visible on skin, hair and dark backgrounds; cluster i uses
 # PALETTE[i % len(PALETTE)]. Points of a schema without clusters use POINT_COLOR.
@@ -88,6 +88,7 @@ def draw_landmarks(
   *,
   scale: float = 1.0,
   radius: float | None = None,
+  pose: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
   """A copy of `image` with the landmarks as small anti-aliased dots and the face box.
 
@@ -102,6 +103,9 @@ def draw_landmarks(
       (e.g. 128-pixel synthetic images) show distinct dots; coordinates follow.
     radius: dot radius in output pixels; default 1.2 % of the face size (the box's longer side,
       else the points' extent), at least 1.
+    pose: optional (yaw, pitch, roll) in degrees (`lmjax.core.head_pose`): the head's axes
+      from the nose tip (x red, y green, z blue; half the face size) and the angles as text
+      above the face. Not drawn when NaN.
 
   Returns:
     uint8 [H', W', 3] RGB image, H' = round(scale × H) (the input is not modified).
@@ -138,14 +142,14 @@ def draw_landmarks(
   if box is not None:  # clipped far outside the image: same drawing, no int32 overflow in cv2
     box = np.clip(box, -w - h, 2 * (w + h))
   finite = np.isfinite(points).all(axis=1)
+  if box is not None:  # the face size
+    extent = float(np.max(box[2:] - box[:2]))
+  elif finite.any():
+    inside = np.clip(points[finite], -w - h, 2 * (w + h))
+    extent = float(np.max(inside.max(axis=0) - inside.min(axis=0)))
+  else:
+    extent = 0.0
   if radius is None:
-    if box is not None:
-      extent = float(np.max(box[2:] - box[:2]))
-    elif finite.any():
-      inside = np.clip(points[finite], -w - h, 2 * (w + h))
-      extent = float(np.max(inside.max(axis=0) - inside.min(axis=0)))
-    else:
-      extent = 0.0
     radius = max(1.0, 0.012 * extent)
   if not radius > 0:
     raise ValueError(f'radius: expected a positive number, got {radius}')
@@ -164,7 +168,41 @@ def draw_landmarks(
     centre = tuple(_fixed(point))
     cv2.circle(out, centre, rim, OUTLINE_COLOR, -1, cv2.LINE_AA, _SHIFT)
     cv2.circle(out, centre, fill, tuple(int(c) for c in color), -1, cv2.LINE_AA, _SHIFT)
+  if pose is not None and np.isfinite(pose).all() and finite.any():
+    _draw_pose(out, points, finite, schema, np.asarray(pose, np.float64), extent, line)
   return out
+
+
+AXIS_COLORS = ((230, 40, 40), (40, 200, 40), (60, 110, 255))  # head x, y, z
+
+
+def _draw_pose(out, points, finite, schema, pose, extent: float, line: float) -> None:
+  """The head's axes (weak perspective: the rotation's first two rows) and the angles."""
+  names = schema.names if schema is not None else ()
+  nose = points[names.index('nose_tip')] if 'nose_tip' in names else None
+  origin = nose if nose is not None and np.isfinite(nose).all() else points[finite].mean(0)
+  axes = head_pose.rotation_matrix(*pose)[:2].T * (0.5 * extent)  # [3, 2] image directions
+  for direction, color in zip(axes, AXIS_COLORS, strict=True):
+    ends = [tuple(_fixed(p)) for p in (origin, origin + direction)]
+    cv2.line(out, *ends, OUTLINE_COLOR, round(line + 2), cv2.LINE_AA, _SHIFT)
+    cv2.line(out, *ends, color, round(line), cv2.LINE_AA, _SHIFT)
+  text = 'yaw {:+.0f} pitch {:+.0f} roll {:+.0f}'.format(*pose)
+  size = max(0.3, extent / 500)
+  (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
+  low, high = points[finite].min(0), points[finite].max(0)
+  above = low[1] - 4 * line  # the text's baseline: above the points, else below them
+  y = above if above - height >= 0 else high[1] + 4 * line + height
+  x = np.clip(low[0], 0, max(out.shape[1] - width, 0))
+  corner = (int(x), int(min(y, out.shape[0] - 2)))
+  pad = max(1, round(height / 4))  # a dark label behind the text
+  cv2.rectangle(
+    out,
+    (corner[0] - pad, corner[1] - height - pad),
+    (corner[0] + width + pad, corner[1] + pad),
+    OUTLINE_COLOR,
+    -1,
+  )
+  cv2.putText(out, text, corner, cv2.FONT_HERSHEY_SIMPLEX, size, BOX_COLOR, 1, cv2.LINE_AA)
 
 
 # ----------------------------------------------------------------------------- file I/O

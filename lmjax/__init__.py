@@ -6,6 +6,7 @@ The public API, imported on first use (so `import lmjax` alone does not import J
     points = predictor.predict(image, box)                  # [K, 2] image pixels
     scanner = lmjax.Scanner.load('pretrained/bbfcn5')       # every face of a whole image
     classifier = lmjax.FaceClassifier.load('pretrained/facecls5')
+    faces = lmjax.Landmarker.load('pretrained/bbfcn5').detect(image)  # box, points, pose, ...
 
 Training runs through `python -m lmjax.main --config=configs/<name>.py`.
 """
@@ -22,6 +23,7 @@ _PUBLIC = {
   'BBFCNPredictor': 'lmjax.bbfcn.predictor',
   'Scanner': 'lmjax.scan.scanner',
   'FaceClassifier': 'lmjax.facecls.classifier',
+  'Landmarker': 'lmjax.landmarker',
 }
 __all__ = sorted(_PUBLIC)
 

@@ -46,6 +46,7 @@ INFERENCE_MODULES = (
   'lmjax.bbfcn.predictor',
   'lmjax.facecls.classifier',
   'lmjax.scan.',
+  'lmjax.landmarker',
 )
 NOT_AT_INFERENCE = ('lmjax.data.datasets', 'lmjax.synthface')
 

@@ -63,12 +63,14 @@ class Landmarker:
     detector: str | None = None,
     *,
     min_face: int = 40,
+    levels: int | None = None,
     min_score: float | None = None,
     backend: str = 'auto',
   ) -> Landmarker:
     """Loads the landmark model folder and the detector folder (default: `model` when it is
     a BB-FCN folder, else none: `detect` then needs boxes). `min_face`: the smallest face
-    side the scanner looks for, pixels; `min_score`: its face-score threshold."""
+    side the scanner looks for, pixels (or a fixed number of pyramid `levels`); `min_score`:
+    its face-score threshold."""
     from lmjax.models import registry
 
     predictor = load_predictor(model, backend=backend)
@@ -78,7 +80,8 @@ class Landmarker:
     if detector is not None:
       from lmjax.scan.scanner import Scanner
 
-      scanner = Scanner.load(detector, min_face=min_face)
+      depth = {'levels': levels} if levels else {'min_face': min_face}
+      scanner = Scanner.load(detector, **depth)
     return cls(predictor, scanner, min_score)
 
   def detect(self, image: np.ndarray, boxes: Sequence[Sequence[float]] | None = None) -> list[Face]:

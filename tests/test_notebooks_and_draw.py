@@ -126,6 +126,8 @@ def test_notebook_runs(path, model_dir, bbfcn_model_dir, monkeypatch):
     assert namespace['results']['num_faces'] > 0
   if path.stem == 'bbfcn_inference':
     assert 'backbone_only' in namespace['results'] and len(namespace['pictures']) == 2
+  if path.stem == 'landmarker':
+    assert namespace['landmarker'] is not None and len(namespace['tracks']) == 8
   if path.stem == 'scanner':
     assert namespace['out']['points'].shape[0] == 5
     assert set(namespace['report']['summary']) == {'bbfcn', 'backbone_only'}

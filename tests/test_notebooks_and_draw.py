@@ -120,12 +120,19 @@ def test_notebook_runs(path, model_dir, bbfcn_model_dir, monkeypatch):
   monkeypatch.setenv('LMJAX_MODEL_DIR', model_dir)
   monkeypatch.setenv('LMJAX_BBFCN_MODEL_DIR', bbfcn_model_dir)
   monkeypatch.setenv('LMJAX_SCAN_LEVELS', '5')
+  monkeypatch.setenv('LMJAX_NOTEBOOK_STEPS', '6')  # train_mcl: a tiny run
   namespace = run_notebook(path, monkeypatch)
   if path.stem in ('mcl_inference', 'bbfcn_inference'):
     assert namespace['predictor'] is not None
     assert namespace['results']['num_faces'] > 0
   if path.stem == 'bbfcn_inference':
     assert 'backbone_only' in namespace['results'] and len(namespace['pictures']) == 2
+  if path.stem == 'train_mcl':
+    assert [r['step'] for r in namespace['train']][-1] == 6 and namespace['points'].shape == (
+      8,
+      5,
+      2,
+    )
   if path.stem == 'landmarker':
     assert namespace['landmarker'] is not None and len(namespace['tracks']) == 8
   if path.stem == 'scanner':

@@ -18,7 +18,7 @@ import pytest
 
 from lmjax import draw as draw_cli
 from lmjax import synthface
-from lmjax.core import landmarks
+from lmjax.core import head_pose, landmarks
 from lmjax.mcl import train as mcl_train
 from lmjax.models import registry
 from lmjax.train import checkpoint
@@ -214,9 +214,10 @@ def test_cli_draws_one_image(model_dir, face_png, tmp_path, capsys):
   assert drawn.shape == (256, 256, 3)
   points = draw_cli.draw_image(model_dir, path, out, np.asarray(example['bbox'], np.float64))
   assert points.shape == (5, 2) and np.isfinite(points).all()
+  five = landmarks.get_schema(5)
+  pose = head_pose.head_pose(points, five)  # 5 points: the head's axes and angles are drawn
   np.testing.assert_array_equal(
-    read_rgb(out),
-    draw.draw_landmarks(example['image'], points, example['bbox'], landmarks.get_schema(5)),
+    read_rgb(out), draw.draw_landmarks(example['image'], points, example['bbox'], five, pose=pose)
   )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lmjax.cli_errors import one_line_errors, verbose
+from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import confidence, geometry
 
 
@@ -148,12 +148,11 @@ class _Subset:
 def main(argv: Sequence[str]) -> None:
   import json
 
-  from absl import flags, logging
+  from absl import flags
 
   del argv
   f = flags.FLAGS
-  if not (verbose(f.verbose) or f['verbosity'].present):
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs(f)
   with one_line_errors(f.verbose):
     result = run(
       f.checkpoint,

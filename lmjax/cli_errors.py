@@ -30,6 +30,15 @@ def verbose(flag: bool) -> bool:
   return flag or os.environ.get('LMJAX_VERBOSE', '') not in ('', '0')
 
 
+def quiet_logs(flags_values) -> None:
+  """Keeps orbax / tfds INFO lines away from a command's output and its error line, unless
+  `--verbose` (or LMJAX_VERBOSE=1) or an explicit `--verbosity` asks for them."""
+  from absl import logging
+
+  if not (verbose(flags_values.verbose) or flags_values['verbosity'].present):
+    logging.set_verbosity(logging.WARNING)
+
+
 @contextlib.contextmanager
 def one_line_errors(verbose_flag: bool, errors: tuple = INPUT_ERRORS) -> Iterator[None]:
   """Turns `errors` raised inside into `error_line` on stderr and SystemExit(1)."""

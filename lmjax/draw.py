@@ -65,18 +65,10 @@ def draw_image(
 
   predictor = load_predictor(checkpoint, head=head)
   points = predictor.predict(image, box)
-  drawn = draw_landmarks(
-    image, points, box, predictor.schema, scale=scale, pose=_pose(predictor, points)
-  )
+  pose = head_pose.head_pose_if_known(points, predictor.schema)
+  drawn = draw_landmarks(image, points, box, predictor.schema, scale=scale, pose=pose)
   write_image(out, drawn)
   return points
-
-
-def _pose(predictor, points: np.ndarray) -> np.ndarray | None:
-  """The head pose of predicted points [K, 2] when the schema has a 3-D mean face."""
-  if not head_pose.has_mean_face(predictor.schema):
-    return None
-  return head_pose.head_pose(points, predictor.schema)
 
 
 def draw_folder(
@@ -111,7 +103,7 @@ def draw_folder(
         check_image_box(im, b, path, '--folder')
       points = predictor.predict_batch(images, boxes)
       for (_, dst), im, b, pts in zip(chunk, images, boxes, points, strict=True):
-        pose = _pose(predictor, pts)
+        pose = head_pose.head_pose_if_known(pts, predictor.schema)
         write_image(dst, draw_landmarks(im, pts, b, predictor.schema, scale=scale, pose=pose))
         bar.update()
   return outputs

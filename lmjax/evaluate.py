@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lmjax.cli_errors import one_line_errors, verbose
+from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import paths
 from lmjax.eval import face_crop, pose_bins, reports
 
@@ -169,12 +169,11 @@ def _viz_writer(folder: str, count: int):
 
 def main(argv: Sequence[str]) -> None:
   """Runs `run` on the flags; data and model problems exit 1 with one `error:` line."""
-  from absl import flags, logging
+  from absl import flags
 
   del argv
   f = flags.FLAGS
-  if not (verbose(f.verbose) or f['verbosity'].present):
-    logging.set_verbosity(logging.WARNING)  # no orbax / tfds INFO lines around an error line
+  quiet_logs(f)
   with one_line_errors(f.verbose):  # SpecError, DatasetFormatError, ModelFolderError, files
     run(
       f.checkpoint,

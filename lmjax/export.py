@@ -166,14 +166,13 @@ def _parity(predictor, quantized, validation, params) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> None:
   """Runs `export` on the flags; problems exit 1 with one `error:` line."""
-  from absl import flags, logging
+  from absl import flags
 
-  from lmjax.cli_errors import INPUT_ERRORS, one_line_errors, verbose
+  from lmjax.cli_errors import INPUT_ERRORS, one_line_errors, quiet_logs
 
   del argv
   f = flags.FLAGS
-  if not (verbose(f.verbose) or f['verbosity'].present):
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs(f)
   with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
     report = export(
       f.checkpoint,

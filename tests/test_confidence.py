@@ -48,12 +48,14 @@ def test_auc_counts_ordered_pairs_and_ties_half():
 
 
 def test_calibration_file_round_trip_and_bad_files(tmp_path):
-  assert confidence.read_calibration(tmp_path) is None
+  assert confidence.read_calibration(tmp_path, 2) is None
   confidence.write_calibration(tmp_path, {'slope': 2.0, 'intercept': [0.5, 1.0]})
-  assert confidence.read_calibration(tmp_path)['intercept'] == [0.5, 1.0]
+  assert confidence.read_calibration(tmp_path, 2)['intercept'] == [0.5, 1.0]
+  with pytest.raises(ValueError, match=r'intercept has shape \(2,\), expected .* list of 5'):
+    confidence.read_calibration(tmp_path, 5)  # another model's calibration
   (tmp_path / confidence.CALIBRATION_FILE).write_text('{"slope": 1}')
   with pytest.raises(ValueError, match=r'confidence.json: not a confidence calibration'):
-    confidence.read_calibration(tmp_path)
+    confidence.read_calibration(tmp_path, 2)
 
 
 class MirrorPredictor(CropPredictor):

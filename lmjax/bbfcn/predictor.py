@@ -69,7 +69,7 @@ class BBFCNPredictor(CropPredictor):
     """Loads the BB-FCN model folder `directory` (`model.json` + `variables/`)."""
     _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
     self._setup(spec, variables)
-    self.calibration = confidence.read_calibration(directory)
+    self.calibration = confidence.read_calibration(directory, self.schema.num_points)
 
   @classmethod
   def from_variables(cls, spec: dict[str, Any], variables: dict[str, Any]) -> BBFCNPredictor:

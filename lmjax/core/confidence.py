@@ -87,24 +87,30 @@ def auc(score: np.ndarray, positive: np.ndarray) -> float:
   return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def read_calibration(directory: str | os.PathLike) -> dict[str, Any] | None:
-  """The `confidence.json` of a model folder, or None when it has none.
+def read_calibration(directory: str | os.PathLike, num_points: int) -> dict[str, Any] | None:
+  """The `confidence.json` of a model folder of `num_points` landmarks, or None without one.
 
   Raises:
-    ValueError: the file is not a calibration (one line naming it).
+    ValueError: the file is not a calibration of `num_points` points (one line naming it).
   """
   path = epath.Path(directory) / CALIBRATION_FILE
   if not path.is_file():
     return None
+  expected = f'JSON with a number slope and a list of {num_points} numbers intercept'
   try:
     calibration = json.loads(path.read_text())
-    float(calibration['slope']), np.asarray(calibration['intercept'], np.float64)
+    float(calibration['slope'])
+    intercept = np.asarray(calibration['intercept'], np.float64)
   except (ValueError, KeyError, TypeError) as e:
     raise ValueError(
-      f'{path}: not a confidence calibration (expected JSON with a number slope and a list of '
-      f'numbers intercept; '
-      f'{type(e).__name__}); make it again with python -m lmjax.calibrate'
+      f'{path}: not a confidence calibration (expected {expected}; {type(e).__name__}); make '
+      'it again with python -m lmjax.calibrate'
     ) from None
+  if intercept.shape != (num_points,):
+    raise ValueError(
+      f'{path}: intercept has shape {intercept.shape}, expected {expected} (a calibration of '
+      'another model?); make it again with python -m lmjax.calibrate'
+    )
   return calibration
 
 

@@ -169,6 +169,12 @@ def _solve(model: np.ndarray, face: np.ndarray) -> np.ndarray:
   return euler_angles(rotation)
 
 
+def head_pose_if_known(points: np.ndarray, schema: Schema) -> np.ndarray | None:
+  """`head_pose` of `points`, or None for a schema without a 3-D mean face (drawings and
+  reports that show the pose where there is one)."""
+  return head_pose(points, schema) if has_mean_face(schema) else None
+
+
 def euler_angles(rotation: np.ndarray) -> np.ndarray:
   """(yaw, pitch, roll) in degrees of a rotation R = Rz(roll) Rx(pitch) Ry(yaw) [3, 3]."""
   pitch = np.arcsin(np.clip(rotation[2, 1], -1.0, 1.0))

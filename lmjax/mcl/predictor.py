@@ -60,7 +60,7 @@ class FacePredictor(CropPredictor):
     """
     _, variables, spec = checkpoint.load_model(directory, 'mcl')
     self._setup(spec, variables, head, fold_bn, backend, directory)
-    self.calibration = confidence.read_calibration(directory)
+    self.calibration = confidence.read_calibration(directory, self.schema.num_points)
 
   @classmethod
   def from_variables(

@@ -221,16 +221,10 @@ class _Runner:
     out = self.scanner.scan(image)
     return detect.faces_from_scan(out, image, self.classifier, self.args.min_score)
 
-  def pose(self, face: detect.Face) -> np.ndarray | None:
-    """(yaw, pitch, roll) in degrees from the face's found points (None: no 3-D mean face)."""
-    if not head_pose.has_mean_face(self.scanner.schema):
-      return None
-    return head_pose.head_pose(face.points, self.scanner.schema)
-
   def drawn(self, image: np.ndarray, faces: Sequence[detect.Face]) -> np.ndarray:
     out = image
     for face in faces:
-      pose = self.pose(face)
+      pose = head_pose.head_pose_if_known(face.points, self.scanner.schema)
       out = draw.draw_landmarks(out, face.points, face.box, self.scanner.schema, pose=pose)
     return out
 
@@ -241,7 +235,7 @@ class _Runner:
     records = []
     for f in faces:
       record = {'box': [float(v) for v in f.box], 'score': f.score, 'points': nan_to_none(f.points)}
-      pose = self.pose(f)
+      pose = head_pose.head_pose_if_known(f.points, self.scanner.schema)
       if pose is not None:
         angles = dict(zip(head_pose.ANGLES, map(float, pose), strict=True))
         record['pose'] = None if np.isnan(pose).any() else angles

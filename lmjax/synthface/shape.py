@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from lmjax.core import head_pose
 from lmjax.core.landmarks import IBUG68
 
 NUM_POINTS = 68
@@ -221,12 +222,9 @@ class Pose:
     return cls(*map(float, angles))
 
   def matrix(self) -> np.ndarray:
-    """[3, 3] rotation from the head frame to the camera frame."""
-    y, p, r = np.deg2rad([self.yaw, self.pitch, self.roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return rz @ rx @ ry
+    """[3, 3] rotation from the head frame to the camera frame: Rz(roll) Rx(pitch) Ry(yaw),
+    the convention `lmjax.core.head_pose` estimates."""
+    return head_pose.rotation_matrix(self.yaw, self.pitch, self.roll)
 
 
 def _scale_about(points: np.ndarray, centre: np.ndarray, factor) -> np.ndarray:

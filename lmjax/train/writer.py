@@ -129,7 +129,7 @@ class MetricWriter:
 
 def log_folder(workdir: str) -> str:
   """Where absl writes this run's log files: the workdir, or its local mirror when remote."""
-  return str(paths.local_mirror(workdir)) if paths.is_remote(workdir) else workdir
+  return str(paths.local_mirror(workdir))
 
 
 def upload_logs(workdir: str) -> None:

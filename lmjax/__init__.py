@@ -23,7 +23,7 @@ _PUBLIC = {
   'BBFCNPredictor': 'lmjax.bbfcn.predictor',
   'Scanner': 'lmjax.scan.scanner',
   'FaceClassifier': 'lmjax.facecls.classifier',
-  'Landmarker': 'lmjax.landmarker',
+  'Landmarker': 'lmjax.inference',
 }
 __all__ = sorted(_PUBLIC)
 

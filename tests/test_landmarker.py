@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lmjax
-from lmjax import landmarker
+from lmjax import inference
 from lmjax.core import geometry, head_pose, landmarks
 from lmjax.synthface import render_face_example, render_scene
 
@@ -20,7 +20,7 @@ def test_the_similarity_fit_recovers_a_known_transform():
   angle, scale, shift = 0.4, 2.5, np.array([10.0, -3.0])
   rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
   target = source @ rotation.T + shift
-  fitted = landmarker._fit_similarity(source, target)
+  fitted = inference._fit_similarity(source, target)
   np.testing.assert_allclose(fitted, np.concatenate([rotation, shift[:, None]], 1), atol=1e-10)
 
 

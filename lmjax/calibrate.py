@@ -26,6 +26,7 @@ import numpy as np
 
 from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import confidence, geometry
+from lmjax.eval import metrics
 
 
 def measure(predictor, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -37,8 +38,8 @@ def measure(predictor, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray, str
     out = predictor.predict_crops(faces.crops)
     signals.append(predictor.confidence_signal(faces.crops, out))
     points = geometry.apply_affine(out['points'].astype(np.float64), faces.crop_to_image)
-    distance = np.linalg.norm(points - faces.landmarks, axis=-1)
-    errors.append(distance / schema.normaliser_distance(faces.landmarks, kind)[:, None])
+    error, _ = metrics.normalised_errors(points, faces.landmarks, kind, schema, None, None)
+    errors.append(np.asarray(error))
     visible.append(faces.visible)
   return np.concatenate(signals), np.concatenate(errors), np.concatenate(visible), kind
 

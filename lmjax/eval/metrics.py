@@ -117,7 +117,7 @@ def _check_values(kind: str, dist: Array, mask: Array | None) -> None:
     _fail_where(count == 0, 'visible: no visible landmark')
 
 
-def _normalised_errors(
+def normalised_errors(
   pred: Array,
   gt: Array,
   kind: str,
@@ -168,7 +168,7 @@ def nme_per_image(
     ValueError: mismatched shapes, a zero normalising distance or an image without visible
       points (the last two only for concrete inputs).
   """
-  err, mask = _normalised_errors(pred, gt, kind, schema, bbox, visible)
+  err, mask = normalised_errors(pred, gt, kind, schema, bbox, visible)
   if mask is None:
     return err.mean(axis=-1)
   return (err * mask).sum(axis=-1) / mask.sum(axis=-1)
@@ -189,7 +189,7 @@ def per_landmark_nme(
   Returns:
     [K] errors as ratios; NaN for a landmark that is visible in no image.
   """
-  err, mask = _normalised_errors(pred, gt, kind, schema, bbox, visible)
+  err, mask = normalised_errors(pred, gt, kind, schema, bbox, visible)
   err = np.asarray(err)
   mask = np.ones_like(err) if mask is None else np.asarray(mask)
   count = mask.sum(axis=0)

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import paths
@@ -106,7 +107,7 @@ def run(
       'checkpoint': str(paths.absolute(checkpoint)),
       'backend': getattr(predictor, 'backend', 'xla'),
     },
-    label=paths.as_path(checkpoint).name,
+    label=epath.Path(checkpoint).name,
     title=f'{dataset} {split}',
     progress=name,
     on_batch=_viz_writer(viz, viz_count) if viz else None,

@@ -10,6 +10,7 @@ import sys
 import fake_s3
 import numpy as np
 import pytest
+from etils import epath
 
 from lmjax.core import paths
 from lmjax.inference import load_predictor
@@ -45,9 +46,9 @@ def test_path_helpers_on_a_remote_scheme(bucket):
     'bucket/copy/sub/x.json',
   ]
   assert paths.tree_size('s3://bucket/copy') == 6
-  assert paths.local_mirror('s3://bucket/run/ckpt') == paths.as_path(mirror / 's3/bucket/run/ckpt')
+  assert paths.local_mirror('s3://bucket/run/ckpt') == epath.Path(mirror / 's3/bucket/run/ckpt')
   escaping = paths.local_mirror('s3://b/../x')  # stays inside the mirror root
-  assert '..' not in escaping.parts and escaping.is_relative_to(paths.as_path(mirror / 's3/b'))
+  assert '..' not in escaping.parts and escaping.is_relative_to(epath.Path(mirror / 's3/b'))
 
 
 def test_variables_and_stage_checkpoints_through_a_mirror(bucket, tmp_path):
@@ -71,7 +72,7 @@ def test_variables_and_stage_checkpoints_through_a_mirror(bucket, tmp_path):
   local = mirror / 's3/bucket/run/ckpt/bm'
   for entry in local.iterdir():
     if entry.is_dir():
-      paths.as_path(entry).rmtree()
+      epath.Path(entry).rmtree()
   (local / '7').mkdir()
   again = checkpoint.StageCheckpoints('s3://bucket/run/ckpt/bm', max_to_keep=2)
   assert again.latest_step() == 3
@@ -129,8 +130,8 @@ def test_a_training_run_in_an_s3_workdir_writes_and_resumes_there(bucket, tmp_pa
   # The run died after its last checkpoint, before the stage was recorded; the next attempt
   # runs on another machine (no mirror).
   (work / 'stages.json').unlink()
-  paths.as_path(work / 'models').rmtree()
-  paths.as_path(mirror).rmtree()
+  epath.Path(work / 'models').rmtree()
+  epath.Path(mirror).rmtree()
   rerun = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert 'resuming from the checkpoint at step 6' in rerun.stderr

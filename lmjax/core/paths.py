@@ -28,15 +28,10 @@ from etils import epath
 MIRROR_ENV = 'LMJAX_MIRROR_DIR'  # where local mirrors of remote folders live
 
 
-def as_path(path: str | os.PathLike) -> epath.Path:
-  """`path` as an epath.Path (a relative local path stays relative)."""
-  return epath.Path(os.fspath(path))
-
-
 def absolute(path: str | os.PathLike) -> epath.Path:
   """`path` with a local path made absolute (orbax requires it)."""
   if is_remote(path):
-    return as_path(path)
+    return epath.Path(path)
   return epath.Path(os.path.abspath(os.fspath(path)))
 
 
@@ -74,7 +69,7 @@ def _safe_part(part: str) -> str:
 
 def append_text(path: str | os.PathLike, text: str) -> None:
   """Appends `text` to the file `path` (created if missing)."""
-  path = as_path(path)
+  path = epath.Path(path)
   if not is_remote(path):
     with path.open('a', encoding='utf-8') as f:
       f.write(text)
@@ -85,7 +80,7 @@ def append_text(path: str | os.PathLike, text: str) -> None:
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
   """Writes the file `path` so that a reader sees the old or the new text, never a part."""
-  path = as_path(path)
+  path = epath.Path(path)
   if is_remote(path):
     path.write_text(text, encoding='utf-8')
     return
@@ -97,7 +92,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
 def files(folder: str | os.PathLike) -> Iterator[epath.Path]:
   """Every file under `folder`, depth first (`iterdir`, which all epath backends share:
   `walk` yields scheme-less paths on fsspec backends)."""
-  for entry in sorted(as_path(folder).iterdir()):
+  for entry in sorted(epath.Path(folder).iterdir()):
     if entry.is_dir():
       yield from files(entry)
     else:
@@ -106,7 +101,7 @@ def files(folder: str | os.PathLike) -> Iterator[epath.Path]:
 
 def copy_tree(source: str | os.PathLike, dest: str | os.PathLike) -> None:
   """Copies folder `source` to `dest` (replacing a `dest` that exists), between any schemes."""
-  source, dest = as_path(source), as_path(dest)
+  source, dest = epath.Path(source), epath.Path(dest)
   if dest.exists():
     dest.rmtree()
   dest.mkdir(parents=True, exist_ok=True)

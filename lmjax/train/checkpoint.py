@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from lmjax.core import paths
 from lmjax.models import registry
@@ -119,8 +120,8 @@ def save_variables(path: str, variables: Any) -> None:
     return
   with tempfile.TemporaryDirectory(prefix='lmjax-variables-') as local:
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(paths.as_path(local) / 'variables', variables)
-    paths.copy_tree(paths.as_path(local) / 'variables', path)
+      ckptr.save(epath.Path(local) / 'variables', variables)
+    paths.copy_tree(epath.Path(local) / 'variables', path)
 
 
 def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
@@ -142,8 +143,8 @@ def restore_variables(path: str, abstract_variables: Any | None = None) -> Any:
     raise FileNotFoundError(f'{path}: no such checkpoint directory (expected a variables/ folder)')
   if not paths.orbax_writes(path):
     with tempfile.TemporaryDirectory(prefix='lmjax-variables-') as local:
-      paths.copy_tree(path, paths.as_path(local) / 'variables')
-      return _restore_local(paths.as_path(local) / 'variables', abstract_variables, str(path))
+      paths.copy_tree(path, epath.Path(local) / 'variables')
+      return _restore_local(epath.Path(local) / 'variables', abstract_variables, str(path))
   return _restore_local(path, abstract_variables, str(path))
 
 
@@ -209,7 +210,7 @@ def export_model(directory: str, variables: Any, spec: dict[str, Any]) -> None:
   writes model.json.
   """
   spec = registry.validate(spec, registry.spec_path(directory), current=True)  # before writing
-  save_variables(str(paths.as_path(directory) / VARIABLES_DIR), variables)
+  save_variables(str(epath.Path(directory) / VARIABLES_DIR), variables)
   if distributed.is_writer():
     registry.write_spec(directory, spec)  # last: a folder with a model.json is complete
 
@@ -229,8 +230,8 @@ def load_model(directory: str, family: str | None = None) -> tuple[Any, dict, di
       re-export it)`).
   """
   spec = registry.read_spec(directory, family)
-  path = str(paths.as_path(directory) / VARIABLES_DIR)
-  if not paths.as_path(path).is_dir():
+  path = str(epath.Path(directory) / VARIABLES_DIR)
+  if not epath.Path(path).is_dir():
     raise ModelFolderError(
       f'{path}: missing (incomplete model folder: re-export it, e.g. with '
       f'lmjax.train.checkpoint.export_model)'

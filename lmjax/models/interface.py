@@ -136,7 +136,7 @@ class CropPredictor(abc.ABC):
     points (`lmjax.core.head_pose`; 68- and 5-point models). With `confidence`, also
     `confidence` float32 [N, K]: the calibrated probability that each point is within 10 % of
     the normalising distance of the truth (`lmjax.core.confidence`; needs the model folder's
-    `confidence.json`; MCL runs a second, mirrored pass for it). `options` go to
+    `confidence.json`; it costs a second, mirrored forward pass). `options` go to
     `predict_crops` (BB-FCN: `refine=False` stops after the backbone).
 
     Raises:

@@ -85,7 +85,6 @@ def run(
 ) -> dict[str, Any]:
   """Measures and fits; writes `<checkpoint>/confidence.json` (unless not `write`)."""
   from lmjax.data import datasets
-  from lmjax.data.datasets import table
   from lmjax.eval import face_crop, reports
   from lmjax.inference import load_predictor
 
@@ -93,17 +92,12 @@ def run(
   if datasets.canonical_name(dataset) == 'synthetic' and dataset_config is None:
     dataset_config = f'face{predictor.schema.num_points}'
   kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, config=dataset_config)
-  entry = table.TABLE.get(dataset) or table.TABLE.get(datasets.canonical_name(dataset))
-  carved = split == 'validation' and entry is not None and not entry.val_split
-  source = datasets.load(dataset, 'train' if carved else split, **kwargs)
+  source = datasets.load_split(dataset, split, **kwargs)
   if datasets.schema_of(source).num_points != predictor.schema.num_points:
     raise ValueError(
       f'--dataset: {dataset} has {datasets.schema_of(source).num_points} points, the model '
       f'{predictor.schema.num_points}'
     )
-  if carved:  # the faces training holds out of `train` (`table.held_out_split`)
-    ids = [str(datasets.decode(source[i])['image_id']) for i in range(len(source))]
-    source = _Subset(source, table.held_out_split(ids, entry.num_validation)[1])
   batches = face_crop.source_batches(predictor, source, batch_size, progress='faces')
   signal, error, visible, kind = measure(predictor, batches)
   result = {
@@ -131,19 +125,6 @@ def _card_text(result: dict[str, Any]) -> str:
     f'({result["normaliser"]}) with AUC {result["held_out_auc_error"]:.3f}, Brier '
     f'{result["held_out_brier"]:.3f}. `predict_faces(..., confidence=True)` reads it.'
   )
-
-
-class _Subset:
-  """The examples of a data source at `index`, as a data source (len, [])."""
-
-  def __init__(self, source, index: np.ndarray):
-    self.source, self.index = source, index
-
-  def __len__(self) -> int:
-    return len(self.index)
-
-  def __getitem__(self, i: int):
-    return self.source[int(self.index[i])]
 
 
 def main(argv: Sequence[str]) -> None:

@@ -79,7 +79,7 @@ def run(
 
   # Before preparing the dataset: model errors first.
   predictor = load_predictor(checkpoint, backend=backend)
-  source = datasets.load(
+  source = datasets.load_split(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
   name = f'{dataset}/{split}'
@@ -203,7 +203,12 @@ def _define_flags() -> None:
     'dataset', None, 'Dataset: 300w, mtfl, cofw, synthetic, afw_multiface, composite_multiface.'
   )
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of the dataset.')
-  flags.DEFINE_string('split', 'test', 'Split to evaluate.')
+  flags.DEFINE_string(
+    'split',
+    'test',
+    'Split to evaluate; `validation` of 300-W, MTFL and COFW is the training faces lmjax.main '
+    'holds out (the validation figures of stages.json and the model cards).',
+  )
   flags.DEFINE_string('output', 'metrics.json', 'Metrics JSON path (CED PNGs go beside it).')
   flags.DEFINE_string('predictions', None, 'Optional .npz path for image_ids and pred.')
   flags.DEFINE_string('data_dir', None, 'Where prepared tfds datasets are cached.')

@@ -3,7 +3,7 @@
 `tests/data/pretrained_predictions.npz` was written by the code at commit a584d7c (the flat
 package) on the image below: MCL and BB-FCN points for three boxes (BB-FCN also backbone-only),
 the face classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`. A model that is
-retrained gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5` and `bbfcn5`
+retrained gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5`, `bbfcn5` and `bbfcn68`
 (points, backbone points and the scan) were, each time a newly trained model replaced theirs
 (their old entries had passed unchanged through the restructure); the scan entries were also
 rewritten when the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`),

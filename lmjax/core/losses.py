@@ -102,7 +102,7 @@ def selective_mask(
   positives (the paper: 1; all negatives if there are fewer); `neg_per_pos=0` keeps every
   negative of a map with positives (a dense squared error, whose optimum at a pixel that is the
   landmark with probability q is q itself instead of the selective scheme's q / (q + r (1 - q)),
-  r = positives / negatives; README "Why bbfcn68 does not localise"). A map with no positives
+  r = positives / negatives; README "Why bbfcn68 did not localise"). A map with no positives
   (invisible landmark, background image) gets round-half-up(empty_neg_ratio × H × W)
   negatives, at least one if the ratio is > 0.
   Negatives are ranked, highest first, by uniform random keys, or with `hard` (hard negative

@@ -27,7 +27,15 @@ from absl import logging
 
 from lmjax.data.datasets.common import DatasetFormatError
 
-__all__ = ['DatasetFormatError', 'canonical_name', 'decode', 'get_builder', 'load', 'schema_of']
+__all__ = [
+  'DatasetFormatError',
+  'canonical_name',
+  'decode',
+  'get_builder',
+  'load',
+  'load_split',
+  'schema_of',
+]
 
 # tfds name -> module defining the builder.
 MODULES = {
@@ -130,6 +138,49 @@ def load(
       f'dataset {name!r} has no split {split!r}; prepared splits: {sorted(builder.info.splits)}'
     )
   return builder.as_data_source(split=split)
+
+
+VALIDATION = 'validation'
+
+
+def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
+  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW).
+
+  There, `validation` is the faces `lmjax.main` holds out of `train`
+  (`table.held_out_split`, seed 0, the table's `num_validation`), so evaluating it reproduces
+  the validation figures of a run's `stages.json` and a model card. Keyword arguments are
+  `load`'s.
+  """
+  from lmjax.data.datasets import table
+
+  entry = table.TABLE.get(name) or table.TABLE.get(canonical_name(name))
+  carves = entry is not None and not entry.val_split
+  if split != VALIDATION or not carves:
+    try:
+      return load(name, split, **kwargs)
+    except DatasetFormatError as e:
+      if carves and 'no split' in str(e):
+        raise DatasetFormatError(
+          f"{e} (or '{VALIDATION}': the faces lmjax.main holds out of 'train')"
+        ) from None
+      raise
+  source = load(name, 'train', **kwargs)
+  ids = [str(decode(source[i])['image_id']) for i in range(len(source))]
+  return _Subset(source, table.held_out_split(ids, entry.num_validation)[1])
+
+
+class _Subset:
+  """The examples of a data source at `index`, as a data source (len, [], dataset_info)."""
+
+  def __init__(self, source: Any, index: np.ndarray):
+    self.source, self.index = source, index
+    self.dataset_info = source.dataset_info
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def __getitem__(self, i: int) -> Any:
+    return self.source[int(self.index[i])]
 
 
 @contextlib.contextmanager

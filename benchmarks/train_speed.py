@@ -133,8 +133,11 @@ class _Code:
     self.baseline = baseline
 
 
-def _mcl_row(code: _Code, points: int, stage: str, configs_dir, mesh, seconds: float):
-  """(train img/s, forward img/s) of MCL stage `bm` or `mc_0` (trunk frozen, one head trained)."""
+def _mcl_row(
+  code: _Code, points: int, stage: str, configs_dir, mesh, seconds: float, dtype: str = 'float32'
+):
+  """(train img/s, forward img/s) of MCL stage `bm` or `mc_0` (trunk frozen, one head trained);
+  `dtype` the computation dtype (`config.model.dtype`; parameters stay float32)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -144,7 +147,8 @@ def _mcl_row(code: _Code, points: int, stage: str, configs_dir, mesh, seconds: f
   config = _config(f'mcl{points}', 'data=synthetic', configs_dir)
   schema = code.landmarks.get_schema(points)
   heads = 1 if stage == 'bm' else len(schema.clusters)
-  model = MCL(num_points=points, width=config.model.width, num_heads=heads)
+  kwargs = {} if dtype == 'float32' else {'dtype': jnp.dtype(dtype)}  # the baseline has no dtype
+  model = MCL(num_points=points, width=config.model.width, num_heads=heads, **kwargs)
   size = config.input.size
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False))(
     jax.random.key(0)
@@ -282,6 +286,7 @@ def _facecls_row(configs_dir, mesh, seconds: float):
 
 ROWS = {  # row -> (what it trains, batch)
   'mcl68': 'MCL68 pre-training (bm), batch 64',
+  'mcl68_bf16': 'MCL68 pre-training (bm), batch 64, bfloat16 compute (float32 parameters)',
   'mcl68_mc': 'MCL68 multi-center stage (trunk frozen), batch 64',
   'mcl5': 'MCL5 pre-training (bm), batch 64',
   'bbfcn5_backbone': 'BB-FCN5 backbone, batch 40 (20 positives)',
@@ -316,7 +321,8 @@ def child(setting: str, rows: list[str], seconds: float, code_dir: str) -> dict:
     if baseline or row.startswith('mcl'):
       points, stage = (68, 'mc') if row == 'mcl68_mc' else (int(row[3:].split('_')[0]), 'bm')
       code = _Code(baseline)
-      train, forward = _mcl_row(code, points, stage, configs_dir, mesh, seconds)
+      dtype = 'bfloat16' if row.endswith('_bf16') else 'float32'
+      train, forward = _mcl_row(code, points, stage, configs_dir, mesh, seconds, dtype)
     elif row.startswith('bbfcn'):
       name, stage = row.split('_')
       train, forward = _bbfcn_row(int(name[5:]), stage, configs_dir, mesh, seconds)

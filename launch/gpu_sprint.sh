@@ -2,7 +2,15 @@
 # A GPU sprint on a machine lent for minutes (see launch/gpu_sprint.py), from a checkout that
 # carries, in the ignored folder .dev/: 300w.tgz (the 300-W folder, e.g. recompressed losslessly
 # with `jpegtran -optimize -progressive -copy none`) and site312.tar.xz (site312/: the packages
-# the machine lacks, unpacked from their wheels; tfds without its dataset catalogue). Run:
+# the machine lacks, unpacked from their wheels; tfds without its dataset catalogue). The lent
+# H200 (2026-12) had Python 3.12 with jax 0.11.2 (CUDA 13), flax, optax, orbax, opencv, but no
+# tensorflow-datasets, array_record, ml-collections, importlib_resources (nor their small deps
+# dm-tree, immutabledict, promise, simple-parsing, tensorflow-metadata, termcolor, toml,
+# docstring-parser). site312/ was made with `pip download --no-deps --only-binary=:all:
+# --python-version 3.12 --platform manylinux2014_x86_64 ...` of those, each wheel unzipped
+# into site312/, then tensorflow_datasets/ cut to core/, proto/, rlds/ (without its datasets/),
+# scripts/, testing/, an empty url_checksums/ and the top-level modules: 3.6 MB xz-compressed,
+# so that the repository, the data and the packages fit the device tool's 64 MiB. Run:
 #   bash launch/gpu_sprint.sh              # OUT=folder for the packed workdirs
 #   SPRINT_JOBS=bbfcn68_adamw SPRINT_BUDGET_S=330 bash launch/gpu_sprint.sh
 set -u

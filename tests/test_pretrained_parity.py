@@ -1,15 +1,15 @@
 """Every model folder under `pretrained/` predicts what it predicted before the restructure.
 
-`tests/data/pretrained_predictions.npz` was written by the code at commit a584d7c (the flat
-package) on the image below: MCL and BB-FCN points for three boxes (BB-FCN also backbone-only),
-the face classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`. A model that is
-retrained gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5`, `bbfcn5` and `bbfcn68`
-(points, backbone points and the scan) were, each time a newly trained model replaced theirs
-(their old entries had passed unchanged through the restructure); the scan entries were also
-rewritten when the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`),
-and the MCL entries when the test-time crop of grey models started converting to grey before
-resampling (as the training region cache does). MCL entries are the float32 network ('xla'
-backend); the int8 graphs that CPU predictors run by default are compared with it.
+`tests/data/pretrained_predictions.npz` was written by the code at commit a584d7c (the flat package)
+on the image below: MCL and BB-FCN points for three boxes (BB-FCN also backbone-only), the face
+classifier's probabilities, and a 6-level scan with `pretrained/bbfcn5`. A model that is retrained
+gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5`, `bbfcn5` and `bbfcn68`
+(points, backbone points and the scan) were, each time a newly trained model replaced theirs (their
+old entries had passed unchanged through the restructure); the scan entries were also rewritten when
+the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`), and the MCL entries
+when the test-time crop of grey models started converting to grey before resampling (as the training
+region cache does). MCL entries are the float32 network ('xla' backend); the int8 graphs that CPU
+predictors run by default are compared with it.
 """
 
 import pathlib

@@ -119,6 +119,9 @@ def test_tracker_scans_on_key_frames_and_redetects_after_a_loss():
   out = [tracker.update(frame) for frame in frames]
   assert fake.scanned == [0, 5, 10, 15] and tracker.losses == 0
   assert {faces[0].track_id for faces in out} == {0}
+  fake.scanner = None  # a Landmarker loaded without a detector
+  with pytest.raises(ValueError, match='no face detector'):
+    VideoTracker(fake)
 
 
 def test_tracker_predicts_the_box_from_the_motion():

@@ -142,6 +142,11 @@ class VideoTracker:
   (frames scanned), `losses` (tracks lost, each followed by a scan)."""
 
   def __init__(self, landmarker, config: TrackerConfig | None = None):
+    if getattr(landmarker, 'scanner', True) is None:
+      raise ValueError(
+        'landmarker: it has no face detector, which tracking needs on key frames; load it '
+        "with detector='<a BB-FCN model folder>', e.g. pretrained/bbfcn5"
+      )
     self.landmarker, self.config = landmarker, config or TrackerConfig()
     self.schema = landmarker.predictor.schema
     self._tracks: list[_Track] = []

@@ -7,6 +7,8 @@ The public API, imported on first use (so `import lmjax` alone does not import J
     scanner = lmjax.Scanner.load('pretrained/bbfcn5')       # every face of a whole image
     classifier = lmjax.FaceClassifier.load('pretrained/facecls5')
     faces = lmjax.Landmarker.load('pretrained/bbfcn5').detect(image)  # box, points, pose, ...
+    tracker = lmjax.VideoTracker(landmarker, lmjax.TrackerConfig(fps=30))  # faces in a video
+    faces = tracker.update(frame)                           # track_id, box, points, ...
 
 Training runs through `python -m lmjax.main --config=configs/<name>.py`.
 """
@@ -24,6 +26,9 @@ _PUBLIC = {
   'Scanner': 'lmjax.scan.scanner',
   'FaceClassifier': 'lmjax.facecls.classifier',
   'Landmarker': 'lmjax.inference',
+  'VideoTracker': 'lmjax.track.tracker',
+  'TrackerConfig': 'lmjax.track.tracker',
+  'OneEuroConfig': 'lmjax.track.one_euro',
 }
 __all__ = sorted(_PUBLIC)
 

@@ -3,6 +3,7 @@
     lmjax-scan photo.jpg --checkpoint=pretrained/bbfcn5 --out=viz.png
     lmjax-scan photos/ --checkpoint=pretrained/bbfcn5 --out=drawn/ --json=faces.json
     lmjax-scan clip.mp4 --checkpoint=pretrained/bbfcn5 --out=clip_faces.mp4 --min_face=60
+    lmjax-scan clip.mp4 --checkpoint=pretrained/bbfcn5 --landmarks=pretrained/mcl68 --json=t.json
 
 The pyramid depth is `--levels`, or the smallest that finds faces of `--min_face` pixels
 (box side) in each image (`pyramid.levels_for_min_face`). Faces come from the scanner's
@@ -10,6 +11,13 @@ grouping of landmark detections (`--min_score` on the landmark response), or, wi
 `--face_classifier`, from proposals re-scored by the face/non-face CNN. `--json` writes
 every face (box, score, landmarks; null where a landmark type was not found) per input.
 Folders and videos show a progress bar.
+
+Videos are tracked (`lmjax.track.VideoTracker`): the whole frame is scanned every
+`--key_interval` frames and when a track is lost; on the other frames each face's landmarks
+come from the box-given predictor of `--landmarks` (default: the checkpoint) in a box placed on
+its previous landmarks, smoothed by a One Euro filter (`--nosmooth`: raw). Their `--json` holds
+per frame every face's `track_id`, box, points, confidence (calibrated models) and pose.
+`--notrack` scans every frame instead (needed for `--face_classifier`).
 
 Every flag and output path is checked before the model loads (one-line error, exit 2): numbers
 in range, `--out` / `--json` below folders that exist or can be created and are writable,
@@ -27,7 +35,7 @@ import os
 import sys
 import tempfile
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 import cv2
@@ -63,11 +71,16 @@ def define_flags(fv: flags.FlagValues) -> None:
     'face_classifier', None, 'face/non-face CNN folder (re-scores proposals)', **kw
   )
   flags.DEFINE_bool('backbone_only', False, 'skip the branch refinement', **kw)
+  flags.DEFINE_bool('track', True, 'videos: track faces (--notrack: scan every frame)', **kw)
+  flags.DEFINE_string('landmarks', None, 'videos: landmark model (default: checkpoint)', **kw)
+  flags.DEFINE_integer('key_interval', 30, 'videos: scan every this many frames (0: on loss)', **kw)
+  flags.DEFINE_bool('smooth', True, 'videos: One Euro smoothing of tracked landmarks', **kw)
   flags.mark_flags_as_mutual_exclusive(['levels', 'min_face'], flag_values=fv)
   _check_number(fv, 'levels', lambda v: 1 <= v <= MAX_LEVELS, f'an integer 1 to {MAX_LEVELS}')
   _check_number(fv, 'min_face', lambda v: v > 0, 'a positive number of pixels')
   _check_number(fv, 'threshold', lambda v: 0 <= v <= 1, 'a number from 0 to 1')
   _check_number(fv, 'min_score', lambda v: v >= 0, 'a number >= 0')
+  _check_number(fv, 'key_interval', lambda v: v >= 0, 'an integer >= 0')
 
 
 def _check_number(fv: flags.FlagValues, name: str, ok, expected: str) -> None:
@@ -172,6 +185,8 @@ def _can_write_video(ext: str) -> bool:
 def check_outputs(args) -> None:
   """Usage error (exit 2) for an `--out` / `--json` that cannot be written, before any work."""
   kind = _kind(args.input)
+  if kind == 'video' and args.track and args.face_classifier:
+    _usage_error('--face_classifier: tracking a video does not use it (add --notrack)')
   if args.json:
     _check_file('--json', args.json)
   out = args.out
@@ -221,11 +236,12 @@ class _Runner:
     out = self.scanner.scan(image)
     return detect.faces_from_scan(out, image, self.classifier, self.args.min_score)
 
-  def drawn(self, image: np.ndarray, faces: Sequence[detect.Face]) -> np.ndarray:
-    out = image
+  def drawn(self, image: np.ndarray, faces: Sequence, schema=None) -> np.ndarray:
+    """`image` with the faces' landmarks, boxes and poses (of `schema`, default the scanner's)."""
+    out, schema = image, schema or self.scanner.schema
     for face in faces:
-      pose = head_pose.head_pose_if_known(face.points, self.scanner.schema)
-      out = draw.draw_landmarks(out, face.points, face.box, self.scanner.schema, pose=pose)
+      pose = head_pose.head_pose_if_known(face.points, schema)
+      out = draw.draw_landmarks(out, face.points, face.box, schema, pose=pose)
     return out
 
   def record(self, name: str, faces: Sequence[detect.Face]) -> dict:
@@ -243,42 +259,52 @@ class _Runner:
     return {'input': name, 'faces': records}
 
 
-def _video_frames(cap) -> Iterator[np.ndarray]:
-  """RGB frames of an open `cv2.VideoCapture` until its end."""
-  while True:
-    ok, frame = cap.read()
-    if not ok:
-      return
-    yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+def _video_tracker(runner: _Runner, args, fps: float):
+  """A `VideoTracker` over the runner's scanner and the `--landmarks` predictor."""
+  from lmjax.inference import Landmarker, load_predictor
+  from lmjax.track.one_euro import OneEuroConfig
+  from lmjax.track.tracker import TrackerConfig, VideoTracker
+
+  predictor = load_predictor(args.landmarks or args.checkpoint)
+  landmarker = Landmarker(predictor, runner.scanner, args.min_score)
+  smoothing = OneEuroConfig() if args.smooth else None
+  config = TrackerConfig(fps=fps, key_interval=args.key_interval, smoothing=smoothing)
+  return VideoTracker(landmarker, config)
 
 
 def _scan_video(runner: _Runner, args) -> list[dict]:
   from tqdm import tqdm
 
-  cap = cv2.VideoCapture(args.input)
-  if not cap.isOpened():
-    raise ValueError(f'{args.input}: cannot open the video')
-  total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+  from lmjax.track import video
+
+  clip = video.open_video(args.input)
+  tracker = _video_tracker(runner, args, clip.fps) if args.track else None
   writer, records = None, []
   try:
-    for i, frame in enumerate(tqdm(_video_frames(cap), total=total, desc='frames')):
-      faces = runner.faces(frame)
-      records.append(runner.record(f'{args.input}#{i}', faces))
+    for i, frame in enumerate(tqdm(clip.frames(), total=clip.count or None, desc='frames')):
+      if tracker is None:
+        faces = runner.faces(frame)
+        records.append(runner.record(f'{args.input}#{i}', faces))
+      else:
+        faces = tracker.update(frame)
+        records.append(video.frame_record(args.input, i, faces))
       if args.out:
         if writer is None:
           h, w = frame.shape[:2]
           os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-          writer = _video_writer(args.out, fps, (w, h))
+          writer = _video_writer(args.out, clip.fps, (w, h))
           if writer is None:
             raise ValueError(f'--out={args.out}: cv2 cannot open a video writer for it')
-        writer.write(cv2.cvtColor(runner.drawn(frame, faces), cv2.COLOR_RGB2BGR))
+        drawn = runner.drawn(frame, faces, tracker and tracker.schema)
+        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
   finally:
-    cap.release()
+    clip.capture.release()
     if writer is not None:
       writer.release()
   if not records:
-    raise ValueError(f'{args.input}: no frame could be read')
+    raise ValueError(f'{args.input}: no frame could be read (not a video, or an empty one)')
+  if tracker is not None:
+    print(f'tracking: {tracker.scans} scan(s), {tracker.losses} track(s) lost', file=sys.stderr)
   return records
 
 

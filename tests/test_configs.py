@@ -130,6 +130,8 @@ def test_settings_are_those_the_experiments_ran_with(name, arg, field, value):
     ('mcl29', 'points=29'),
     ('bbfcn5', 'points=5'),
     ('bbfcn68', 'points=68'),
+    ('mcl98', 'points=98'),
+    ('bbfcn98', 'points=98'),
     ('regfcn5', 'points=5,variant=regression'),
     ('regfcn68', 'points=68,variant=regression'),
     ('facecls5', ''),

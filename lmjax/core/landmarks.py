@@ -379,6 +379,29 @@ WFLW98 = Schema(
     96,
   ),
   normalisers={'ioc': ((60,), (72,)), 'ipd': ((96,), (97,))},
+  # MCL's seven 68-point clusters carried over part by part (WFLW is the 68-point markup with
+  # denser contour, brows and eyes plus the two pupils): each brow with its eye and pupil, the
+  # nose, the mouth, and the contour cut where the 68-point one is (68-point contour point j
+  # is WFLW point 2j, so chin 6-10 becomes 12-20; the in-between points 11 and 21 go to the
+  # side contours, which keeps the clusters mirror images of each other).
+  clusters=(
+    _range(33, 41) + _range(60, 67) + (96,),
+    _range(42, 50) + _range(68, 75) + (97,),
+    _range(51, 59),
+    _range(76, 95),
+    _range(0, 11),
+    _range(12, 20),
+    _range(21, 32),
+  ),
+  cluster_names=(
+    'eye_brow_left',
+    'eye_brow_right',
+    'nose',
+    'mouth',
+    'contour_left',
+    'chin',
+    'contour_right',
+  ),
 )
 
 # --------------------------------------------------------------------------- AFLW

@@ -43,6 +43,7 @@ MODULES = {
   'mtfl': 'lmjax.data.datasets.mtfl',
   'synthetic': 'lmjax.data.datasets.synthetic',
   'cofw': 'lmjax.data.datasets.cofw',
+  'wflw': 'lmjax.data.datasets.wflw',
   'afw_multiface': 'lmjax.data.datasets.afw_multiface',
   'composite_multiface': 'lmjax.data.datasets.composite',
 }
@@ -144,7 +145,7 @@ VALIDATION = 'validation'
 
 
 def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
-  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW).
+  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW, WFLW).
 
   There, `validation` is the faces `lmjax.main` holds out of `train`
   (`table.held_out_split`, seed 0, the table's `num_validation`), so evaluating it reproduces

@@ -44,10 +44,16 @@ MODULES = {
   'synthetic': 'lmjax.data.datasets.synthetic',
   'cofw': 'lmjax.data.datasets.cofw',
   'wflw': 'lmjax.data.datasets.wflw',
+  'aflw2000_3d': 'lmjax.data.datasets.aflw2000_3d',
   'afw_multiface': 'lmjax.data.datasets.afw_multiface',
   'composite_multiface': 'lmjax.data.datasets.composite',
 }
-ALIASES = {'300w': 'the300w', '300-w': 'the300w'}
+ALIASES = {
+  '300w': 'the300w',
+  '300-w': 'the300w',
+  'aflw2000': 'aflw2000_3d',
+  'aflw2000-3d': 'aflw2000_3d',
+}
 
 
 def canonical_name(name: str) -> str:

@@ -131,6 +131,7 @@ def test_settings_are_those_the_experiments_ran_with(name, arg, field, value):
     ('bbfcn5', 'points=5'),
     ('bbfcn68', 'points=68'),
     ('mcl98', 'points=98'),
+    ('mcl19', 'points=19'),
     ('bbfcn98', 'points=98'),
     ('regfcn5', 'points=5,variant=regression'),
     ('regfcn68', 'points=68,variant=regression'),

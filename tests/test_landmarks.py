@@ -76,7 +76,7 @@ def test_clusters_partition_points_and_match_spec():
 
 def test_clusters_are_flip_symmetric():
   """Flipping maps every cluster onto a cluster (left eye <-> right eye, ...)."""
-  for s in (landmarks.FIVE, landmarks.COFW29, landmarks.IBUG68, landmarks.WFLW98):
+  for s in (landmarks.FIVE, landmarks.AFLW19, landmarks.COFW29, landmarks.IBUG68, landmarks.WFLW98):
     clusters = {frozenset(c) for c in s.clusters}
     for c in s.clusters:
       assert frozenset(s.flip_perm[i] for i in c) in clusters

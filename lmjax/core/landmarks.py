@@ -434,6 +434,10 @@ AFLW19 = Schema(
   names=_names_from_pairs(19, _AFLW19_PAIRS, {'nose_tip': 13, 'mouth_centre': 16, 'chin': 18}),
   flip_perm=(5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18),
   normalisers={'ioc': ((6,), (11,)), 'ipd': ((7,), (10,))},
+  # MCL's clusters by analogy with the 29-point (COFW) ones: each brow with its eye, the nose,
+  # the mouth, the chin.
+  clusters=((0, 1, 2, 6, 7, 8), (3, 4, 5, 9, 10, 11), (12, 13, 14), (15, 16, 17), (18,)),
+  cluster_names=('eye_brow_left', 'eye_brow_right', 'nose', 'mouth', 'chin'),
 )
 
 SCHEMAS: dict[str, Schema] = {s.name: s for s in (FIVE, AFLW19, AFLW21, COFW29, IBUG68, WFLW98)}

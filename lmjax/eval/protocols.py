@@ -64,7 +64,7 @@ def pose_mae(estimated: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
   return out
 
 
-def _wflw(nme_of, gt, points, extras, schema):
+def _wflw(nme_of, gt, points, visible, extras, schema):
   nme = nme_of('ioc')
   attributes = np.asarray(extras['attributes'], bool)
   groups = {'full': np.ones(len(nme), bool)}
@@ -74,7 +74,7 @@ def _wflw(nme_of, gt, points, extras, schema):
   return {'normaliser': 'ioc', 'subsets': subsets}, curves, ('ioc', 0.10)
 
 
-def _aflw2000_3d(nme_of, gt, points, extras, schema):
+def _aflw2000_3d(nme_of, gt, points, visible, extras, schema):
   nme = nme_of('box')
   truth = np.asarray(extras['head_pose'], np.float64)  # [N, 3] yaw, pitch, roll
   index = np.searchsorted(np.asarray(YAW_EDGES), np.abs(truth[:, 0]), side='left')
@@ -94,9 +94,9 @@ def _aflw2000_3d(nme_of, gt, points, extras, schema):
   return out, curves, ('box', 0.07)
 
 
-def _aflw19(nme_of, gt, points, extras, schema):
+def _aflw19(nme_of, gt, points, visible, extras, schema):
   nme = nme_of('box')
-  groups = {'full': np.ones(len(nme), bool), 'frontal': np.asarray(extras['frontal'], bool)}
+  groups = {'full': np.ones(len(nme), bool), 'frontal': np.asarray(visible, bool).all(axis=1)}
   subsets = {k: summary(nme[m], 'box', 0.08, 0.07) for k, m in groups.items()}
   curves = {k: nme[m] for k, m in groups.items() if m.any()}
   return {'normaliser': 'box', 'subsets': subsets}, curves, ('box', 0.07)
@@ -106,7 +106,7 @@ def _aflw19(nme_of, gt, points, extras, schema):
 PROTOCOLS: dict[str, tuple[tuple[str, ...], Callable]] = {
   'wflw': (('attributes',), _wflw),
   'aflw2000_3d': (('head_pose',), _aflw2000_3d),
-  'aflw19': (('frontal',), _aflw19),
+  'aflw19': ((), _aflw19),
 }
 
 
@@ -145,7 +145,8 @@ def protocol_metrics(
   def nme_of(kind: str) -> np.ndarray:
     return np.asarray(metrics_lib.nme_per_image(points, gt, kind, schema, bbox, visible))
 
-  out, curves, ced = fn(nme_of, np.asarray(gt), np.asarray(points), extras, schema)
+  arrays = np.asarray(gt), np.asarray(points), np.asarray(visible)
+  out, curves, ced = fn(nme_of, *arrays, extras, schema)
   return {'dataset': dataset, **out}, curves, ced
 
 

@@ -45,6 +45,7 @@ MODULES = {
   'cofw': 'lmjax.data.datasets.cofw',
   'wflw': 'lmjax.data.datasets.wflw',
   'aflw2000_3d': 'lmjax.data.datasets.aflw2000_3d',
+  'aflw19': 'lmjax.data.datasets.aflw19',
   'afw_multiface': 'lmjax.data.datasets.afw_multiface',
   'composite_multiface': 'lmjax.data.datasets.composite',
 }
@@ -53,6 +54,7 @@ ALIASES = {
   '300-w': 'the300w',
   'aflw2000': 'aflw2000_3d',
   'aflw2000-3d': 'aflw2000_3d',
+  'aflw-19': 'aflw19',
 }
 
 
@@ -151,7 +153,8 @@ VALIDATION = 'validation'
 
 
 def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
-  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW, WFLW).
+  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW, WFLW,
+  AFLW-19).
 
   There, `validation` is the faces `lmjax.main` holds out of `train`
   (`table.held_out_split`, seed 0, the table's `num_validation`), so evaluating it reproduces

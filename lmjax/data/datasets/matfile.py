@@ -51,3 +51,39 @@ def read_variables(path: str | os.PathLike, names: Iterable[str]) -> dict[str, n
       )
     values[name] = value.astype(np.float64)
   return values
+
+
+def read_strings(path: str | os.PathLike, name: str) -> list[str]:
+  """The cell array of strings `name` of a `.mat` file (v5 or v7.3), in MATLAB's linear order.
+
+  Raises:
+    common.DatasetFormatError: unreadable file, missing variable or a cell that is not a string.
+  """
+  import h5py
+  import scipy.io
+
+  path = os.fspath(path)
+  if h5py.is_hdf5(path):
+    with h5py.File(path, 'r') as f:
+      if name not in f:
+        raise common.DatasetFormatError(f'{path}: missing variable {name!r}; found {sorted(f)}')
+      refs = np.asarray(f[name]).T.reshape(-1, order='F')
+      cells = [np.asarray(f[ref]).reshape(-1) for ref in refs]  # uint16 character codes
+      return [''.join(map(chr, codes)) for codes in cells]
+  try:
+    data = scipy.io.loadmat(path, variable_names=[name])
+  except Exception as e:  # as in read_variables
+    raise common.DatasetFormatError(
+      f'{path}: cannot read as a MATLAB .mat file (v5 or v7.3): {type(e).__name__}: {e}'
+    ) from None
+  if name not in data:
+    raise common.DatasetFormatError(f'{path}: missing variable {name!r}')
+  out = []
+  for i, cell in enumerate(np.asarray(data[name], object).reshape(-1, order='F')):
+    value = cell
+    while isinstance(value, np.ndarray) and value.size == 1:
+      value = value.reshape(-1)[0]
+    if not isinstance(value, str):
+      raise common.DatasetFormatError(f'{path}: {name}{{{i + 1}}} is not a string')
+    out.append(value)
+  return out

@@ -206,3 +206,19 @@ def test_real_wflw_faces_in_native_lists(shared_data, tmp_path):
     left = [i for i, n in enumerate(WFLW98.names) if n.endswith('_left')]
     right = [WFLW98.flip_perm[i] for i in left]
     assert (ex['landmarks'][left, 0] < ex['landmarks'][right, 0]).all()
+
+
+def test_98_point_face_template_is_a_mirror_symmetric_face():
+  """BB-FCN 98 (configs/bbfcn98.py) stores a face template: the 68-point one, interpolated."""
+  from lmjax.data import templates
+  from lmjax.synthface import shape
+
+  p68 = shape.face_shape()[:, :2]
+  p98 = templates.wflw_from_68(p68)
+  np.testing.assert_allclose(p98[[60, 72, 54, 76, 82, 16]], p68[[36, 45, 30, 48, 54, 8]])
+  np.testing.assert_allclose(p98[11], (p68[5] + p68[6]) / 2)
+  assert (p98[38:42, 1] > p98[[37, 36, 35, 34], 1]).all() and (p98[38:42, 1] < p98[96, 1]).all()
+  t = templates.face_template(98, 'wflw', 1.1)
+  mirrored = np.stack([1 - t[:, 0], t[:, 1]], axis=1)[list(WFLW98.flip_perm)]
+  np.testing.assert_allclose(mirrored, t, atol=1e-5)
+  assert t.shape == (98, 2) and (t > 0).all() and (t < 1).all()

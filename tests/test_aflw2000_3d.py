@@ -135,8 +135,9 @@ def test_malformed_files_name_the_file(tree, tmp_path, damage, message):
     (folder / 'image00006.mat').write_bytes(b'not a MATLAB file at all' * 10)
   elif damage == 'no_image':
     (folder / 'image00004.jpg').unlink()
-  with pytest.raises(DatasetFormatError, match=message):
+  with pytest.raises(DatasetFormatError, match=message) as e:
     _load(root, tmp_path)
+  assert '\n' not in str(e.value), str(e.value)
 
 
 def test_protocol_by_hand():

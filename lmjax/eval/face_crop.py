@@ -300,7 +300,8 @@ def evaluate_model(
   stem = os.path.splitext(os.fspath(output))[0]
   if protocol is not None:
     results['protocol'], curves, (norm, thr) = protocol
-    reports.plot_ced(curves, thr, f'{stem}_ced_protocol.png', title=title, normaliser=norm)
+    heading = f'{title} ({len(pred.image_ids)} faces)'.strip()
+    reports.plot_ced(curves, thr, f'{stem}_ced_protocol.png', title=heading, normaliser=norm)
   reports.write_results(results, output)
   nmes = reports.per_image_nmes(pred.points, pred.landmarks, pred.bbox, schema, pred.visible)
   for norm, thr in (('ioc', 0.08), ('ipd', 0.10)):

@@ -36,7 +36,7 @@ def read_variables(path: str | os.PathLike, names: Iterable[str]) -> dict[str, n
       data = scipy.io.loadmat(path)
     except Exception as e:  # scipy raises ValueError, TypeError, OSError, ... on a broken file
       raise common.DatasetFormatError(
-        f'{path}: cannot read as a MATLAB .mat file (v5 or v7.3): {type(e).__name__}: {e}'
+        f'{path}: cannot read as a MATLAB .mat file (v5 or v7.3): {_one_line(e)}'
       ) from None
     found = sorted(k for k in data if not k.startswith('__'))
     raw = {n: np.asarray(data[n]) for n in names if n in data}
@@ -87,3 +87,7 @@ def read_strings(path: str | os.PathLike, name: str) -> list[str]:
       raise common.DatasetFormatError(f'{path}: {name}{{{i + 1}}} is not a string')
     out.append(value)
   return out
+
+
+def _one_line(error: Exception) -> str:
+  return f'{type(error).__name__}: ' + ' '.join(str(error).split())

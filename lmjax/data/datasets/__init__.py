@@ -101,7 +101,8 @@ def load(
   """Prepares `name` if needed and returns a random-access source of `split`.
 
   Args:
-    name: dataset name or alias (`300w`, `mtfl`, `synthetic`, `afw_multiface`, ...).
+    name: dataset name or alias (`300w`, `mtfl`, `cofw`, `wflw`, `aflw2000`, `aflw19`,
+      `synthetic`, `afw_multiface`, ...).
     split: split name, e.g. `train`, `common`, `test`.
     manual_dir: folder with the official files (datasets that need one).
     data_dir: where prepared datasets live (default `default_data_dir()`).

@@ -2,9 +2,9 @@ r"""BB-FCN (Liu et al.; SPEC §3): the config family of `configs/bbfcn*.py` and 
 
   python -m lmjax.main --config=configs/bbfcn.py:points=5,data=synthetic,runlocal \
       --workdir=runs/bbfcn5_synth
-Arguments: `points=5|68` (default 5), `data=mtfl|300w|synthetic` (default mtfl for 5 points,
-300w for 68), `variant=bbfcn|backbone_only|regression`, `weighting`, `runlocal` (shrink
-everything for a 2-core CPU).
+Arguments: `points=5|68|98` (default 5), `data=mtfl|300w|wflw|synthetic` (default mtfl for 5
+points, 300w for 68, wflw for 98), `variant=bbfcn|backbone_only|regression`, `weighting`,
+`runlocal` (shrink everything for a 2-core CPU).
 
 Paper settings (§III-E): batch 40, positive:negative images 1:1 for the backbone and 4:1 for the
 branches, SGD momentum 0.9, weight decay 5e-4, N(0, 0.01) init; backbone lr 1e-3 for 25k
@@ -32,7 +32,7 @@ import ml_collections
 common = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).parent / 'common.py')))
 
 # Per landmark count: the paper's dataset.
-DATA = {5: 'mtfl', 68: '300w'}
+DATA = {5: 'mtfl', 68: '300w', 98: 'wflw'}
 
 VARIANTS = ('bbfcn', 'backbone_only', 'regression')
 

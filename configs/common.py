@@ -20,7 +20,14 @@ from ml_collections import config_dict
 
 # Landmark counts of each dataset a config can name (those of the dataset table; a test keeps
 # the two equal).
-POINTS = {'300w': (68,), 'mtfl': (5,), 'cofw': (29,), 'synthetic': (68, 5)}
+POINTS = {
+  '300w': (68,),
+  'mtfl': (5,),
+  'cofw': (29,),
+  'wflw': (98,),
+  'aflw19': (19,),
+  'synthetic': (68, 5),
+}
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

@@ -2,10 +2,12 @@ r"""MCL, Multi-Center Learning (Shao et al.; SPEC §2): the config family of `co
 
   python -m lmjax.main --config=configs/mcl.py:points=68,data=synthetic,runlocal \
       --workdir=runs/mcl68_synth
-Arguments: `points=68|5|29` (default 68), `data=300w|mtfl|cofw|synthetic` (default: the paper's
-dataset for that count: 300w, mtfl, cofw), `width=N` (default 1024 for 68 points, else 512),
-`runlocal` (shrink everything for a 2-core CPU), `recipe=paper|fast` (default paper).
-`configs/mcl68.py`, `mcl5.py` and `mcl29.py` are the paper's three experiments.
+Arguments: `points=68|5|29|98|19` (default 68), `data=300w|mtfl|cofw|wflw|aflw19|synthetic`
+(default: the paper's dataset for that count: 300w, mtfl, cofw; wflw for 98, aflw19 for 19),
+`width=N` (default 1024 for 68 and 98 points, else 512), `runlocal` (shrink everything for a
+2-core CPU), `recipe=paper|fast` (default paper). `configs/mcl68.py`, `mcl5.py` and `mcl29.py`
+are the paper's three experiments; `configs/mcl98.py` (WFLW) and `configs/mcl19.py` (AFLW-19)
+apply the same recipe to datasets the paper did not use.
 
 Recipes: `paper` (the default) is the paper's schedule below and reproduces it on a GPU.
 `fast` is for a fixed CPU budget (about an hour on 2 cores): AdamW with a linear warm-up and a
@@ -32,8 +34,8 @@ FIRST_SIX_CONVS = r'^(conv|bn)(11|12|21|22|31|32)/'
 # shared layers Θ_S (BatchNorm included, run in inference mode) and the other heads.
 ALL_BUT_HEAD = r'^(?!heads/{head}/)'
 # Per landmark count: the paper's dataset and network width.
-DATA = {68: '300w', 5: 'mtfl', 29: 'cofw'}
-WIDTH = {68: 1024, 5: 512, 29: 512}
+DATA = {68: '300w', 5: 'mtfl', 29: 'cofw', 98: 'wflw', 19: 'aflw19'}
+WIDTH = {68: 1024, 5: 512, 29: 512, 98: 1024, 19: 512}
 RECIPES = ('paper', 'fast')
 
 

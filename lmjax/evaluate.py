@@ -8,9 +8,11 @@ per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is sc
 the BB-FCN pyramid scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
 `--max_images`); every other dataset has one face box per example and goes to the face-crop
 evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapped back to
-image pixels). When the predictor declares a `coarse` output (BB-FCN with branches) the same
-faces are also scored by the backbone alone (`backbone_only` in the JSON) and per-landmark
-tables of both are printed (paper Table V). `--viz` (BB-FCN only) writes input / coarse / fine
+image pixels); benchmarks with their own protocol (WFLW subsets, AFLW2000-3D yaw bins and
+head-pose error, AFLW-19 frontal) add its numbers (`lmjax.eval.protocols`). When the predictor
+declares a `coarse` output (BB-FCN with branches) the same faces are also scored by the
+backbone alone (`backbone_only` in the JSON) and per-landmark tables of both are printed
+(paper Table V). `--viz` (BB-FCN only) writes input / coarse / fine
 map pictures of the first `--viz_count` faces. This module only wires: libraries and notebooks
 call `lmjax.eval.face_crop.evaluate_model` and `lmjax.eval.multiface.evaluate_scanner`.
 
@@ -31,7 +33,7 @@ from etils import epath
 
 from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import paths
-from lmjax.eval import face_crop, pose_bins, reports
+from lmjax.eval import face_crop, pose_bins, protocols, reports
 
 FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
 SCAN_THRESHOLD = 0.2
@@ -119,6 +121,8 @@ def run(
   keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
   print(reports.format_table({name: results}, keys))
   print(pose_bins.bins_table(results['pose_bins']))
+  if 'protocol' in results:
+    print(protocols.protocol_table(results['protocol']))
   return results
 
 
@@ -200,7 +204,10 @@ def _define_flags() -> None:
 
   flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/).')
   flags.DEFINE_string(
-    'dataset', None, 'Dataset: 300w, mtfl, cofw, synthetic, afw_multiface, composite_multiface.'
+    'dataset',
+    None,
+    'Dataset: 300w, mtfl, cofw, wflw, aflw2000_3d, aflw19, synthetic, afw_multiface, '
+    'composite_multiface.',
   )
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of the dataset.')
   flags.DEFINE_string(

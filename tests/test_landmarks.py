@@ -71,15 +71,42 @@ def test_clusters_partition_points_and_match_spec():
   assert len(landmarks.COFW29.clusters) == 5 and len(landmarks.FIVE.clusters) == 4
   np.testing.assert_array_equal(landmarks.FIVE.cluster_of(), [0, 1, 2, 3, 3])
   with pytest.raises(ValueError, match='defines no MCL clusters'):
-    landmarks.WFLW98.cluster_of()
+    landmarks.AFLW21.cluster_of()
 
 
 def test_clusters_are_flip_symmetric():
   """Flipping maps every cluster onto a cluster (left eye <-> right eye, ...)."""
-  for s in (landmarks.FIVE, landmarks.COFW29, landmarks.IBUG68):
+  for s in (landmarks.FIVE, landmarks.AFLW19, landmarks.COFW29, landmarks.IBUG68, landmarks.WFLW98):
     clusters = {frozenset(c) for c in s.clusters}
     for c in s.clusters:
       assert frozenset(s.flip_perm[i] for i in c) in clusters
+
+
+# WFLW's mirror pairs as the LAB / HRNet releases list them (0-based; unlisted points map to
+# themselves): contour, brows, eyes, nose wings, outer and inner lips, pupils.
+WFLW_PAIRS = [
+  *[(k, 32 - k) for k in range(16)],
+  *[(33 + k, 46 - k) for k in range(5)],
+  *[(38 + k, 50 - k) for k in range(4)],
+  *[(60 + k, 72 - k) for k in range(5)],
+  (65, 75), (66, 74), (67, 73), (55, 59), (56, 58),
+  (76, 82), (77, 81), (78, 80), (87, 83), (86, 84),
+  (88, 92), (89, 91), (95, 93), (96, 97),
+]  # fmt: skip
+
+
+def test_wflw_flip_perm_is_the_official_one_and_clusters_mirror_68():
+  s = landmarks.WFLW98
+  expected = list(range(98))
+  for a, b in WFLW_PAIRS:
+    expected[a], expected[b] = b, a
+  assert list(s.flip_perm) == expected
+  assert s.normalisers['ioc'] == ((60,), (72,))
+  assert s.cluster_names == landmarks.IBUG68.cluster_names
+  # Cluster of every 68-point contour point j is that of WFLW contour point 2j.
+  c68, c98 = landmarks.IBUG68.cluster_of(), s.cluster_of()
+  assert [c68[j] for j in range(17)] == [c98[2 * j] for j in range(17)]
+  assert c98[96] == c98[60] and c98[97] == c98[72]
 
 
 def test_normaliser_distances_on_hand_made_points():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.core.landmarks import FIVE, IBUG68, WFLW98
+from lmjax.core.landmarks import AFLW21, FIVE, IBUG68
 from lmjax.eval import metrics, reports
 
 H = metrics.AUC_STEP
@@ -246,9 +246,9 @@ def test_compute_metrics_five_points():
 
 
 def test_compute_metrics_without_clusters():
-  gt = np.random.default_rng(2).uniform(0, 100, (3, 98, 2))
-  m = reports.compute_metrics(gt + 1, gt, np.tile([0, 0, 100, 100], (3, 1)), WFLW98)
-  assert len(m['per_landmark_ioc']) == 98
+  gt = np.random.default_rng(2).uniform(0, 100, (3, 21, 2))
+  m = reports.compute_metrics(gt + 1, gt, np.tile([0, 0, 100, 100], (3, 1)), AFLW21)
+  assert len(m['per_landmark_ioc']) == 21
   assert not any(k.startswith('per_cluster') for k in m)
 
 

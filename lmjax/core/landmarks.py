@@ -141,40 +141,14 @@ _COFW_CENTRE = {
   'lip_lower_bottom': 27,
   'chin': 28,
 }
+_COFW_FLIP = (
+  1, 0, 3, 2, 6, 7, 4, 5, 9, 8, 11, 10, 14, 15, 12, 13, 17, 16, 19, 18, 20, 21, 23, 22,
+  24, 25, 26, 27, 28,
+)  # fmt: skip
 COFW29 = Schema(
   name='29',
   names=_names_from_pairs(29, _COFW_PAIRS, _COFW_CENTRE),
-  flip_perm=(
-    1,
-    0,
-    3,
-    2,
-    6,
-    7,
-    4,
-    5,
-    9,
-    8,
-    11,
-    10,
-    14,
-    15,
-    12,
-    13,
-    17,
-    16,
-    19,
-    18,
-    20,
-    21,
-    23,
-    22,
-    24,
-    25,
-    26,
-    27,
-    28,
-  ),
+  flip_perm=_COFW_FLIP,
   normalisers={'ioc': ((8,), (9,)), 'ipd': ((16,), (17,))},
   clusters=(
     (0, 2, 4, 5, 8, 10, 12, 13, 16),
@@ -313,72 +287,42 @@ _WFLW_CENTRE = {
   'lip_upper_inner_centre': 90,
   'lip_lower_inner_centre': 94,
 }
+_WFLW_FLIP = (
+  *range(32, -1, -1),                                                       # contour
+  46, 45, 44, 43, 42, 50, 49, 48, 47, 37, 36, 35, 34, 33, 41, 40, 39, 38,  # brows
+  51, 52, 53, 54, 59, 58, 57, 56, 55,                                       # nose
+  72, 71, 70, 69, 68, 75, 74, 73, 64, 63, 62, 61, 60, 67, 66, 65,           # eyes
+  *range(82, 75, -1), 87, 86, 85, 84, 83, 92, 91, 90, 89, 88, 95, 94, 93,  # mouth
+  97, 96,                                                                   # pupils
+)  # fmt: skip
 WFLW98 = Schema(
   name='98',
   names=_names_from_pairs(98, _WFLW_PAIRS, _WFLW_CENTRE),
-  flip_perm=(
-    *range(32, -1, -1),
-    46,
-    45,
-    44,
-    43,
-    42,
-    50,
-    49,
-    48,
-    47,
-    37,
-    36,
-    35,
-    34,
-    33,
-    41,
-    40,
-    39,
-    38,
-    51,
-    52,
-    53,
-    54,
-    59,
-    58,
-    57,
-    56,
-    55,
-    72,
-    71,
-    70,
-    69,
-    68,
-    75,
-    74,
-    73,
-    64,
-    63,
-    62,
-    61,
-    60,
-    67,
-    66,
-    65,
-    *range(82, 75, -1),
-    87,
-    86,
-    85,
-    84,
-    83,
-    92,
-    91,
-    90,
-    89,
-    88,
-    95,
-    94,
-    93,
-    97,
-    96,
-  ),
+  flip_perm=_WFLW_FLIP,
   normalisers={'ioc': ((60,), (72,)), 'ipd': ((96,), (97,))},
+  # MCL's seven 68-point clusters carried over part by part (WFLW is the 68-point markup with
+  # denser contour, brows and eyes plus the two pupils): each brow with its eye and pupil, the
+  # nose, the mouth, and the contour cut where the 68-point one is (68-point contour point j
+  # is WFLW point 2j, so chin 6-10 becomes 12-20; the in-between points 11 and 21 go to the
+  # side contours, which keeps the clusters mirror images of each other).
+  clusters=(
+    _range(33, 41) + _range(60, 67) + (96,),
+    _range(42, 50) + _range(68, 75) + (97,),
+    _range(51, 59),
+    _range(76, 95),
+    _range(0, 11),
+    _range(12, 20),
+    _range(21, 32),
+  ),
+  cluster_names=(
+    'eye_brow_left',
+    'eye_brow_right',
+    'nose',
+    'mouth',
+    'contour_left',
+    'chin',
+    'contour_right',
+  ),
 )
 
 # --------------------------------------------------------------------------- AFLW
@@ -411,6 +355,10 @@ AFLW19 = Schema(
   names=_names_from_pairs(19, _AFLW19_PAIRS, {'nose_tip': 13, 'mouth_centre': 16, 'chin': 18}),
   flip_perm=(5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18),
   normalisers={'ioc': ((6,), (11,)), 'ipd': ((7,), (10,))},
+  # MCL's clusters by analogy with the 29-point (COFW) ones: each brow with its eye, the nose,
+  # the mouth, the chin.
+  clusters=((0, 1, 2, 6, 7, 8), (3, 4, 5, 9, 10, 11), (12, 13, 14), (15, 16, 17), (18,)),
+  cluster_names=('eye_brow_left', 'eye_brow_right', 'nose', 'mouth', 'chin'),
 )
 
 SCHEMAS: dict[str, Schema] = {s.name: s for s in (FIVE, AFLW19, AFLW21, COFW29, IBUG68, WFLW98)}

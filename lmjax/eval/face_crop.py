@@ -36,10 +36,12 @@ from lmjax.core import augment, geometry
 from lmjax.core.landmarks import Schema
 from lmjax.data import batching, datasets
 from lmjax.data.caches import RegionCache
-from lmjax.eval import reports
+from lmjax.eval import protocols, reports
 from lmjax.models.interface import CropPredictor
 
 POINTS, COARSE = 'points', 'coarse'
+# Features every face dataset has; the others travel as `FaceCrops.extras`.
+_COMMON = frozenset({'image', 'landmarks', 'visible', 'bbox', 'image_id'})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,8 @@ class FaceCrops:
     bbox: float32 [N, 4] face boxes (x0, y0, x1, y1, image pixels).
     visible: bool [N, K] visibility of the ground-truth landmarks.
     image_ids: N identifiers.
+    extras: the dataset's other per-face features, name -> [N, ...] (WFLW `attributes`,
+      AFLW2000-3D `head_pose`, ...), for the protocol numbers of `lmjax.eval.protocols`.
   """
 
   crops: np.ndarray
@@ -61,6 +65,7 @@ class FaceCrops:
   bbox: np.ndarray
   visible: np.ndarray
   image_ids: list[str]
+  extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.image_ids)
@@ -73,7 +78,7 @@ class Predictions:
   Attributes:
     points: float32 [N, K, 2] predicted landmarks.
     coarse: float32 [N, K, 2] backbone-only landmarks, or None when not declared.
-    landmarks, bbox, visible, image_ids: the ground truth, as in `FaceCrops`.
+    landmarks, bbox, visible, image_ids, extras: the ground truth, as in `FaceCrops`.
   """
 
   points: np.ndarray
@@ -82,6 +87,7 @@ class Predictions:
   bbox: np.ndarray
   visible: np.ndarray
   image_ids: list[str]
+  extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _padded(crops: np.ndarray, size: int) -> np.ndarray:
@@ -117,6 +123,7 @@ def predict(
     raise ValueError(f'predictor.outputs: expected {want}, got {declared}')
   parts: dict[str, list[Any]] = {k: [] for k in ('landmarks', 'bbox', 'visible', *declared)}
   ids: list[str] = []
+  extras: dict[str, list[np.ndarray]] = {}
   for faces in batches:
     n = len(faces)
     if not 0 < n <= batch_size:
@@ -131,6 +138,8 @@ def predict(
     parts['landmarks'].append(faces.landmarks)
     parts['bbox'].append(faces.bbox)
     parts['visible'].append(faces.visible)
+    for key, value in faces.extras.items():
+      extras.setdefault(key, []).append(np.asarray(value))
     ids += list(faces.image_ids)
   if not ids:
     raise ValueError('batches: expected at least one face, got none')
@@ -142,6 +151,7 @@ def predict(
     bbox=joined['bbox'].astype(np.float32),
     visible=joined['visible'].astype(bool),
     image_ids=ids,
+    extras={k: np.concatenate(v) for k, v in extras.items()},
   )
 
 
@@ -180,6 +190,7 @@ def source_batches(
       bbox=np.stack([ex['bbox'] for ex in examples]).astype(np.float32),
       visible=np.stack([ex['visible'] for ex in examples]).astype(bool),
       image_ids=[str(ex['image_id']) for ex in examples],
+      extras={k: np.stack([ex[k] for ex in examples]) for k in examples[0] if k not in _COMMON},
     )
     bar.update(len(examples))
   bar.close()
@@ -254,8 +265,10 @@ def evaluate_model(
   """Evaluates a predictor on a face dataset source; writes the metrics JSON and CED plots.
 
   What `python -m lmjax.evaluate` runs on face datasets. The files: `output` (the metrics,
-  `score` plus `info`), `<stem>_ced_ioc.png` and `<stem>_ced_ipd.png` beside it, and with
-  `predictions` an `.npz` of `image_ids` and `pred` [N, K, 2] (image pixels).
+  `score` plus `info`, and for a benchmark with its own protocol its numbers under `protocol`,
+  `lmjax.eval.protocols`), `<stem>_ced_ioc.png` and `<stem>_ced_ipd.png` beside it (and
+  `<stem>_ced_protocol.png`, one curve per protocol subset), and with `predictions` an `.npz`
+  of `image_ids` and `pred` [N, K, 2] (image pixels).
 
   Args:
     predictor: e.g. `lmjax.inference.load_predictor(folder)`.
@@ -281,9 +294,16 @@ def evaluate_model(
   batches = source_batches(predictor, source, batch_size, progress)
   pred = predict(predictor, batches, batch_size, on_batch)
   results = {**score(pred, schema), **(info or {})}
+  gt = pred.landmarks, pred.bbox, pred.visible, pred.extras, schema
+  name = getattr(source.dataset_info, 'name', '')  # the tfds name picks the protocol
+  protocol = protocols.protocol_metrics(name, pred.points, *gt)
+  stem = os.path.splitext(os.fspath(output))[0]
+  if protocol is not None:
+    results['protocol'], curves, (norm, thr) = protocol
+    heading = f'{title} ({len(pred.image_ids)} faces)'.strip()
+    reports.plot_ced(curves, thr, f'{stem}_ced_protocol.png', title=heading, normaliser=norm)
   reports.write_results(results, output)
   nmes = reports.per_image_nmes(pred.points, pred.landmarks, pred.bbox, schema, pred.visible)
-  stem = os.path.splitext(os.fspath(output))[0]
   for norm, thr in (('ioc', 0.08), ('ipd', 0.10)):
     reports.plot_ced(
       {label: nmes[norm]},

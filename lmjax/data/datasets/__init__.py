@@ -43,10 +43,19 @@ MODULES = {
   'mtfl': 'lmjax.data.datasets.mtfl',
   'synthetic': 'lmjax.data.datasets.synthetic',
   'cofw': 'lmjax.data.datasets.cofw',
+  'wflw': 'lmjax.data.datasets.wflw',
+  'aflw2000_3d': 'lmjax.data.datasets.aflw2000_3d',
+  'aflw19': 'lmjax.data.datasets.aflw19',
   'afw_multiface': 'lmjax.data.datasets.afw_multiface',
   'composite_multiface': 'lmjax.data.datasets.composite',
 }
-ALIASES = {'300w': 'the300w', '300-w': 'the300w'}
+ALIASES = {
+  '300w': 'the300w',
+  '300-w': 'the300w',
+  'aflw2000': 'aflw2000_3d',
+  'aflw2000-3d': 'aflw2000_3d',
+  'aflw-19': 'aflw19',
+}
 
 
 def canonical_name(name: str) -> str:
@@ -92,7 +101,8 @@ def load(
   """Prepares `name` if needed and returns a random-access source of `split`.
 
   Args:
-    name: dataset name or alias (`300w`, `mtfl`, `synthetic`, `afw_multiface`, ...).
+    name: dataset name or alias (`300w`, `mtfl`, `cofw`, `wflw`, `aflw2000`, `aflw19`,
+      `synthetic`, `afw_multiface`, ...).
     split: split name, e.g. `train`, `common`, `test`.
     manual_dir: folder with the official files (datasets that need one).
     data_dir: where prepared datasets live (default `default_data_dir()`).
@@ -144,7 +154,8 @@ VALIDATION = 'validation'
 
 
 def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
-  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW).
+  """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW, WFLW,
+  AFLW-19).
 
   There, `validation` is the faces `lmjax.main` holds out of `train`
   (`table.held_out_split`, seed 0, the table's `num_validation`), so evaluating it reproduces

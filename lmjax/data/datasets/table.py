@@ -46,6 +46,8 @@ TABLE: dict[str, Entry] = {
   '300w': Entry('300w', 'data/300w', {68: ''}, '', 200, tight_box=(68,)),
   'mtfl': Entry('mtfl', 'data/mtfl', {5: ''}, '', 500),
   'cofw': Entry('cofw', 'data/cofw', {29: ''}, '', 100),
+  'wflw': Entry('wflw', 'data/wflw', {98: ''}, '', 500),
+  'aflw19': Entry('aflw19', 'data/aflw', {19: ''}, '', 500),
   'synthetic': Entry('synthetic', '', {68: 'face68', 5: 'face5'}, 'validation', 0, (68,)),
 }
 

@@ -161,6 +161,17 @@ COFW29 = Schema(
 )
 
 # --------------------------------------------------------------------------- 68 points
+# The paper's seven clusters of the dense sets (68 points, and 98 by analogy): brow + eye each
+# side, nose, mouth, and the contour cut into left, chin and right.
+_SEVEN_CLUSTERS = (
+  'eye_brow_left',
+  'eye_brow_right',
+  'nose',
+  'mouth',
+  'contour_left',
+  'chin',
+  'contour_right',
+)
 # iBUG / 300-W markup.
 _IBUG_PAIRS = {
   **{f'contour_{k}': (k, 16 - k) for k in range(8)},
@@ -238,15 +249,7 @@ IBUG68 = Schema(
     _range(6, 10),
     _range(11, 16),
   ),
-  cluster_names=(
-    'eye_brow_left',
-    'eye_brow_right',
-    'nose',
-    'mouth',
-    'contour_left',
-    'chin',
-    'contour_right',
-  ),
+  cluster_names=_SEVEN_CLUSTERS,
 )
 
 # --------------------------------------------------------------------------- 98 points
@@ -314,15 +317,7 @@ WFLW98 = Schema(
     _range(12, 20),
     _range(21, 32),
   ),
-  cluster_names=(
-    'eye_brow_left',
-    'eye_brow_right',
-    'nose',
-    'mouth',
-    'contour_left',
-    'chin',
-    'contour_right',
-  ),
+  cluster_names=_SEVEN_CLUSTERS,
 )
 
 # --------------------------------------------------------------------------- AFLW

@@ -129,17 +129,8 @@ class Aflw20003d(common.LandmarkBuilder):
   DESCRIPTION = 'AFLW2000-3D: 2,000 large-pose AFLW faces with 3DDFA-fitted 68 points and pose.'
   HOMEPAGE = 'http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    info = super()._info()
-    features = dict(info.features)
-    features['head_pose'] = tfds.features.Tensor(shape=(3,), dtype=np.float32)
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=self.DESCRIPTION,
-      features=tfds.features.FeaturesDict(features),
-      homepage=self.HOMEPAGE,
-      metadata=tfds.core.MetadataDict(),
-    )
+  def extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
+    return {'head_pose': tfds.features.Tensor(shape=(3,), dtype=np.float32)}
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)

@@ -116,17 +116,8 @@ class Cofw(common.LandmarkBuilder):
   DESCRIPTION = 'COFW 29-point occluded faces (1,345 train / 507 test).'
   HOMEPAGE = 'http://www.vision.caltech.edu/xpburgos/ICCV13/'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    info = super()._info()
-    features = dict(info.features)
-    features['occluded'] = tfds.features.Tensor(shape=(NUM_POINTS,), dtype=np.bool_)
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=self.DESCRIPTION,
-      features=tfds.features.FeaturesDict(features),
-      homepage=self.HOMEPAGE,
-      metadata=tfds.core.MetadataDict(),
-    )
+  def extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
+    return {'occluded': tfds.features.Tensor(shape=(NUM_POINTS,), dtype=np.bool_)}
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)

@@ -210,11 +210,17 @@ class LandmarkBuilder(tfds.core.GeneratorBasedBuilder):
   DESCRIPTION: str = ''
   HOMEPAGE: str = ''
 
+  def extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
+    """Per-face features beyond the common ones (e.g. COFW's occlusion flags); none here."""
+    return {}
+
   def _info(self) -> tfds.core.DatasetInfo:
     # A builder config may override the class defaults with `num_points` / `multiface`.
     num_points = getattr(self.builder_config, 'num_points', None) or self.NUM_POINTS
     multiface = getattr(self.builder_config, 'multiface', self.MULTIFACE)
     features = multiface_features(num_points) if multiface else face_features(num_points)
+    if extra := self.extra_features():
+      features = tfds.features.FeaturesDict({**features, **extra})
     return tfds.core.DatasetInfo(
       builder=self,
       description=self.DESCRIPTION,

@@ -136,17 +136,8 @@ class Wflw(common.LandmarkBuilder):
   DESCRIPTION = 'WFLW 98-point faces (7,500 train / 2,500 test) with six attribute flags.'
   HOMEPAGE = 'https://wywu.github.io/projects/LAB/WFLW.html'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    info = super()._info()
-    features = dict(info.features)
-    features['attributes'] = tfds.features.Tensor(shape=(len(ATTRIBUTES),), dtype=np.bool_)
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=self.DESCRIPTION,
-      features=tfds.features.FeaturesDict(features),
-      homepage=self.HOMEPAGE,
-      metadata=tfds.core.MetadataDict(),
-    )
+  def extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
+    return {'attributes': tfds.features.Tensor(shape=(len(ATTRIBUTES),), dtype=np.bool_)}
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)

@@ -13,8 +13,8 @@ scored on the same faces through `face_crop.predict_images`). When the predictor
 `coarse` output (BB-FCN with branches) the same faces are also scored by the backbone alone
 (`backbone_only` in the JSON) and per-landmark tables of both are printed (paper Table V).
 `--viz` (BB-FCN only) writes input / coarse / fine map pictures of the first `--viz_count`
-faces. This module only wires: libraries and notebooks
-call `lmjax.eval.face_crop.evaluate_model` and `lmjax.eval.multiface.evaluate_scanner`.
+faces. This module only wires: libraries and notebooks call
+`lmjax.eval.face_crop.evaluate_model` and `lmjax.eval.multiface.evaluate_scanner`.
 
 A data or model problem (missing or corrupt model folder, unknown dataset, missing manual
 directory, unknown split, ...) prints one line `error: <file or flag>: <what was expected>` on
@@ -76,8 +76,8 @@ def run(
   predictor = load_predictor(checkpoint, backend=backend)
   spec = predictor.spec
   is_bbfcn = spec.get('experiment') == 'bbfcn'
-  if viz and not is_bbfcn:
-    raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model')
+  if viz and not (is_bbfcn and hasattr(predictor, 'crop')):
+    raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model folder')
   if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
     dataset_config = f'face{spec["num_points"]}'
   source = datasets.load_split(
@@ -85,6 +85,11 @@ def run(
   )
   name = f'{dataset}/{split}'
   if dataset_kind(source) == MULTI_FACE:
+    if not hasattr(predictor, 'crop'):
+      raise ValueError(
+        f'{dataset} has several faces per image: the scanner needs a BB-FCN model folder, and '
+        f'{checkpoint} is an exported predictor (face boxes in, points out)'
+      )
     if not is_bbfcn:
       raise ValueError(
         f'{dataset} has several faces per image: it needs a BB-FCN model, and '

@@ -8,13 +8,15 @@ per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is sc
 the BB-FCN pyramid scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
 `--max_images`); every other dataset has one face box per example and goes to the face-crop
 evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapped back to
-image pixels); benchmarks with their own protocol (WFLW subsets, AFLW2000-3D yaw bins and
-head-pose error, AFLW-19 frontal) add its numbers (`lmjax.eval.protocols`). When the predictor
-declares a `coarse` output (BB-FCN with branches) the same faces are also scored by the
-backbone alone (`backbone_only` in the JSON) and per-landmark tables of both are printed
-(paper Table V). `--viz` (BB-FCN only) writes input / coarse / fine
-map pictures of the first `--viz_count` faces. This module only wires: libraries and notebooks
-call `lmjax.eval.face_crop.evaluate_model` and `lmjax.eval.multiface.evaluate_scanner`.
+image pixels; an exported `.stablehlo` file as checkpoint crops inside its graph and is
+scored on the same faces through `face_crop.predict_images`); benchmarks with their own
+protocol (WFLW subsets, AFLW2000-3D yaw bins and head-pose error, AFLW-19 frontal) add its
+numbers (`lmjax.eval.protocols`). When the predictor declares a `coarse` output (BB-FCN with
+branches) the same faces are also scored by the backbone alone (`backbone_only` in the JSON)
+and per-landmark tables of both are printed (paper Table V). `--viz` (BB-FCN only) writes
+input / coarse / fine map pictures of the first `--viz_count` faces. This module only wires:
+libraries and notebooks call `lmjax.eval.face_crop.evaluate_model` and
+`lmjax.eval.multiface.evaluate_scanner`.
 
 A data or model problem (missing or corrupt model folder, unknown dataset, missing manual
 directory, unknown split, ...) prints one line `error: <file or flag>: <what was expected>` on
@@ -65,27 +67,31 @@ def run(
 ) -> dict[str, Any]:
   """Runs the evaluator of the dataset's kind, prints its table; returns what `output` holds."""
   from lmjax.data import datasets
-  from lmjax.models import registry
 
   try:
     datasets.canonical_name(dataset)
   except KeyError as e:
     raise ValueError(f'--dataset: {e.args[0]}') from None
-  spec = registry.read_spec(checkpoint)
-  is_bbfcn = spec.get('experiment') == 'bbfcn'
-  if viz and not is_bbfcn:
-    raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model')
-  if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
-    dataset_config = f'face{spec["num_points"]}'
   from lmjax.inference import load_predictor
 
   # Before preparing the dataset: model errors first.
   predictor = load_predictor(checkpoint, backend=backend)
+  spec = predictor.spec
+  is_bbfcn = spec.get('experiment') == 'bbfcn'
+  if viz and not (is_bbfcn and hasattr(predictor, 'crop')):
+    raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model folder')
+  if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
+    dataset_config = f'face{spec["num_points"]}'
   source = datasets.load_split(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
   name = f'{dataset}/{split}'
   if dataset_kind(source) == MULTI_FACE:
+    if not hasattr(predictor, 'crop'):
+      raise ValueError(
+        f'{dataset} has several faces per image: the scanner needs a BB-FCN model folder, and '
+        f'{checkpoint} is an exported predictor (face boxes in, points out)'
+      )
     if not is_bbfcn:
       raise ValueError(
         f'{dataset} has several faces per image: it needs a BB-FCN model, and '
@@ -202,7 +208,9 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/).')
+  flags.DEFINE_string(
+    'checkpoint', None, 'Model folder (model.json + variables/), or an exported .stablehlo file.'
+  )
   flags.DEFINE_string(
     'dataset',
     None,

@@ -1,21 +1,40 @@
-r"""Export command line: a model folder's network as an ONNX file, float32 or int8.
+r"""Export command line: a model folder as an ONNX network (float32 or int8) or as a whole
+StableHLO predictor.
 
     python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --out=mcl68.onnx
     python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --int8 \
         --manual_dir=../shared/data/300w --out=pretrained/mcl68/int8.onnx
+    python -m lmjax.export --checkpoint=pretrained/mcl68 --format=stablehlo \
+        [--image_size=480x640] --out=mcl68.stablehlo
 
-The graph is the MCL network with BatchNorm folded (`lmjax.onnx_export.graph`): input 'crops'
-float32 [N, S, S, C] (the predictor's face crops, pixels as x / 128 - 1), output 'points'
-float32 [N, K, 2] in crop pixels; `lmjax.core.image_ops.mcl_crop` gives the crop and its affine.
-The float export is checked against the flax model on random crops before it is written.
+`--format=onnx`: the graph is the MCL network with BatchNorm folded (`lmjax.onnx_export.graph`):
+input 'crops' float32 [N, S, S, C] (the predictor's face crops, pixels as x / 128 - 1), output
+'points' float32 [N, K, 2] in crop pixels; `lmjax.core.image_ops.mcl_crop` gives the crop and
+its affine. The float export is checked against the flax model on random crops before it is
+written.
 
 `--int8` quantises it (`lmjax.onnx_export.int8`) with activation ranges from
 `--calibration_faces` training faces of `--dataset` (default: the model's own, from
 model.json) and scores float32 and int8 on the validation faces the training held out of the
-same split (the faces of the model card's validation metrics): both NMEs, the worst pose bin
-and the differences are printed, stored in the graph's metadata and written to `<out>.json`.
+same split (the faces of the model card's validation metrics): both NMEs, the worst pose bin and
+the differences are printed, stored in the graph's metadata and written to `<out>.json`.
 Written as `int8.onnx` into the model folder, the int8 graph becomes `FacePredictor`'s default
-CPU network (`lmjax.mcl.predictor`). BB-FCN and face-classifier folders are not exported yet.
+CPU network (`lmjax.mcl.predictor`).
+
+`--format=stablehlo` exports the WHOLE predictor with `jax.export` (`lmjax.hlo_export`):
+`points = f(images, boxes)`, images uint8 [N, H, W, 3] RGB, boxes float32 [N, 4] (x0, y0, x1,
+y1) in image pixels, points float32 [N, K, 2] in image pixels; N symbolic, H and W fixed by
+`--image_size=HxW` or symbolic (`any`, the default). The crop (`image_ops.mcl_crop`, OpenCV's
+grey, area pre-shrink and bilinear warp redone in jax ops), the network and the mapping back run
+in the graph. `exported.serialize()` goes to `--out`, the conventions, spec and parity with
+`FacePredictor(backend='xla')` (synthetic faces, ≤ 0.01 px or an error) to `<out>.json`.
+`jax.export.deserialize(data).call(images, boxes)` runs it with jax alone. `--padded` adds a
+third input, sizes int32 [N, 2] (height, width of the picture in each image's top-left corner;
+the rest is padding, never read), so that pictures of many sizes share a few compiled canvas
+sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder.
+`--format=tflite` needs TensorFlow (not a dependency) and is not implemented yet.
+BB-FCN folders export to stablehlo too (RGB crops at the branch resolution, backbone and
+branches; `--backbone_only`: the backbone-only points), not to onnx.
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 
@@ -29,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-FORMATS = ('onnx',)
+FORMATS = ('onnx', 'stablehlo', 'tflite')
 PARITY_TOLERANCE_PX = 0.01
 RESULT_KEY = 'lmjax.validation'
 
@@ -164,6 +183,33 @@ def _parity(predictor, quantized, validation, params) -> dict[str, Any]:
   return out
 
 
+def export_whole_predictor(
+  checkpoint: str,
+  out: str,
+  fmt: str,
+  head: int = 0,
+  int8: bool = False,
+  image_size: str = '',
+  padded: bool = False,
+  backbone_only: bool = False,
+) -> dict[str, Any]:
+  """`--format=stablehlo` (or tflite): the whole predictor, images + boxes -> image points."""
+  import importlib.util
+
+  if int8:
+    raise ValueError(f'--int8 quantises ONNX graphs; --format={fmt} exports float32 only')
+  if fmt == 'tflite':
+    if importlib.util.find_spec('tensorflow') is None:
+      raise ValueError('--format=tflite needs TensorFlow (pip install tensorflow); not installed')
+    raise ValueError('--format=tflite is not implemented yet; use --format=stablehlo or onnx')
+  from lmjax.hlo_export import stablehlo
+
+  size = stablehlo.parse_image_size(image_size)
+  return stablehlo.export_stablehlo(
+    checkpoint, out, head=head, image_size=size, padded=padded, backbone_only=backbone_only
+  )
+
+
 def main(argv: Sequence[str]) -> None:
   """Runs `export` on the flags; problems exit 1 with one `error:` line."""
   from absl import flags
@@ -174,6 +220,13 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   quiet_logs(f)
   with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+    if f.format != 'onnx':
+      report = export_whole_predictor(
+        f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only
+      )
+      print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
+      print(f'wrote {f.out} and {f.out}.json')
+      return
     report = export(
       f.checkpoint,
       f.out,
@@ -191,10 +244,21 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/); MCL only.')
+  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/); onnx: MCL only.')
   flags.DEFINE_enum('format', 'onnx', list(FORMATS), 'Export format.')
-  flags.DEFINE_string('out', None, 'Output file (.onnx); a report goes to <out>.json.')
+  flags.DEFINE_string(
+    'out', None, 'Output file (.onnx, .stablehlo); a report or sidecar goes to <out>.json.'
+  )
   flags.DEFINE_integer('head', 0, 'Shape head of a multi-center model.')
+  flags.DEFINE_string(
+    'image_size', 'any', 'stablehlo: HxW of the input images (e.g. 480x640), or any (symbolic).'
+  )
+  flags.DEFINE_bool(
+    'padded',
+    False,
+    'stablehlo: a third input, sizes int32 [N, 2] of the pictures in padded images.',
+  )
+  flags.DEFINE_bool('backbone_only', False, 'stablehlo, BB-FCN: the backbone-only points.')
   flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
   flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of that dataset.')

@@ -38,6 +38,7 @@ import numpy as np
 
 from lmjax.bbfcn.predictor import BBFCNPredictor
 from lmjax.core import head_pose, landmarks
+from lmjax.hlo_export.runner import ExportedPredictor
 from lmjax.mcl.predictor import FacePredictor
 from lmjax.models import registry
 from lmjax.models.interface import CropPredictor, check_face
@@ -45,14 +46,19 @@ from lmjax.models.interface import CropPredictor, check_face
 __all__ = [
   'BBFCNPredictor',
   'CropPredictor',
+  'ExportedPredictor',
   'Face',
   'FacePredictor',
   'Landmarker',
   'load_predictor',
 ]
 
+STABLEHLO_SUFFIX = '.stablehlo'  # an exported whole predictor, not a model folder
 
-def load_predictor(directory: str, head: int = 0, backend: str = 'auto') -> CropPredictor:
+
+def load_predictor(
+  directory: str, head: int = 0, backend: str = 'auto'
+) -> CropPredictor | ExportedPredictor:
   """The predictor of a model folder: `FacePredictor` (MCL) or `BBFCNPredictor` (BB-FCN).
 
   Args:
@@ -67,7 +73,15 @@ def load_predictor(directory: str, head: int = 0, backend: str = 'auto') -> Crop
       unreadable (`checkpoint.ModelFolderError`), or it holds a face classifier; one line each.
 
   The predictors check every image and box (`lmjax.models.interface.check_face`).
+
+  A `.stablehlo` file (`python -m lmjax.export --format=stablehlo`) instead of a folder gives
+  an `lmjax.hlo_export.runner.ExportedPredictor` (image API only: `predict_faces`; backend
+  'auto' or 'xla', head 0: both were fixed at export).
   """
+  if str(directory).endswith(STABLEHLO_SUFFIX):
+    if head or backend not in ('auto', 'xla'):
+      raise ValueError(f'{directory}: an exported predictor; its head and backend are fixed')
+    return ExportedPredictor(directory)
   family = registry.read_spec(directory)['experiment']
   if family == 'bbfcn':
     if head:

@@ -18,6 +18,8 @@ scores them with `reports.compute_metrics`; when the predictor declares a `'coar
 `backbone_only`.
 Two front ends make the crops: `source_batches` (decoded tfds examples, `predictor.crop`) and
 `cache_batches` (a `RegionCache`'s exact test crops, on device, as training validates).
+A predictor without `crop` (an exported whole predictor, `lmjax.hlo_export.runner`) crops
+inside: `predict_images` asks its `predict_faces` for image-pixel points of the same faces.
 """
 
 from __future__ import annotations
@@ -248,6 +250,42 @@ def evaluate_cache(
   return score(pred, predictor.schema)
 
 
+def predict_images(
+  predictor: Any, source: Sequence[Mapping[str, Any]], batch_size: int, progress: str = ''
+) -> Predictions:
+  """The `Predictions` of a predictor that crops inside (no `crop` / `predict_crops`, e.g. an
+  exported `lmjax.hlo_export.runner.ExportedPredictor`): its `predict_faces(images, boxes)`
+  of every example's image and box, already in image pixels; the same faces, ground truth and
+  scoring as `source_batches` + `predict`.
+  """
+  parts: dict[str, list[Any]] = {k: [] for k in ('points', 'landmarks', 'bbox', 'visible')}
+  ids: list[str] = []
+  bar = tqdm(total=len(source), desc=progress, disable=not progress, mininterval=2)
+  for start in range(0, len(source), batch_size):
+    examples = [
+      datasets.decode(source[i]) for i in range(start, min(start + batch_size, len(source)))
+    ]
+    boxes = np.stack([ex['bbox'] for ex in examples]).astype(np.float64)
+    out = predictor.predict_faces([ex['image'] for ex in examples], boxes)
+    parts['points'].append(np.asarray(out[POINTS], np.float32))
+    for key in ('landmarks', 'bbox', 'visible'):
+      parts[key].append(np.stack([ex[key] for ex in examples]))
+    ids += [str(ex['image_id']) for ex in examples]
+    bar.update(len(examples))
+  bar.close()
+  if not ids:
+    raise ValueError('source: expected at least one face, got none')
+  joined = {k: np.concatenate(v) for k, v in parts.items()}
+  return Predictions(
+    points=joined['points'],
+    coarse=None,
+    landmarks=joined['landmarks'].astype(np.float32),
+    bbox=joined['bbox'].astype(np.float32),
+    visible=joined['visible'].astype(bool),
+    image_ids=ids,
+  )
+
+
 # ----------------------------------------------------------------------------- library entry
 def evaluate_model(
   predictor: CropPredictor,
@@ -291,8 +329,11 @@ def evaluate_model(
       f'predictor: predicts {predictor.schema.num_points} landmarks but the dataset has '
       f'{schema.num_points}'
     )
-  batches = source_batches(predictor, source, batch_size, progress)
-  pred = predict(predictor, batches, batch_size, on_batch)
+  if hasattr(predictor, 'crop'):
+    batches = source_batches(predictor, source, batch_size, progress)
+    pred = predict(predictor, batches, batch_size, on_batch)
+  else:
+    pred = predict_images(predictor, source, batch_size, progress)
   results = {**score(pred, schema), **(info or {})}
   gt = pred.landmarks, pred.bbox, pred.visible, pred.extras, schema
   name = getattr(source.dataset_info, 'name', '')  # the tfds name picks the protocol

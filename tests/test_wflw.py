@@ -219,3 +219,38 @@ def test_98_point_face_template_is_a_mirror_symmetric_face():
   mirrored = np.stack([1 - t[:, 0], t[:, 1]], axis=1)[list(WFLW98.flip_perm)]
   np.testing.assert_allclose(mirrored, t, atol=1e-5)
   assert t.shape == (98, 2) and (t > 0).all() and (t < 1).all()
+
+
+def test_a_predictor_that_crops_inside_keeps_the_protocol_subsets(tree, tmp_path):
+  """An exported whole predictor (no `crop`; `face_crop.predict_images`) is scored with the
+  same WFLW attribute subsets as a folder: the per-face extras travel on that path too."""
+  from lmjax.eval import face_crop
+  from lmjax.mcl.predictor import FacePredictor
+  from lmjax.models import registry
+  from lmjax.train import checkpoint
+
+  root, _ = tree
+  spec = registry.make_spec(
+    'mcl', num_points=98, width=16, num_heads=1, variant='gap', size=50, crop_scale=1.1,
+    grayscale=True, dataset='wflw',
+  )  # fmt: skip
+  model = str(tmp_path / 'mcl98')
+  checkpoint.export_model(model, registry.init(spec), spec)
+  folder = FacePredictor(model, backend='xla')
+
+  class CropsInside:  # what the evaluator sees of `hlo_export.runner.ExportedPredictor`
+    outputs, schema, spec = ('points',), folder.schema, folder.spec
+
+    def predict_faces(self, images, boxes):
+      return folder.predict_faces(images, boxes)
+
+  source = _load('test', root, tmp_path)
+  results = {}
+  for name, predictor in (('folder', folder), ('inside', CropsInside())):
+    out = tmp_path / name / 'm.json'
+    results[name] = face_crop.evaluate_model(predictor, source, str(out), batch_size=4)
+  assert results['inside']['protocol']['subsets']['occlusion']['num_faces'] == 2
+  inside, folder_subsets = (results[k]['protocol']['subsets'] for k in ('inside', 'folder'))
+  assert inside.keys() == folder_subsets.keys()
+  for name, numbers in inside.items():
+    assert numbers == pytest.approx(folder_subsets[name]), name

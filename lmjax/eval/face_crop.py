@@ -179,23 +179,39 @@ def source_batches(
 
   `progress`: the label of a progress bar over the faces (none when empty).
   """
-  starts = range(0, len(source), batch_size)
-  bar = tqdm(total=len(source), desc=progress, disable=not progress, mininterval=2)
-  for start in starts:
-    stop = min(start + batch_size, len(source))
-    examples = [datasets.decode(source[i]) for i in range(start, stop)]
+  for examples in _decoded_batches(source, batch_size, progress):
     crops, affines = zip(*(predictor.crop(ex['image'], ex['bbox']) for ex in examples), strict=True)
     yield FaceCrops(
       crops=np.stack(crops).astype(np.float32),
       crop_to_image=geometry.invert_affine(np.stack(affines).astype(np.float64)),
-      landmarks=np.stack([ex['landmarks'] for ex in examples]).astype(np.float32),
-      bbox=np.stack([ex['bbox'] for ex in examples]).astype(np.float32),
-      visible=np.stack([ex['visible'] for ex in examples]).astype(bool),
-      image_ids=[str(ex['image_id']) for ex in examples],
-      extras={k: np.stack([ex[k] for ex in examples]) for k in examples[0] if k not in _COMMON},
+      **_truth(examples),
     )
+
+
+def _decoded_batches(
+  source: Sequence[Mapping[str, Any]], batch_size: int, progress: str
+) -> Iterator[list[dict[str, Any]]]:
+  """The source's decoded examples, `batch_size` at a time (a progress bar unless `progress`
+  is empty)."""
+  bar = tqdm(total=len(source), desc=progress, disable=not progress, mininterval=2)
+  for start in range(0, len(source), batch_size):
+    examples = [
+      datasets.decode(source[i]) for i in range(start, min(start + batch_size, len(source)))
+    ]
+    yield examples
     bar.update(len(examples))
   bar.close()
+
+
+def _truth(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """The ground-truth fields of `FaceCrops` of decoded examples (extras: every other feature)."""
+  return dict(
+    landmarks=np.stack([ex['landmarks'] for ex in examples]).astype(np.float32),
+    bbox=np.stack([ex['bbox'] for ex in examples]).astype(np.float32),
+    visible=np.stack([ex['visible'] for ex in examples]).astype(bool),
+    image_ids=[str(ex['image_id']) for ex in examples],
+    extras={k: np.stack([ex[k] for ex in examples]) for k in examples[0] if k not in _COMMON},
+  )
 
 
 def cache_batches(
@@ -258,31 +274,21 @@ def predict_images(
   of every example's image and box, already in image pixels; the same faces, ground truth and
   scoring as `source_batches` + `predict`.
   """
-  parts: dict[str, list[Any]] = {k: [] for k in ('points', 'landmarks', 'bbox', 'visible')}
-  ids: list[str] = []
-  bar = tqdm(total=len(source), desc=progress, disable=not progress, mininterval=2)
-  for start in range(0, len(source), batch_size):
-    examples = [
-      datasets.decode(source[i]) for i in range(start, min(start + batch_size, len(source)))
-    ]
+  points, truths = [], []
+  for examples in _decoded_batches(source, batch_size, progress):
     boxes = np.stack([ex['bbox'] for ex in examples]).astype(np.float64)
     out = predictor.predict_faces([ex['image'] for ex in examples], boxes)
-    parts['points'].append(np.asarray(out[POINTS], np.float32))
-    for key in ('landmarks', 'bbox', 'visible'):
-      parts[key].append(np.stack([ex[key] for ex in examples]))
-    ids += [str(ex['image_id']) for ex in examples]
-    bar.update(len(examples))
-  bar.close()
-  if not ids:
+    points.append(np.asarray(out[POINTS], np.float32))
+    truths.append(_truth(examples))
+  if not truths:
     raise ValueError('source: expected at least one face, got none')
-  joined = {k: np.concatenate(v) for k, v in parts.items()}
+  joined = {k: np.concatenate([t[k] for t in truths]) for k in ('landmarks', 'bbox', 'visible')}
   return Predictions(
-    points=joined['points'],
+    points=np.concatenate(points),
     coarse=None,
-    landmarks=joined['landmarks'].astype(np.float32),
-    bbox=joined['bbox'].astype(np.float32),
-    visible=joined['visible'].astype(bool),
-    image_ids=ids,
+    image_ids=[i for t in truths for i in t['image_ids']],
+    extras={k: np.concatenate([t['extras'][k] for t in truths]) for k in truths[0]['extras']},
+    **joined,
   )
 
 

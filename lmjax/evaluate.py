@@ -6,7 +6,9 @@
 The dataset's declared kind picks the evaluator: a dataset whose features hold a list of faces
 per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is scanned whole by
 the BB-FCN pyramid scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
-`--max_images`); every other dataset has one face box per example and goes to the face-crop
+`--max_images`); a dataset of face ellipses (fddb; `--split=test` or `fold_01` .. `fold_10`)
+gets the FDDB discrete ROC of `lmjax-scan`'s faces (`lmjax.eval.face_detection`); every
+other dataset has one face box per example and goes to the face-crop
 evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapped back to
 image pixels; an exported `.stablehlo` file as checkpoint crops inside its graph and is
 scored on the same faces through `face_crop.predict_images`); benchmarks with their own
@@ -37,14 +39,18 @@ from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import paths
 from lmjax.eval import face_crop, pose_bins, protocols, reports
 
-FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
+FACE_CROP, MULTI_FACE, FACE_DETECTION = 'face_crop', 'multi_face', 'face_detection'
 SCAN_THRESHOLD = 0.2
 
 
 def dataset_kind(source) -> str:
-  """`MULTI_FACE` when the dataset's features declare a list of faces per image, else
+  """`FACE_DETECTION` when the dataset's faces are ellipses without landmarks (FDDB),
+  `MULTI_FACE` when its features declare a list of landmarked faces per image, else
   `FACE_CROP` (one face box per example)."""
-  return MULTI_FACE if 'faces' in source.dataset_info.features else FACE_CROP
+  features = source.dataset_info.features
+  if 'faces' not in features:
+    return FACE_CROP
+  return FACE_DETECTION if 'ellipse' in features['faces'].feature else MULTI_FACE
 
 
 def run(
@@ -86,7 +92,8 @@ def run(
     dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
   )
   name = f'{dataset}/{split}'
-  if dataset_kind(source) == MULTI_FACE:
+  kind = dataset_kind(source)
+  if kind in (MULTI_FACE, FACE_DETECTION):
     if not hasattr(predictor, 'crop'):
       raise ValueError(
         f'{dataset} has several faces per image: the scanner needs a BB-FCN model folder, and '
@@ -97,6 +104,13 @@ def run(
         f'{dataset} has several faces per image: it needs a BB-FCN model, and '
         f'{checkpoint} is not one'
       )
+    if kind == FACE_DETECTION:
+      from lmjax.eval import face_detection
+
+      report = _evaluate_detection(checkpoint, source, output, name, levels, face_classifier,
+                                   max_images)  # fmt: skip
+      print(face_detection.summary_table(report))
+      return report
     report = _evaluate_multiface(
       checkpoint, source, output, name, levels, face_classifier, max_images
     )
@@ -157,6 +171,42 @@ def _evaluate_multiface(checkpoint, source, output, name, levels, face_classifie
   )  # fmt: skip
 
 
+def _scan_faces(checkpoint: str, levels: int, face_classifier: str | None):
+  """`lmjax-scan`'s face detection as a detector: image -> (boxes [D, 4], scores [D]), every face
+  down to score 0 (landmark consensus, or the face/non-face CNN of `face_classifier`)."""
+  from lmjax.scan import detect
+  from lmjax.scan.scanner import Scanner
+
+  scanner = Scanner.load(checkpoint, levels=levels, threshold=SCAN_THRESHOLD)
+  classifier = None
+  if face_classifier:
+    from lmjax.facecls.classifier import FaceClassifier
+
+    classifier = FaceClassifier.load(face_classifier)
+
+  def detector(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    found = detect.faces_from_scan(scanner.scan(image), image, classifier, min_score=0.0)
+    return np.array([f.box for f in found]).reshape(-1, 4), np.array([f.score for f in found])
+
+  return scanner, detector
+
+
+def _evaluate_detection(checkpoint, source, output, name, levels, face_classifier, max_images):
+  """`face_detection.evaluate_detector` (FDDB ROC) with the scanner's faces."""
+  from lmjax.eval import face_detection
+
+  scanner, detector = _scan_faces(checkpoint, levels, face_classifier)
+  info = {
+    'checkpoint': str(paths.absolute(checkpoint)),
+    'levels': scanner.params.levels,
+    'threshold': scanner.params.threshold,
+    'faces_scored_by': 'face classifier' if face_classifier else 'landmark consensus',
+  }
+  return face_detection.evaluate_detector(
+    detector, source, output, name=name, info=info, max_images=max_images
+  )
+
+
 def _viz_writer(folder: str, count: int):
   """`on_batch` callback writing response-map pictures of the first `count` faces."""
   from lmjax.viz import heatmaps
@@ -215,14 +265,15 @@ def _define_flags() -> None:
     'dataset',
     None,
     'Dataset: 300w, mtfl, cofw, wflw, aflw2000_3d, aflw19, synthetic, afw_multiface, '
-    'composite_multiface.',
+    'composite_multiface, fddb.',
   )
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of the dataset.')
   flags.DEFINE_string(
     'split',
     'test',
     'Split to evaluate; `validation` of 300-W, MTFL and COFW is the training faces lmjax.main '
-    'holds out (the validation figures of stages.json and the model cards).',
+    'holds out (the validation figures of stages.json and the model cards); FDDB: `test` (all '
+    'ten folds) or one fold `fold_01` .. `fold_10`.',
   )
   flags.DEFINE_string('output', 'metrics.json', 'Metrics JSON path (CED PNGs go beside it).')
   flags.DEFINE_string('predictions', None, 'Optional .npz path for image_ids and pred.')

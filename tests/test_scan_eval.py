@@ -108,6 +108,29 @@ def test_evaluate_synthetic_scenes_with_a_face_classifier(model_dir, classifier_
   assert plain['num_images'] == 2 and 'detector_ap' not in plain['summary']['bbfcn']
 
 
+def test_evaluate_on_an_fddb_layout(model_dir, tmp_path, capsys):
+  """`lmjax.evaluate.run` (the command line's body, in process) with a random-weight scanner."""
+  from test_fddb import write_fddb
+
+  from lmjax import evaluate
+
+  tree = write_fddb(tmp_path / 'fddb')
+  out = tmp_path / 'eval' / 'fddb.json'
+  evaluate.run(model_dir, 'fddb', 'fold_01', str(out), manual_dir=str(tree),
+               data_dir=str(tmp_path / 'tfds'), levels=4)  # fmt: skip
+  report = json.loads(out.read_text())
+  assert report['dataset'] == 'fddb/fold_01' and report['folds'] == [1]
+  assert report['num_images'] == 2 and report['num_faces'] == 3 and report['levels'] == 4
+  curve = report['fddb_discrete_roc']
+  assert len(curve['thresholds']) == len(curve['false_positives']) == len(curve['true_positives'])
+  detections = np.array(curve['true_positives']) + np.array(curve['false_positives'])
+  assert (detections[-1] if detections.size else 0) == report['num_detections']
+  assert 'fddb_discrete_recall_at_1000_fp' in report  # null: far fewer than 1000 detections
+  assert report['faces_scored_by'] == 'landmark consensus'
+  assert (tmp_path / 'eval' / 'fddb_fddb_roc.png').stat().st_size > 1000
+  assert 'discrete true-positive rate at 1000 false positives' in capsys.readouterr().out
+
+
 def test_scan_cli_image_folder_and_video(model_dir, tmp_path):
   scene = synthface.render_scene((5, 1), (120, 160), max_faces=3)
   image = tmp_path / 'in' / 'scene.png'

@@ -315,6 +315,15 @@ def plot_precision_recall(curves: Mapping[str, Mapping], path_png, title: str = 
   _save(fig, axes, path_png, title, loc='lower left')
 
 
+def plot_roc(curves: Mapping[str, Mapping], path_png, title: str = '') -> None:
+  """True-positive rate against false positives (FDDB ROC), label -> `fddb_roc` result, as a PNG."""
+  fig, axes = _figure(curves, 1)
+  for label, r in curves.items():
+    axes[0].step(r['false_positives'], r['true_positive_rate'], where='post', label=label)
+  axes[0].set(xlabel='false positives', ylabel='true positive rate')
+  _save(fig, axes, path_png, title)
+
+
 def plot_multiface(
   results: Mapping[str, Mapping[str, Any]], stem: str, schema: Schema, title: str = ''
 ) -> None:

@@ -48,6 +48,7 @@ MODULES = {
   'aflw19': 'lmjax.data.datasets.aflw19',
   'afw_multiface': 'lmjax.data.datasets.afw_multiface',
   'composite_multiface': 'lmjax.data.datasets.composite',
+  'fddb': 'lmjax.data.datasets.fddb',
 }
 ALIASES = {
   '300w': 'the300w',
@@ -102,7 +103,7 @@ def load(
 
   Args:
     name: dataset name or alias (`300w`, `mtfl`, `cofw`, `wflw`, `aflw2000`, `aflw19`,
-      `synthetic`, `afw_multiface`, ...).
+      `synthetic`, `afw_multiface`, `fddb`, ...).
     split: split name, e.g. `train`, `common`, `test`.
     manual_dir: folder with the official files (datasets that need one).
     data_dir: where prepared datasets live (default `default_data_dir()`).
@@ -155,7 +156,8 @@ VALIDATION = 'validation'
 
 def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
   """`load`, plus the split `validation` of datasets that have none (300-W, MTFL, COFW, WFLW,
-  AFLW-19).
+  AFLW-19), and the splits that are views of a stored one (FDDB's `fold_01` .. `fold_10`:
+  `fddb.fold_indices` of `test`).
 
   There, `validation` is the faces `lmjax.main` holds out of `train`
   (`table.held_out_split`, seed 0, the table's `num_validation`), so evaluating it reproduces
@@ -164,6 +166,10 @@ def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
   """
   from lmjax.data.datasets import table
 
+  module = _module(name)
+  if split in getattr(module, 'FOLD_SPLITS', {}):
+    source = load(name, module.SPLIT, **kwargs)
+    return _Subset(source, module.fold_indices(source, split))
   entry = table.TABLE.get(name) or table.TABLE.get(canonical_name(name))
   carves = entry is not None and not entry.val_split
   if split != VALIDATION or not carves:

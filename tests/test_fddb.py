@@ -90,7 +90,10 @@ def test_fddb_builder_reads_folds_ellipses_and_boxes(tree, tmp_path):
     ('last', r'FDDB-fold-02-ellipseList\.txt:3: last field is 0; expected 1'),
     ('not_count', r'FDDB-fold-01-ellipseList\.txt:5: expected the face count .* got \'two\''),
     ('image', r'FDDB-fold-02-ellipseList\.txt:1: image .*img_421\.jpg not found'),
-    ('order', r'FDDB-fold-01-ellipseList\.txt:1: image 1 is .*img_591.* but .*FDDB-fold-01\.txt'),
+    ('order', r'FDDB-fold-01-ellipseList\.txt:1: image 1 is .*img_591.* but .*FDDB-fold-01\.txt:1'),
+    ('unlisted', r'FDDB-fold-01-ellipseList\.txt:4: image .*img_265. is not in .*fold-01\.txt'),
+    ('unannotated', r'FDDB-fold-01-ellipseList\.txt: ends after 2 images, but .*01\.txt:3 lists'),
+    ('empty_fold', r'FDDB-fold-01\.txt: fold list has no images'),
   ],
 )
 def test_fddb_malformed_files_name_file_and_line(tree, tmp_path, damage, message):
@@ -111,6 +114,11 @@ def test_fddb_malformed_files_name_file_and_line(tree, tmp_path, damage, message
     lines[4] = 'two'
   elif damage == 'order':
     (folder / 'FDDB-fold-01.txt').write_text('2002/08/26/big/img_265\n2002/08/11/big/img_591\n')
+  elif damage in ('unlisted', 'unannotated', 'empty_fold'):
+    listed = {'unlisted': ['2002/08/11/big/img_591'], 'empty_fold': []}.get(
+      damage, ['2002/08/11/big/img_591', '2002/08/26/big/img_265', '2002/08/26/big/img_266']
+    )
+    (folder / 'FDDB-fold-01.txt').write_text(''.join(f'{n}\n' for n in listed))
   path.write_text('\n'.join(lines) + '\n')
   if damage == 'image':
     (tree / 'originalPics' / '2003/01/13/big/img_421.jpg').unlink()

@@ -156,23 +156,32 @@ def ellipse_box(ellipses: np.ndarray) -> np.ndarray:
   return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
 
 
-def read_fold(manual_dir: str, fold: int, image_list: str, ellipse_list: str) -> list[dict]:
+def read_fold(fold: int, image_list: str, ellipse_list: str) -> list[dict]:
   """The images of one fold: the ellipse list checked against the fold's image list.
 
   Raises:
-    common.DatasetFormatError: the two lists name different images (or in another order).
+    common.DatasetFormatError: an empty fold list, or the two lists naming different images
+      (or the same in another order).
   """
   paths = read_fold_list(image_list)
+  if not paths:
+    raise common.DatasetFormatError(f'{image_list}: fold list has no images; expected one a line')
   images = parse_ellipse_list(ellipse_list)
   for k in range(max(len(paths), len(images))):
-    listed = paths[k][1] if k < len(paths) else None
-    annotated = images[k]['image'] if k < len(images) else None
-    if listed != annotated:
-      where = f'{ellipse_list}:{images[k]["lineno"]}' if annotated else ellipse_list
-      line = f'line {paths[k][0]}' if listed else 'its end'
+    if k >= len(images):
       raise common.DatasetFormatError(
-        f'{where}: image {k + 1} is {annotated!r} but {image_list} has {listed!r} at {line}; '
-        "the ellipse list must annotate the fold list's images in its order"
+        f'{ellipse_list}: ends after {len(images)} images, but {image_list}:{paths[k][0]} lists '
+        f'{paths[k][1]!r}; expected an entry for every image of the fold list'
+      )
+    where = f'{ellipse_list}:{images[k]["lineno"]}'
+    if k >= len(paths):
+      raise common.DatasetFormatError(
+        f'{where}: image {images[k]["image"]!r} is not in {image_list} ({len(paths)} images)'
+      )
+    if paths[k][1] != images[k]['image']:
+      raise common.DatasetFormatError(
+        f'{where}: image {k + 1} is {images[k]["image"]!r} but {image_list}:{paths[k][0]} has '
+        f"{paths[k][1]!r}; the ellipse list must annotate the fold list's images in its order"
       )
   for image in images:
     image['fold'] = fold
@@ -284,7 +293,7 @@ class Fddb(tfds.core.GeneratorBasedBuilder):
     self.info.metadata['fingerprint'] = fingerprint(manual_dir)
     images, seen = [], {}
     for fold, (image_list, ellipse_list) in sorted(fold_files(manual_dir).items()):
-      for image in read_fold(manual_dir, fold, image_list, ellipse_list):
+      for image in read_fold(fold, image_list, ellipse_list):
         if image['image'] in seen:
           raise common.DatasetFormatError(
             f'{image["where"]}: image {image["image"]!r} is already annotated at '

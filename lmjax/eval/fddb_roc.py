@@ -30,6 +30,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
+from lmjax.data.datasets.fddb import ellipse_box
+
 MATCH_RATIO = 0.5
 FP_AT = (1000,)
 
@@ -37,10 +39,9 @@ FP_AT = (1000,)
 def _ellipse_window(ellipse: np.ndarray, width: int, height: int):
   """(x range, y range, bool mask [h, w]) of the image pixels inside `ellipse` [5]."""
   a, b, theta, cx, cy = (float(v) for v in ellipse)
-  half_w = np.hypot(a * np.cos(theta), b * np.sin(theta))
-  half_h = np.hypot(a * np.sin(theta), b * np.cos(theta))
-  x0, x1 = max(int(np.ceil(cx - half_w)), 0), min(int(np.floor(cx + half_w)), width - 1)
-  y0, y1 = max(int(np.ceil(cy - half_h)), 0), min(int(np.floor(cy + half_h)), height - 1)
+  left, top, right, bottom = ellipse_box(ellipse)[0]
+  x0, x1 = _pixel_range(left, right, width)
+  y0, y1 = _pixel_range(top, bottom, height)
   dx = np.arange(x0, x1 + 1, dtype=np.float64)[None, :] - cx
   dy = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] - cy
   u = dx * np.cos(theta) + dy * np.sin(theta)

@@ -156,6 +156,7 @@ def bbfcn_config(
     regression=dict(steps=25_000, lr=lr_backbone, decay_every=10**9, positives=20, warmup_steps=0),
   )
   c.validate_every = 1_000
+  c.stop_after = ''  # a stage name to stop after (e.g. 'backbone'); '' runs every stage
   c.log_every = 100
   c.checkpoint_every = 2_000
   if runlocal:

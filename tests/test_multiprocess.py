@@ -159,16 +159,17 @@ def _check_one_writer(workdir, runs=1):
 
 
 def test_bbfcn_two_processes_preempted_and_resumed_train_like_one_process(tmp_path):
-  """BB-FCN (no BatchNorm), both stages: 2 processes × 1 device, stopped by SIGTERM in the
-  backbone stage and resumed, against 1 process × 2 devices without interruption: the same
-  losses and model to float tolerance.
+  """BB-FCN (no BatchNorm), its backbone stage: 2 processes × 1 device, stopped by SIGTERM and
+  resumed, against 1 process × 2 devices without interruption: the same losses and model to
+  float tolerance. (The branch stage runs the same sharded step and checkpointing; it is left
+  out to keep the suite's slowest test short.)
 
   The validation metrics of these barely trained models (NME ~100 %) read peaks off nearly flat
   maps, where float noise moves a peak: they agree to ~5e-4 (121.708 against 121.759 %).
   """
   config = 'configs/bbfcn.py:points=5,data=synthetic,runlocal'
   overrides = [
-    '--config.stages.backbone.steps=6', '--config.stages.branches.steps=2',
+    '--config.stages.backbone.steps=6', '--config.stop_after=backbone',
     '--config.log_every=1', '--config.checkpoint_every=2',
   ]  # fmt: skip
   one, two = tmp_path / 'one', tmp_path / 'two'
@@ -178,15 +179,14 @@ def test_bbfcn_two_processes_preempted_and_resumed_train_like_one_process(tmp_pa
   assert not (two / 'stages.json').exists()  # it stopped inside the first stage
   _train_processes(config, two, overrides)  # the same command resumes
   a, b = _losses(one), _losses(two)
-  assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 8
+  assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 6
   np.testing.assert_allclose([r[2] for r in b], [r[2] for r in a], rtol=1e-4)
-  for stage in ('backbone', 'bbfcn'):
-    for key in ('nme_ipd', 'nme_box'):
-      assert _stages(two)[stage][key] == pytest.approx(_stages(one)[stage][key], rel=2e-3)
+  for key in ('nme_ipd', 'nme_box'):
+    assert _stages(two)['backbone'][key] == pytest.approx(_stages(one)['backbone'][key], rel=2e-3)
   _check_one_writer(two, runs=2)
   from lmjax.train import checkpoint
 
-  va, vb = (checkpoint.load_model(str(w / 'models' / 'bbfcn'))[1] for w in (one, two))
+  va, vb = (checkpoint.load_model(str(w / 'models' / 'backbone'))[1] for w in (one, two))
   import jax
 
   for x, y in zip(jax.tree_util.tree_leaves(va), jax.tree_util.tree_leaves(vb), strict=True):

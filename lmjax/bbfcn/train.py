@@ -289,6 +289,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stages=[stage(name) for name in names],
     summary=reports.landmark_summary,
     table=functools.partial(_tables, schema=schema),
+    stop_after=config.get('stop_after', ''),
   )
   return stages.run(plan, settings)
 

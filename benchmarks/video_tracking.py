@@ -16,7 +16,8 @@ Per method and sequence kind: NME (mean point error / outer-eye-corner distance 
 head: mean frame-to-frame change of the point errors, % of the eye distance), lag (on the
 moving heads: the error of the points' centroid along the direction of motion divided by the
 speed, in frames), frames/s (landmarker and tracker time only, after a warm-up), tracking
-losses and missed frames. Run:
+losses and missed frames (the metric code is `lmjax.eval.video_metrics`, which the 300-VW
+evaluation uses too). Run:
 
   python benchmarks/video_tracking.py [--people 2] [--frames 60]
 
@@ -36,7 +37,8 @@ import time
 import numpy as np
 
 import lmjax
-from lmjax.core.geometry import box_iou
+from lmjax.core import landmarks
+from lmjax.eval import video_metrics
 from lmjax.synthface import sequence
 
 IMAGE_SIZE = (240, 320)
@@ -52,14 +54,6 @@ def _render(kind: str, person: int, frames: int) -> dict:
   )
 
 
-def _best(faces, truth_box: np.ndarray):
-  """The face overlapping the true box most (IoU >= 0.3), or None."""
-  if not faces:
-    return None
-  iou = box_iou(np.array([f.box for f in faces], np.float32), truth_box[None])[:, 0]
-  return faces[int(iou.argmax())] if iou.max() >= 0.3 else None
-
-
 def _run(method: str, landmarker, clip: dict, config) -> tuple[np.ndarray, float, int]:
   """Points [T, 68, 2] (NaN where missed), seconds, losses."""
   n = len(clip['frames'])
@@ -68,31 +62,23 @@ def _run(method: str, landmarker, clip: dict, config) -> tuple[np.ndarray, float
   start = time.perf_counter()
   for i, frame in enumerate(clip['frames']):
     faces = landmarker.detect(frame) if tracker is None else tracker.update(frame)
-    face = _best(faces, clip['bbox'][i])
-    if face is not None:
-      points[i] = face.points
+    match = video_metrics.best_match([f.box for f in faces], clip['bbox'][i])
+    if match is not None:
+      points[i] = faces[match].points
   seconds = time.perf_counter() - start
   return points, seconds, 0 if tracker is None else tracker.losses
 
 
 def _metrics(points: np.ndarray, clip: dict) -> dict:
-  gt = clip['landmarks'].astype(np.float64)
-  ioc = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=-1)  # [T]
-  error = points - gt  # [T, 68, 2]
-  found = np.isfinite(points).all(axis=(1, 2))
-  nme = np.linalg.norm(error, axis=-1).mean(1) / ioc
-  both = found[1:] & found[:-1]
-  jitter = np.linalg.norm(error[1:] - error[:-1], axis=-1).mean(1) / ioc[1:]
-  centre = gt.mean(1)
-  velocity = np.gradient(centre, axis=0)  # pixels per frame
-  speed = np.linalg.norm(velocity, axis=-1)
-  moving = found & (speed > 0.5)
-  along = (error.mean(1) * velocity).sum(-1) / np.maximum(speed, 1e-9)  # ahead > 0
+  """Per-frame NMEs and jitters of the found frames, lags, missed count
+  (`lmjax.eval.video_metrics`, outer-eye-corner normaliser)."""
+  gt = clip['landmarks']
+  errors = video_metrics.frame_errors(points, gt, landmarks.IBUG68)
   return {
-    'nme': nme[found].tolist(),
-    'jitter': jitter[both].tolist(),
-    'lag': (-along[moving] / speed[moving]).tolist(),
-    'missed': int((~found).sum()),
+    'nme': errors['nme'][errors['found']].tolist(),
+    'jitter': errors['jitter'][np.isfinite(errors['jitter'])].tolist(),
+    'lag': video_metrics.lag_frames(points, gt).tolist(),
+    'missed': int((~errors['found']).sum()),
   }
 
 

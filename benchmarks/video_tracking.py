@@ -21,6 +21,11 @@ evaluation uses too). Run:
 
   python benchmarks/video_tracking.py [--people 2] [--frames 60]
 
+With `--write_300vw DIR` it only writes the same rendered sequences as a 300-VW tree (MJPG
+`vid.avi` + `annot/*.pts` per video, 30 frames/s; static and turning heads under category-1
+ids, moving and scaling under category 2, occluded under category 3) for
+`python -m lmjax.evaluate --dataset=300vw --manual_dir=DIR`, and exits.
+
 The last line printed is one JSON object (`video_nme_<method>_<kind>`, `video_jitter_<method>`,
 `video_lag_<method>_frames`, `video_fps_<method>`, `video_losses_<method>`,
 `video_jitter_ratio_smoothed_vs_scan`, `video_nme_added_smoothed_vs_scan_moving`,
@@ -32,12 +37,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 
 import numpy as np
 
 import lmjax
 from lmjax.core import landmarks
+from lmjax.data.datasets import the300vw
 from lmjax.eval import video_metrics
 from lmjax.synthface import sequence
 
@@ -45,6 +52,7 @@ IMAGE_SIZE = (240, 320)
 KINDS = ('static', 'turning', 'moving', 'scaling', 'occluded')
 METHODS = ('scan', 'track', 'smooth')
 SEED_OFFSET = 20_000  # people not used by the unit tests
+FPS = 30.0
 
 
 def _render(kind: str, person: int, frames: int) -> dict:
@@ -52,6 +60,25 @@ def _render(kind: str, person: int, frames: int) -> dict:
   return sequence.render_sequence(
     SEED_OFFSET + person, traj, IMAGE_SIZE, occluder=kind == 'occluded'
   )
+
+
+def _video_id(kind: str, person: int) -> str:
+  """A 300-VW test video id for a rendered sequence (static, turning: category 1; moving,
+  scaling: category 2; occluded: category 3)."""
+  category, offset = {
+    'static': (1, 0), 'turning': (1, 10), 'moving': (2, 0), 'scaling': (2, 10), 'occluded': (3, 0)
+  }[kind]  # fmt: skip
+  return the300vw.CATEGORIES[category][offset + person]
+
+
+def write_300vw(folder: str, people: int, frames: int) -> None:
+  """The benchmark's sequences as a 300-VW tree in `folder`."""
+  for person in range(people):
+    for kind in KINDS:
+      clip = _render(kind, person, frames)
+      video_id = _video_id(kind, person)
+      the300vw.write_video(os.path.join(folder, video_id), clip['frames'], clip['landmarks'], FPS)
+      print(f'{folder}/{video_id}: {kind}, person {person}, {frames} frames')
 
 
 def _run(method: str, landmarker, clip: dict, config) -> tuple[np.ndarray, float, int]:
@@ -89,7 +116,11 @@ def main() -> None:
   parser.add_argument('--model', default='pretrained/mcl68')
   parser.add_argument('--detector', default='pretrained/bbfcn5')
   parser.add_argument('--min_face', type=float, default=48.0)
+  parser.add_argument('--write_300vw', default=None, help='write the sequences as 300-VW; exit')
   args = parser.parse_args()
+  if args.write_300vw:
+    write_300vw(args.write_300vw, args.people, args.frames)
+    return
   landmarker = lmjax.Landmarker.load(args.model, args.detector, min_face=args.min_face)
   configs = {
     'scan': None,

@@ -24,19 +24,6 @@ FPS = 25.0
 VIDEOS = {'001': ('static', 3), '114': ('turning', 5), '410': ('static', 4)}
 
 
-def write_video(folder, clip):
-  """`folder/vid.avi` (MJPG) of the clip's frames and `folder/annot/NNNNNN.pts` per frame."""
-  (folder / 'annot').mkdir(parents=True)
-  writer = cv2.VideoWriter(
-    str(folder / 'vid.avi'), cv2.VideoWriter_fourcc(*'MJPG'), FPS, SIZE[::-1]
-  )
-  assert writer.isOpened()
-  for i, (frame, points) in enumerate(zip(clip['frames'], clip['landmarks'], strict=True), 1):
-    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    write_pts(folder / 'annot' / f'{i:06d}.pts', points)
-  writer.release()
-
-
 def _decoded(path):
   """The RGB frames of a video, as cv2 decodes them."""
   capture, frames = cv2.VideoCapture(str(path)), []
@@ -52,7 +39,9 @@ def clean_tree(tmp_path_factory):
   clips = {}
   for seed, (video_id, (kind, frames)) in enumerate(VIDEOS.items()):
     clips[video_id] = sequence.render_sequence(seed, sequence.trajectory(kind, frames, SIZE), SIZE)
-    write_video(root / video_id, clips[video_id])
+    the300vw.write_video(
+      root / video_id, clips[video_id]['frames'], clips[video_id]['landmarks'], FPS
+    )
   return root, clips
 
 

@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from lmjax.data.datasets import common
-from lmjax.data.datasets.pts import read_pts
+from lmjax.data.datasets.pts import read_pts, write_pts
 
 NUM_POINTS = 68
 VIDEO_FILE = 'vid.avi'
@@ -200,6 +200,29 @@ def _frames(capture: cv2.VideoCapture, video: str, annotations: list[str], step:
       f'{annotations[index]}: annotates frame {index + 1}, beyond the {index} frame(s) cv2 '
       f'decodes from {video}'
     )
+
+
+def write_video(folder: str | os.PathLike, frames: np.ndarray, landmarks: np.ndarray, fps: float):
+  """Writes one video in the 300-VW layout: `folder/vid.avi` (MJPG) of uint8 RGB `frames`
+  [T, H, W, 3] and `folder/annot/<t:06d>.pts` of `landmarks` [T, 68, 2] (0-based; written
+  1-based), e.g. rendered sequences (`lmjax.synthface.sequence`) for tests and benchmarks.
+
+  Raises:
+    ValueError: frames and landmarks of different lengths, or cv2 cannot write the file.
+  """
+  if len(frames) != len(landmarks):
+    raise ValueError(f'frames ({len(frames)}) and landmarks ({len(landmarks)}): expected as many')
+  annot = os.path.join(folder, ANNOT_FOLDER)
+  os.makedirs(annot, exist_ok=True)
+  height, width = frames.shape[1:3]
+  path = os.path.join(folder, VIDEO_FILE)
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), fps, (width, height))
+  if not writer.isOpened():
+    raise ValueError(f'{path}: cv2 cannot write an MJPG video here')
+  for t, (frame, points) in enumerate(zip(frames, landmarks, strict=True), 1):
+    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    write_pts(os.path.join(annot, f'{t:06d}.pts'), points)
+  writer.release()
 
 
 def fingerprint(manual_dir: str) -> str:

@@ -241,3 +241,5 @@ def test_evaluate_tracks_the_300vw_fixture(clean_tree, tmp_path, capsys, monkeyp
   assert saved['pred'].shape == (9, 68, 2) and saved['image_ids'][0] == '114/000001'
   stdout = capsys.readouterr().out
   assert 'the300vw tracking' in stdout and 'category_3' in stdout
+  with pytest.raises(ValueError, match=r'--detector: 300vw is scored by tracking'):
+    evaluate.run(str(PRETRAINED / 'mcl68'), '300vw', 'test', str(out), manual_dir=str(root))

@@ -5,6 +5,7 @@ end to end with the pretrained MCL68 landmarker behind the BB-FCN5 scanner."""
 import json
 import pathlib
 import shutil
+import types
 
 import cv2
 import numpy as np
@@ -215,6 +216,58 @@ def test_tracking_scores_by_category():
   assert len(curves['all']) == 7 and np.isnan(curves['category_1']).sum() == 1
   table = tracking.tracking_table({'protocol': {'dataset': 'the300vw', **protocol}})
   assert 'category_3' in table and 'jitter_ioc' in table
+
+
+class _Source(list):
+  """Decoded frames as a data source: a list with `dataset_info` (name, features)."""
+
+  dataset_info = types.SimpleNamespace(
+    name='the300vw', features=dict.fromkeys(['landmarks', *tracking.NEEDS])
+  )
+
+
+class _OffsetTracker:
+  """Reports the truth shifted by 1 px (hidden in the frame's pixels), none on black frames."""
+
+  losses = 0
+
+  def update(self, frame):
+    if not frame.any():
+      return []
+    points = frame[0, :68, :2].astype(np.float32) + 1.0
+    return [types.SimpleNamespace(box=np.r_[points.min(0), points.max(0)], points=points)]
+
+
+def _frame(video_id, index, found=True):
+  gt = _eyes(1)[0] + index
+  gt[:, 1] += np.arange(68) % 10  # a box of some height
+  image = np.zeros((4, 68, 3), np.uint8)
+  if found:
+    image[0, :, :2] = gt
+  box = np.r_[gt.min(0), gt.max(0)]
+  return dict(
+    image=image, landmarks=gt, bbox=box, image_id=f'{video_id}/{index + 1:06d}',
+    video_id=video_id.encode(), frame_index=index, category=1, fps=25.0,
+  )  # fmt: skip
+
+
+def test_run_tracker_pairs_frames_and_checks_their_order():
+  source = _Source([_frame('114', 0), _frame('114', 1, found=False), _frame('124', 0)])
+  runs = tracking.run_tracker(lambda fps: _OffsetTracker(), source)
+  assert [(r.video_id, len(r.points), r.fps) for r in runs] == [('114', 2, 25.0), ('124', 1, 25.0)]
+  np.testing.assert_allclose(runs[0].points[0], runs[0].truth[0] + 1.0)
+  assert np.isnan(runs[0].points[1]).all() and runs[1].image_ids == ['124/000001']
+  assert len(tracking.run_tracker(lambda fps: _OffsetTracker(), source, max_videos=1)) == 1
+  apart = _Source([_frame('114', 0), _frame('124', 0), _frame('114', 1)])
+  with pytest.raises(ValueError, match=r'example 2 \(video 114\) comes after another video'):
+    tracking.run_tracker(lambda fps: _OffsetTracker(), apart)
+  backwards = _Source([_frame('114', 1), _frame('114', 0)])
+  with pytest.raises(ValueError, match=r'example 1 \(video 114\) has frame_index 0 after 1'):
+    tracking.run_tracker(lambda fps: _OffsetTracker(), backwards)
+  still = _Source([_frame('114', 0)])
+  still.dataset_info = types.SimpleNamespace(name='the300w', features={'landmarks': None})
+  with pytest.raises(ValueError, match=r"needs the per-frame features .* lacks \['video_id'"):
+    tracking.run_tracker(lambda fps: _OffsetTracker(), still)
 
 
 def test_evaluate_tracks_the_300vw_fixture(clean_tree, tmp_path, capsys, monkeypatch):

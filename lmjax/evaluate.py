@@ -46,6 +46,7 @@ from lmjax.core import paths
 from lmjax.eval import face_crop, pose_bins, protocols, reports
 
 FACE_CROP, MULTI_FACE = 'face_crop', 'multi_face'
+FACE_KEYS = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
 VIDEO_DATASETS = ('the300vw',)  # scored by tracking each video (`lmjax.eval.tracking`)
 SCAN_THRESHOLD = 0.2
 
@@ -145,8 +146,7 @@ def run(
     rows = {'backbone_only': results['backbone_only'], 'bbfcn': results}
     for norm in ('ioc', 'ipd'):
       print(reports.per_landmark_table(rows, predictor.schema, norm))
-  keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
-  print(reports.format_table({name: results}, keys))
+  print(reports.format_table({name: results}, FACE_KEYS))
   print(pose_bins.bins_table(results['pose_bins']))
   if 'protocol' in results:
     print(protocols.protocol_table(results['protocol']))
@@ -210,11 +210,15 @@ def _evaluate_video(
     source,
     output,
     info=info,
+    label=epath.Path(checkpoint).name,
     title=f'{dataset} {split}',
     max_videos=max_videos,
     predictions=predictions,
     progress=f'{dataset}/{split}',
   )
+  if 'num_faces' in results:
+    print(f'found frames of {dataset}/{split}, scored as faces:')
+    print(reports.format_table({f'{dataset}/{split}': results}, FACE_KEYS))
   print(tracking.tracking_table(results))
   return results
 

@@ -289,7 +289,10 @@ def test_evaluate_tracks_the_300vw_fixture(clean_tree, tmp_path, capsys, monkeyp
   assert groups['category_1']['num_frames'] == 5 and groups['category_3']['num_videos'] == 1
   assert groups['all']['missed_frames'] == 0 and groups['all']['nme_ioc'] < 15
   assert groups['all']['jitter_ioc'] is not None and metrics['detector'].endswith('bbfcn5')
-  assert (tmp_path / 'eval' / 'vw_ced_protocol.png').stat().st_size > 0
+  for name in ('ced_protocol', 'ced_ioc', 'ced_ipd'):
+    assert (tmp_path / 'eval' / f'vw_{name}.png').stat().st_size > 0
+  assert metrics['num_faces'] == 9 and len(metrics['per_landmark_ipd']) == 68  # found frames
+  assert metrics['nme_ioc'] == pytest.approx(groups['all']['nme_ioc'])
   saved = np.load(pred)
   assert saved['pred'].shape == (9, 68, 2) and saved['image_ids'][0] == '114/000001'
   stdout = capsys.readouterr().out

@@ -19,7 +19,9 @@ one is *missed*. Reported (percent of the outer-eye-corner distance, the 300-VW 
   track_losses     tracks the tracker lost (`losses`: each followed by a re-detection scan)
 
 plus per video the same numbers, and a CED plot `<stem>_ced_protocol.png` with a curve per
-category. This module imports no tracker: the caller passes `make_tracker`.
+category; beside them, the face-crop evaluators' numbers and plots over the found frames (the
+same JSON keys as for any face dataset: `nme_ioc`, `nme_ipd`, `nme_box`, ...). This module
+imports no tracker: the caller passes `make_tracker`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ NEEDS = ('video_id', 'frame_index', 'category', 'fps')
 @dataclasses.dataclass
 class VideoRun:
   """One video run through the tracker: the matched points [T, K, 2] (NaN rows on missed
-  frames), the truth [T, K, 2], the frames' image ids, the tracker's losses and its seconds."""
+  frames), the truth [T, K, 2] and face boxes [T, 4], the frames' image ids, the tracker (its
+  `losses`) and its seconds."""
 
   video_id: str
   category: int
@@ -52,6 +55,7 @@ class VideoRun:
   tracker: Any
   points: list = dataclasses.field(default_factory=list)
   truth: list = dataclasses.field(default_factory=list)
+  boxes: list = dataclasses.field(default_factory=list)
   image_ids: list = dataclasses.field(default_factory=list)
   last_frame: int = -1
   seconds: float = 0.0
@@ -113,6 +117,7 @@ def run_tracker(
       points = np.asarray(faces[match].points, np.float32)
     run.points.append(points)
     run.truth.append(np.asarray(example['landmarks'], np.float32))
+    run.boxes.append(np.asarray(example['bbox'], np.float32))
     run.image_ids.append(str(example['image_id']))
   return runs
 
@@ -156,51 +161,70 @@ def evaluate_tracker(
   output: str | os.PathLike,
   *,
   info: Mapping[str, Any] | None = None,
+  label: str = 'model',
   title: str = '',
   max_videos: int | None = None,
   predictions: str | os.PathLike | None = None,
   progress: str = '',
 ) -> dict[str, Any]:
-  """Runs and scores a tracker on a video dataset source; writes the JSON and the CED plot.
+  """Runs and scores a tracker on a video dataset source; writes the JSON and the CED plots.
 
   Args:
     make_tracker: fps -> a fresh tracker (see the module docstring).
     source: e.g. `lmjax.data.datasets.load('300vw', 'test', ...)`.
-    output: metrics JSON path; `<stem>_ced_protocol.png` (one curve per category, missed
-      frames as failures) goes beside it.
+    output: metrics JSON path. Beside it: `<stem>_ced_protocol.png` (one curve per category,
+      missed frames as failures) and, as for face datasets, `<stem>_ced_ioc.png` and
+      `<stem>_ced_ipd.png` of the found frames.
     info: extra JSON keys (the CLI adds dataset, split, checkpoint, detector).
-    title: the plot's title.
+    label: the legend label of the ioc / ipd CED curves.
+    title: the plots' title.
     max_videos: run only the first N videos.
     predictions: optional `.npz` of `image_ids` and `pred` [N, K, 2] (NaN rows: missed).
     progress: label of a progress bar over the frames (none when empty).
 
   Returns:
     The dict written to `output`: `protocol` (`score_runs`), `num_videos`, `num_frames`,
-    `frames_per_second` (tracker time only) and `info`.
+    `frames_per_second` (tracker time only), the `info` keys, and the face-crop evaluators'
+    numbers (`reports.compute_metrics`: `num_faces`, `nme_ioc`, `nme_ipd`, `nme_box`, failure
+    rates, AUCs, per-landmark and pose-bin errors) over the found frames.
   """
   runs = run_tracker(make_tracker, source, max_videos=max_videos, progress=progress)
   if not runs:
     raise ValueError(f'{source.dataset_info.name}: the split has no frames to track')
-  protocol, curves = score_runs(runs, datasets.schema_of(source))
-  frames = sum(len(run.points) for run in runs)
+  schema = datasets.schema_of(source)
+  protocol, curves = score_runs(runs, schema)
+  points = np.concatenate([np.stack(r.points) for r in runs])  # [N, K, 2], NaN rows: missed
+  truth = np.concatenate([np.stack(r.truth) for r in runs])  # [N, K, 2]
+  boxes = np.concatenate([np.stack(r.boxes) for r in runs])  # [N, 4]
+  found = np.isfinite(points).all(axis=(1, 2))
   seconds = sum(run.seconds for run in runs)
-  results = {
-    'protocol': {'dataset': source.dataset_info.name, **protocol},
-    'num_videos': len(runs),
-    'num_frames': frames,
-    'frames_per_second': frames / seconds if seconds > 0 else None,
+  results: dict[str, Any] = {}
+  if found.any():
+    results = reports.compute_metrics(points[found], truth[found], boxes[found], schema)
+  results.update(
+    protocol={'dataset': source.dataset_info.name, **protocol},
+    num_videos=len(runs),
+    num_frames=len(points),
+    frames_per_second=len(points) / seconds if seconds > 0 else None,
     **(info or {}),
-  }
+  )
   reports.write_results(results, output)
   stem = os.path.splitext(os.fspath(output))[0]
   plotted = {g: np.where(np.isfinite(v), v, np.inf) for g, v in curves.items()}
-  heading = f'{title} ({len(runs)} videos, {frames} frames)'.strip()
+  heading = f'{title} ({len(runs)} videos, {len(points)} frames)'.strip()
   reports.plot_ced(
     plotted, CED_THRESHOLD, f'{stem}_ced_protocol.png', title=heading, normaliser=NORMALISER
   )
+  if found.any():
+    nmes = reports.per_image_nmes(points[found], truth[found], boxes[found], schema)
+    for norm, thr in (('ioc', 0.08), ('ipd', 0.10)):
+      found_heading = f'{title} ({int(found.sum())} found frames)'.strip()
+      reports.plot_ced(
+        {label: nmes[norm]}, thr, f'{stem}_ced_{norm}.png', title=found_heading, normaliser=norm
+      )
   if predictions:
     ids = [i for run in runs for i in run.image_ids]
-    reports.save_predictions(predictions, ids, np.concatenate([np.stack(r.points) for r in runs]))
+    reports.save_predictions(predictions, ids, points)
   return results
 
 

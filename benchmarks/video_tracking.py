@@ -16,9 +16,15 @@ Per method and sequence kind: NME (mean point error / outer-eye-corner distance 
 head: mean frame-to-frame change of the point errors, % of the eye distance), lag (on the
 moving heads: the error of the points' centroid along the direction of motion divided by the
 speed, in frames), frames/s (landmarker and tracker time only, after a warm-up), tracking
-losses and missed frames. Run:
+losses and missed frames (the metric code is `lmjax.eval.video_metrics`, which the 300-VW
+evaluation uses too). Run:
 
   python benchmarks/video_tracking.py [--people 2] [--frames 60]
+
+With `--write_300vw DIR` it only writes the same rendered sequences as a 300-VW tree (MJPG
+`vid.avi` + `annot/*.pts` per video, 30 frames/s; static and turning heads under category-1
+ids, moving and scaling under category 2, occluded under category 3) for
+`python -m lmjax.evaluate --dataset=300vw --manual_dir=DIR`, and exits.
 
 The last line printed is one JSON object (`video_nme_<method>_<kind>`, `video_jitter_<method>`,
 `video_lag_<method>_frames`, `video_fps_<method>`, `video_losses_<method>`,
@@ -31,18 +37,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 
 import numpy as np
 
 import lmjax
-from lmjax.core.geometry import box_iou
+from lmjax.core import landmarks
+from lmjax.data.datasets import the300vw
+from lmjax.eval import video_metrics
 from lmjax.synthface import sequence
 
 IMAGE_SIZE = (240, 320)
 KINDS = ('static', 'turning', 'moving', 'scaling', 'occluded')
 METHODS = ('scan', 'track', 'smooth')
 SEED_OFFSET = 20_000  # people not used by the unit tests
+FPS = 30.0
 
 
 def _render(kind: str, person: int, frames: int) -> dict:
@@ -52,12 +62,23 @@ def _render(kind: str, person: int, frames: int) -> dict:
   )
 
 
-def _best(faces, truth_box: np.ndarray):
-  """The face overlapping the true box most (IoU >= 0.3), or None."""
-  if not faces:
-    return None
-  iou = box_iou(np.array([f.box for f in faces], np.float32), truth_box[None])[:, 0]
-  return faces[int(iou.argmax())] if iou.max() >= 0.3 else None
+def _video_id(kind: str, person: int) -> str:
+  """A 300-VW test video id for a rendered sequence (static, turning: category 1; moving,
+  scaling: category 2; occluded: category 3)."""
+  category, offset = {
+    'static': (1, 0), 'turning': (1, 10), 'moving': (2, 0), 'scaling': (2, 10), 'occluded': (3, 0)
+  }[kind]  # fmt: skip
+  return the300vw.CATEGORIES[category][offset + person]
+
+
+def write_300vw(folder: str, people: int, frames: int) -> None:
+  """The benchmark's sequences as a 300-VW tree in `folder`."""
+  for person in range(people):
+    for kind in KINDS:
+      clip = _render(kind, person, frames)
+      video_id = _video_id(kind, person)
+      the300vw.write_video(os.path.join(folder, video_id), clip['frames'], clip['landmarks'], FPS)
+      print(f'{folder}/{video_id}: {kind}, person {person}, {frames} frames')
 
 
 def _run(method: str, landmarker, clip: dict, config) -> tuple[np.ndarray, float, int]:
@@ -68,31 +89,23 @@ def _run(method: str, landmarker, clip: dict, config) -> tuple[np.ndarray, float
   start = time.perf_counter()
   for i, frame in enumerate(clip['frames']):
     faces = landmarker.detect(frame) if tracker is None else tracker.update(frame)
-    face = _best(faces, clip['bbox'][i])
-    if face is not None:
-      points[i] = face.points
+    match = video_metrics.best_match([f.box for f in faces], clip['bbox'][i])
+    if match is not None:
+      points[i] = faces[match].points
   seconds = time.perf_counter() - start
   return points, seconds, 0 if tracker is None else tracker.losses
 
 
 def _metrics(points: np.ndarray, clip: dict) -> dict:
-  gt = clip['landmarks'].astype(np.float64)
-  ioc = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=-1)  # [T]
-  error = points - gt  # [T, 68, 2]
-  found = np.isfinite(points).all(axis=(1, 2))
-  nme = np.linalg.norm(error, axis=-1).mean(1) / ioc
-  both = found[1:] & found[:-1]
-  jitter = np.linalg.norm(error[1:] - error[:-1], axis=-1).mean(1) / ioc[1:]
-  centre = gt.mean(1)
-  velocity = np.gradient(centre, axis=0)  # pixels per frame
-  speed = np.linalg.norm(velocity, axis=-1)
-  moving = found & (speed > 0.5)
-  along = (error.mean(1) * velocity).sum(-1) / np.maximum(speed, 1e-9)  # ahead > 0
+  """Per-frame NMEs and jitters of the found frames, lags, missed count
+  (`lmjax.eval.video_metrics`, outer-eye-corner normaliser)."""
+  gt = clip['landmarks']
+  errors = video_metrics.frame_errors(points, gt, landmarks.IBUG68)
   return {
-    'nme': nme[found].tolist(),
-    'jitter': jitter[both].tolist(),
-    'lag': (-along[moving] / speed[moving]).tolist(),
-    'missed': int((~found).sum()),
+    'nme': errors['nme'][errors['found']].tolist(),
+    'jitter': errors['jitter'][np.isfinite(errors['jitter'])].tolist(),
+    'lag': video_metrics.lag_frames(points, gt).tolist(),
+    'missed': int((~errors['found']).sum()),
   }
 
 
@@ -103,7 +116,11 @@ def main() -> None:
   parser.add_argument('--model', default='pretrained/mcl68')
   parser.add_argument('--detector', default='pretrained/bbfcn5')
   parser.add_argument('--min_face', type=float, default=48.0)
+  parser.add_argument('--write_300vw', default=None, help='write the sequences as 300-VW; exit')
   args = parser.parse_args()
+  if args.write_300vw:
+    write_300vw(args.write_300vw, args.people, args.frames)
+    return
   landmarker = lmjax.Landmarker.load(args.model, args.detector, min_face=args.min_face)
   configs = {
     'scan': None,

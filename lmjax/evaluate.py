@@ -2,6 +2,8 @@
 
     python -m lmjax.evaluate --checkpoint=pretrained/mcl68 --dataset=300w --split=common \
         --manual_dir=DIR --output=metrics.json [--predictions=pred.npz]
+    python -m lmjax.evaluate --checkpoint=pretrained/mcl68 --detector=pretrained/bbfcn5 \
+        --dataset=300vw --split=test --manual_dir=DIR --output=metrics.json
 
 The dataset's declared kind picks the evaluator: a dataset whose features hold a list of faces
 per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is scanned whole by
@@ -13,12 +15,17 @@ evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapp
 image pixels; an exported `.stablehlo` file as checkpoint crops inside its graph and is
 scored on the same faces through `face_crop.predict_images`); benchmarks with their own
 protocol (WFLW subsets, AFLW2000-3D yaw bins and head-pose error, AFLW-19 frontal) add its
-numbers (`lmjax.eval.protocols`). When the predictor declares a `coarse` output (BB-FCN with
-branches) the same faces are also scored by the backbone alone (`backbone_only` in the JSON)
-and per-landmark tables of both are printed (paper Table V). `--viz` (BB-FCN only) writes
-input / coarse / fine map pictures of the first `--viz_count` faces. This module only wires:
-libraries and notebooks call `lmjax.eval.face_crop.evaluate_model` and
-`lmjax.eval.multiface.evaluate_scanner`.
+numbers (`lmjax.eval.protocols`). A video dataset (300vw: one example per frame, grouped by
+video) is scored by tracking: a `lmjax.track.VideoTracker` over the model folder and the
+`--detector` folder's scanner runs through each video's frames in order, and
+`lmjax.eval.tracking` reports per-frame NME (outer eye corners), FR / AUC@8 %, jitter and
+missed frames per test category (`--max_videos` tracks only the first N). When the predictor
+declares a `coarse` output (BB-FCN with branches) the same faces are also scored by the
+backbone alone (`backbone_only` in the JSON) and per-landmark tables of both are printed
+(paper Table V). `--viz` (BB-FCN only) writes input / coarse / fine map pictures of the first
+`--viz_count` faces. This module only wires:
+libraries and notebooks call `lmjax.eval.face_crop.evaluate_model`,
+`lmjax.eval.multiface.evaluate_scanner` and `lmjax.eval.tracking.evaluate_tracker`.
 
 A data or model problem (missing or corrupt model folder, unknown dataset, missing manual
 directory, unknown split, ...) prints one line `error: <file or flag>: <what was expected>` on
@@ -28,6 +35,7 @@ logs (orbax, tfds) that are otherwise off.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,6 +48,8 @@ from lmjax.core import paths
 from lmjax.eval import face_crop, pose_bins, protocols, reports
 
 FACE_CROP, MULTI_FACE, FACE_DETECTION = 'face_crop', 'multi_face', 'face_detection'
+FACE_KEYS = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
+VIDEO_DATASETS = ('the300vw',)  # scored by tracking each video (`lmjax.eval.tracking`)
 SCAN_THRESHOLD = 0.2
 
 
@@ -70,6 +80,8 @@ def run(
   face_classifier: str | None = None,
   max_images: int | None = None,
   backend: str = 'auto',
+  detector: str | None = None,
+  max_videos: int | None = None,
 ) -> dict[str, Any]:
   """Runs the evaluator of the dataset's kind, prints its table; returns what `output` holds."""
   from lmjax.data import datasets
@@ -86,6 +98,16 @@ def run(
   is_bbfcn = spec.get('experiment') == 'bbfcn'
   if viz and not (is_bbfcn and hasattr(predictor, 'crop')):
     raise ValueError(f'--viz draws BB-FCN response maps; {checkpoint} is not a BB-FCN model folder')
+  if datasets.canonical_name(dataset) in VIDEO_DATASETS:
+    if viz or not hasattr(predictor, 'crop'):
+      raise ValueError(
+        f'{dataset} is scored by tracking its videos (lmjax.track): --checkpoint must be a model '
+        f'folder, and --viz is not available there'
+      )
+    return _evaluate_video(
+      checkpoint, detector, dataset, split, output, manual_dir, data_dir, dataset_config,
+      predictions, max_videos, backend,
+    )  # fmt: skip
   if dataset_config is None and datasets.canonical_name(dataset) == 'synthetic':
     dataset_config = f'face{spec["num_points"]}'
   source = datasets.load_split(
@@ -138,8 +160,7 @@ def run(
     rows = {'backbone_only': results['backbone_only'], 'bbfcn': results}
     for norm in ('ioc', 'ipd'):
       print(reports.per_landmark_table(rows, predictor.schema, norm))
-  keys = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
-  print(reports.format_table({name: results}, keys))
+  print(reports.format_table({name: results}, FACE_KEYS))
   print(pose_bins.bins_table(results['pose_bins']))
   if 'protocol' in results:
     print(protocols.protocol_table(results['protocol']))
@@ -207,6 +228,51 @@ def _evaluate_detection(checkpoint, source, output, name, levels, face_classifie
   )
 
 
+def _evaluate_video(
+  checkpoint, detector, dataset, split, output, manual_dir, data_dir, dataset_config,
+  predictions, max_videos, backend,
+):  # fmt: skip
+  """`tracking.evaluate_tracker` with a `VideoTracker` over the model folder's landmarker (the
+  detector folder's scanner on key frames), one fresh tracker per video at its fps."""
+  from lmjax.data import datasets
+  from lmjax.eval import tracking
+  from lmjax.inference import Landmarker
+  from lmjax.track.tracker import TrackerConfig, VideoTracker
+
+  landmarker = Landmarker.load(checkpoint, detector, backend=backend)
+  if landmarker.scanner is None:
+    raise ValueError(
+      f'--detector: {dataset} is scored by tracking, which scans frames for faces; pass a '
+      'BB-FCN model folder, e.g. --detector=pretrained/bbfcn5'
+    )
+  source = datasets.load_split(
+    dataset, split, manual_dir=manual_dir, data_dir=data_dir, config=dataset_config
+  )
+  info = {
+    'dataset': dataset,
+    'split': split,
+    'checkpoint': str(paths.absolute(checkpoint)),
+    'detector': str(paths.absolute(detector or checkpoint)),
+    'tracker': {k: str(v) for k, v in dataclasses.asdict(TrackerConfig()).items() if k != 'fps'},
+  }
+  results = tracking.evaluate_tracker(
+    lambda fps: VideoTracker(landmarker, TrackerConfig(fps=fps)),
+    source,
+    output,
+    info=info,
+    label=epath.Path(checkpoint).name,
+    title=f'{dataset} {split}',
+    max_videos=max_videos,
+    predictions=predictions,
+    progress=f'{dataset}/{split}',
+  )
+  if 'num_faces' in results:
+    print(f'found frames of {dataset}/{split}, scored as faces:')
+    print(reports.format_table({f'{dataset}/{split}': results}, FACE_KEYS))
+  print(tracking.tracking_table(results))
+  return results
+
+
 def _viz_writer(folder: str, count: int):
   """`on_batch` callback writing response-map pictures of the first `count` faces."""
   from lmjax.viz import heatmaps
@@ -252,6 +318,8 @@ def main(argv: Sequence[str]) -> None:
       face_classifier=f.face_classifier,
       max_images=f.max_images,
       backend=f.backend,
+      detector=f.detector,
+      max_videos=f.max_videos,
     )
 
 
@@ -264,7 +332,7 @@ def _define_flags() -> None:
   flags.DEFINE_string(
     'dataset',
     None,
-    'Dataset: 300w, mtfl, cofw, wflw, aflw2000_3d, aflw19, synthetic, afw_multiface, '
+    'Dataset: 300w, mtfl, cofw, wflw, aflw2000_3d, aflw19, 300vw, synthetic, afw_multiface, '
     'composite_multiface, fddb.',
   )
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of the dataset.')
@@ -287,6 +355,13 @@ def _define_flags() -> None:
   flags.DEFINE_integer('levels', 20, 'Multi-face datasets: pyramid levels of the scanner.')
   flags.DEFINE_string('face_classifier', None, 'Multi-face: face/non-face CNN folder.')
   flags.DEFINE_integer('max_images', None, 'Multi-face: scan only the first N images.')
+  flags.DEFINE_string(
+    'detector',
+    None,
+    'Video datasets (300vw): the BB-FCN folder whose scanner finds the faces on key frames '
+    '(default: --checkpoint when it is a BB-FCN folder).',
+  )
+  flags.DEFINE_integer('max_videos', None, 'Video datasets: track only the first N videos.')
   flags.DEFINE_enum(
     'backend',
     'auto',

@@ -13,6 +13,7 @@ import pytest
 from lmjax.core import landmarks
 from lmjax.core.geometry import box_iou
 from lmjax.inference import Face
+from lmjax.models.interface import check_face
 from lmjax.scan import cli
 from lmjax.synthface import sequence
 from lmjax.track import video
@@ -136,6 +137,31 @@ def test_tracker_predicts_the_box_from_the_motion():
   still = VideoTracker(_FakeLandmarker(truth), config)
   out = [still.update(frame) for frame in frames]
   np.testing.assert_allclose(out[5][0].box, np.concatenate([truth[4].min(0), truth[4].max(0)]))
+
+
+def test_a_box_moved_off_the_frame_is_a_loss_not_a_bad_box():
+  """A face that shrinks while it runs down the frame: the box its motion predicts for the
+  next frame lies below the image, which the predictor refuses (`check_face`); the track is
+  lost and the frame scanned instead."""
+  truth, frames = _fake_clip(3)
+  centre = np.array([80.0, 60.0])
+  spread = truth[0] - truth[0].mean(0)
+  truth[0] = centre + spread
+  truth[1] = centre + [0.0, 40.0] + 0.5 * spread  # all inside the 160 × 120 frame
+  truth[2] = truth[1]  # scanned here: the box would be centred at y = 140, zoomed 1/2
+  fake = _FakeLandmarker(truth)
+  detect = fake.detect
+
+  def detect_checking_boxes(image, boxes=None):
+    for i, box in enumerate(boxes or []):
+      check_face(image, box, box_name=f'boxes[{i}]')
+    return detect(image, boxes)
+
+  fake.detect = detect_checking_boxes
+  tracker = VideoTracker(fake, TrackerConfig(key_interval=0, smoothing=None))
+  out = [tracker.update(frame) for frame in frames]
+  assert tracker.losses == 1 and fake.scanned == [0, 2]
+  np.testing.assert_allclose(out[2][0].points, truth[2])
 
 
 def test_rendered_sequences_follow_their_trajectory():

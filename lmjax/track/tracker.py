@@ -14,9 +14,10 @@ last frame-to-frame motion): their tight box for 68-point models (the box the MC
 taken from), else the detector's box carried along with the points (its centre
 and side kept relative to the points' centroid and spread). A track is lost when its mean
 per-point confidence falls under `min_confidence` (calibrated models only), its landmarks
-leave the frame (more than `max_outside` of them) or are not finite, or its box collapses
-(side under `min_side` pixels); it is then re-detected by a scan of the same frame, keeping
-its id when a scanned face overlaps its last box. A scanned face that overlaps no track starts
+leave the frame (more than `max_outside` of them) or are not finite, its box collapses
+(side under `min_side` pixels), or the box placed for a frame (moved by the motion) misses
+that frame; it is then re-detected by a scan of the same frame, keeping its id when a scanned
+face overlaps its last box. A scanned face that overlaps no track starts
 a new track; a track whose box lies mostly inside an older one's (the scanner's false boxes
 around or inside a face) ends. The landmarks reported are smoothed by a One Euro filter per track
 (`one_euro`; `smoothing=None` reports the raw ones).
@@ -133,6 +134,16 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
   return float(max(w, 0) * max(h, 0) / smaller) if smaller > 0 else 1.0
 
 
+def _on_image(box: np.ndarray, shape: Sequence[int]) -> bool:
+  """Whether a box is one the predictor takes (`lmjax.models.interface.check_face`): finite,
+  sides of at least a pixel, overlapping the pixel centres of an image of `shape`."""
+  h, w = shape[:2]
+  x0, y0, x1, y1 = (float(v) for v in box)
+  if not np.isfinite([x0, y0, x1, y1]).all():
+    return False
+  return x1 - x0 >= 1 and y1 - y0 >= 1 and x1 >= 0 and y1 >= 0 and x0 <= w - 1 and y0 <= h - 1
+
+
 def _side(box: np.ndarray) -> float:
   return float(np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 0.0)))
 
@@ -164,9 +175,12 @@ class VideoTracker:
     key = not self._tracks or (k > 0 and index % k == 0)
     faces, lost = [], []
     if self._tracks:
-      boxes = [self._box(t) for t in self._tracks]
-      predicted = self.landmarker.detect(frame, boxes=boxes)
-      for track, face in zip(self._tracks, predicted, strict=True):
+      placed = [(t, self._box(t)) for t in self._tracks]
+      lost = [t for t, box in placed if not _on_image(box, frame.shape)]
+      placed = [(t, box) for t, box in placed if _on_image(box, frame.shape)]
+      boxes = [box for _, box in placed]
+      predicted = self.landmarker.detect(frame, boxes=boxes) if boxes else []
+      for (track, _), face in zip(placed, predicted, strict=True):
         if self._lost(face, frame.shape):
           lost.append(track)
         else:

@@ -40,6 +40,7 @@ __all__ = [
 # tfds name -> module defining the builder.
 MODULES = {
   'the300w': 'lmjax.data.datasets.the300w',
+  'the300vw': 'lmjax.data.datasets.the300vw',
   'mtfl': 'lmjax.data.datasets.mtfl',
   'synthetic': 'lmjax.data.datasets.synthetic',
   'cofw': 'lmjax.data.datasets.cofw',
@@ -53,6 +54,8 @@ MODULES = {
 ALIASES = {
   '300w': 'the300w',
   '300-w': 'the300w',
+  '300vw': 'the300vw',
+  '300-vw': 'the300vw',
   'aflw2000': 'aflw2000_3d',
   'aflw2000-3d': 'aflw2000_3d',
   'aflw-19': 'aflw19',
@@ -102,7 +105,7 @@ def load(
   """Prepares `name` if needed and returns a random-access source of `split`.
 
   Args:
-    name: dataset name or alias (`300w`, `mtfl`, `cofw`, `wflw`, `aflw2000`, `aflw19`,
+    name: dataset name or alias (`300w`, `300vw`, `mtfl`, `cofw`, `wflw`, `aflw2000`, `aflw19`,
       `synthetic`, `afw_multiface`, `fddb`, ...).
     split: split name, e.g. `train`, `common`, `test`.
     manual_dir: folder with the official files (datasets that need one).

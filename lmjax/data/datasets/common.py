@@ -207,6 +207,9 @@ class LandmarkBuilder(tfds.core.GeneratorBasedBuilder):
 
   NUM_POINTS: int = 0
   MULTIFACE: bool = False
+  # Keep the examples in generation order (tfds `disable_shuffling`; the builder's keys must
+  # then be increasing ints), e.g. the frames of a video in order.
+  KEEP_ORDER: bool = False
   DESCRIPTION: str = ''
   HOMEPAGE: str = ''
 
@@ -227,4 +230,5 @@ class LandmarkBuilder(tfds.core.GeneratorBasedBuilder):
       features=features,
       homepage=self.HOMEPAGE,
       metadata=tfds.core.MetadataDict(),
+      disable_shuffling=self.KEEP_ORDER,
     )

@@ -34,7 +34,9 @@ the rest is padding, never read), so that pictures of many sizes share a few com
 sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder.
 `--format=tflite` needs TensorFlow (not a dependency) and is not implemented yet.
 BB-FCN folders export to stablehlo too (RGB crops at the branch resolution, backbone and
-branches; `--backbone_only`: the backbone-only points), not to onnx.
+branches; `--backbone_only`: the backbone-only points), not to onnx. `--scanner --canvas=HxW
+[--levels=L | --min_face=PX]` exports a BB-FCN folder's whole-image scan of one fixed canvas
+instead (image uint8 [H, W, 3] -> detections and faces; `lmjax.hlo_export.scan_export`).
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 
@@ -210,6 +212,21 @@ def export_whole_predictor(
   )
 
 
+def export_scanner(f) -> dict[str, Any]:
+  """`--scanner`: the BB-FCN scan of a fixed `--canvas` (`lmjax.hlo_export.scan_export`)."""
+  if f.format != 'stablehlo':
+    raise ValueError(f'--scanner exports --format=stablehlo only, got --format={f.format}')
+  if f.int8 or f.padded or f.head:
+    raise ValueError('--scanner takes --canvas, --levels / --min_face and --backbone_only only')
+  from lmjax.hlo_export import scan_export
+
+  canvas = scan_export.parse_canvas(f.canvas)
+  return scan_export.export_scanner(
+    f.checkpoint, f.out, canvas, levels=f.levels, min_face=f.min_face,
+    backbone_only=f.backbone_only,
+  )  # fmt: skip
+
+
 def main(argv: Sequence[str]) -> None:
   """Runs `export` on the flags; problems exit 1 with one `error:` line."""
   from absl import flags
@@ -220,6 +237,11 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   quiet_logs(f)
   with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+    if f.scanner:
+      report = export_scanner(f)
+      print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
+      print(f'wrote {f.out} and {f.out}.json')
+      return
     if f.format != 'onnx':
       report = export_whole_predictor(
         f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only
@@ -259,6 +281,10 @@ def _define_flags() -> None:
     'stablehlo: a third input, sizes int32 [N, 2] of the pictures in padded images.',
   )
   flags.DEFINE_bool('backbone_only', False, 'stablehlo, BB-FCN: the backbone-only points.')
+  flags.DEFINE_bool('scanner', False, 'stablehlo, BB-FCN: the whole-image scan of --canvas.')
+  flags.DEFINE_string('canvas', '', '--scanner: HxW of the canvas (e.g. 480x640).')
+  flags.DEFINE_integer('levels', None, '--scanner: pyramid levels (default 12).')
+  flags.DEFINE_float('min_face', None, '--scanner: smallest face side; sets the levels.')
   flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
   flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of that dataset.')

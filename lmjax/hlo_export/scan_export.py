@@ -19,7 +19,8 @@ padding at the bottom and right) and the outputs divided by the scale:
 Before writing, the export scans a few synthetic scenes at the canvas and is compared with
 `Scanner.scan` (OpenCV pyramid on the host): detections of the same type matched within
 `MATCH_PX`, faces by IoU ≥ 0.5; the counts and the largest differences go to `<out>.json`
-(`compare_scans`). Fewer than `MIN_MATCHED` of the detections matched is an error.
+(`compare_scans`), with how far the in-graph pyramid is from OpenCV's (`pyramid_difference`).
+Fewer than `MIN_MATCHED` of the detections matched is an error.
 """
 
 from __future__ import annotations
@@ -133,6 +134,23 @@ def parity(call, scan, images: list[np.ndarray]) -> dict[str, Any]:
   return total
 
 
+def pyramid_difference(plan: scan_graph.CanvasLayout, images: list[np.ndarray]) -> dict:
+  """How far the in-graph pyramid (`scan_graph.packed_tiles`) is from `tiling.pack`'s
+  (OpenCV) over `images`: the largest grey-level difference and the fraction of differing
+  values among the pixels that pieces own."""
+  from lmjax.scan import tiling
+
+  tiles = jax.jit(lambda image: scan_graph.packed_tiles(image, plan))
+  worst, differing, total = 0, 0, 0
+  for image in images:
+    host = tiling.pack(image, len(plan.sizes))
+    owned = np.broadcast_to((host.owner >= 0)[..., None], host.tiles.shape)
+    diff = np.abs(np.asarray(tiles(image), np.int32) - host.tiles)[owned]
+    worst = max(worst, int(diff.max()))
+    differing, total = differing + int((diff > 0).sum()), total + diff.size
+  return {'pyramid_max_grey_diff': worst, 'pyramid_values_differing': differing / max(total, 1)}
+
+
 def export_scanner(
   checkpoint: str,
   out: str,
@@ -167,6 +185,8 @@ def export_scanner(
   exported = export_function(scan_graph.scan_function(scan, canvas), canvas)
   images = synthetic_scenes(scan.spec['num_points'], canvas, scenes)
   check = parity(jax.jit(exported.call), scan, images)
+  if images:
+    check.update(pyramid_difference(scan_graph.canvas_layout(canvas, depth), images))
   found = max(check.get('detections', [0]))
   if found and check['matched_detections'] < MIN_MATCHED * found:
     raise RuntimeError(

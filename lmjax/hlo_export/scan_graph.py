@@ -112,7 +112,7 @@ def merge(found: dict[str, jax.Array], plan: CanvasLayout, count: int) -> dict[s
   valid = (piece >= 0) & jnp.isfinite(found['value'])
   at = jnp.maximum(piece, 0)
   shift = jnp.asarray(plan.piece_shift)[at]  # [K, k, 2]
-  level = jnp.where(valid, jnp.asarray(plan.piece_level)[at], 0)
+  level = jnp.asarray(plan.piece_level)[at]  # empty slots: piece 0's, as on the host
   cand = {
     'value': jnp.where(valid, found['value'], 0.0),
     'valid': valid,

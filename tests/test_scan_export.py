@@ -7,12 +7,14 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import types
 
 import cv2
 import jax
 import numpy as np
 import pytest
 
+from lmjax import export
 from lmjax.hlo_export import resize, scan_export
 from lmjax.hlo_export.runner import ExportedPredictor
 from lmjax.hlo_export.scan_runner import ExportedScanner
@@ -124,5 +126,11 @@ def test_errors(exported_file):
     scan_export.export_scanner(str(ROOT / 'pretrained' / 'mcl5'), 'x', CANVAS)
   with pytest.raises(ValueError, match='a whole-image scanner export'):
     ExportedPredictor(exported_file)
+  flags = types.SimpleNamespace(format='onnx', int8=False, padded=False, head=0)
+  with pytest.raises(ValueError, match='--scanner exports --format=stablehlo only'):
+    export.export_scanner(flags)
+  flags.format, flags.padded = 'stablehlo', True
+  with pytest.raises(ValueError, match='--scanner takes --canvas'):
+    export.export_scanner(flags)
   with pytest.raises(ValueError, match='not the sidecar of a scanner export'):
     ExportedScanner(str(ROOT / 'pretrained' / 'mcl5' / 'int8.onnx'))

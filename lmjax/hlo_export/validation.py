@@ -45,13 +45,17 @@ def validation_parity(
     {'dataset', 'split', 'faces', 'max_diff_px', 'mean_diff_px', 'nme_ioc': {folder_xla,
     stablehlo, difference}, 'nme_ipd': {...}}.
   """
+  from lmjax.bbfcn.predictor import BBFCNPredictor
   from lmjax.data import datasets
   from lmjax.eval import face_crop
   from lmjax.hlo_export.runner import ExportedPredictor
-  from lmjax.inference import load_predictor
+  from lmjax.mcl.predictor import FacePredictor
 
-  folder = load_predictor(checkpoint, backend='xla')
   exported = ExportedPredictor(exported_path)
+  if exported.spec['experiment'] == 'bbfcn':
+    folder = BBFCNPredictor(checkpoint)
+  else:
+    folder = FacePredictor(checkpoint, head=exported.info.get('head', 0), backend='xla')
   dataset = dataset or folder.spec['dataset']
   source = datasets.load_split(dataset, split, manual_dir=manual_dir, data_dir=data_dir)
   batches = face_crop.source_batches(folder, source, batch_size)

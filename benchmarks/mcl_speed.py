@@ -20,6 +20,12 @@ onnxruntime, int8 = the model folder's int8.onnx):
                       measured in the same process (skipped when dlib is not installed:
                       `pip install dlib-bin face-recognition-models`; its model is for
                       non-commercial use, so it is a benchmark peer only, never a dependency);
+  * stablehlo crop + model: the whole predictor exported with `jax.export` (`python -m
+                      lmjax.export --format=stablehlo`: crop, network and mapping back in one
+                      XLA program, `lmjax.hlo_export`), deserialised and called on the photo
+                      and box; by default the model folder exported in memory (symbolic N, H,
+                      W), `--stablehlo=FILE` times a written file instead (`--padded` files
+                      get the sizes input);
   * compile:          lower + compile of the batch-1 xla forward (seconds, reported separately).
 
 The batch-128 rows run the same calls on 128 faces at once (`predict_batch` for crop + model).
@@ -32,7 +38,10 @@ does not depend on the values; no int8 rows). Run:
 The last line printed is one JSON object: `mcl68_faces_per_s_1thread` is the crop + model
 figure at batch 1 on one CPU thread of the default backend ('auto': int8 where the folder has
 it), `mcl68_<backend>_faces_per_s_1thread` each backend's, `dlib68_faces_per_s_1thread` dlib's
-(RGB input, as the issue measured it).
+(RGB input, as the issue measured it), `mcl68_stablehlo_faces_per_s[_batch128]_<setting>` the
+exported predictor's and `mcl68_stablehlo_over_xla[_batch128]_<setting>` its ratio to the xla
+crop + model row of the same run: timings on a shared machine vary 1.5-2x between runs, the
+ratio much less. (`benchmarks/stablehlo_speed.py` times the export of any folder, BB-FCN too.)
 """
 
 from __future__ import annotations
@@ -98,7 +107,29 @@ def _dlib_rates(photo, box, repeats: int) -> dict:
   }
 
 
-def measure(setting: str, repeats: int, checkpoint: str) -> dict:
+def _stablehlo_call(predictor, path: str):
+  """`fn(images [N, H, W, 3], boxes [N, 4]) -> points` of the predictor exported with
+  jax.export (serialised and read back, as a file would be), or of the file `path`."""
+  import jax
+  import numpy as np
+
+  if path:
+    with open(path, 'rb') as f:
+      data = bytearray(f.read())
+  else:
+    from lmjax.hlo_export import stablehlo
+
+    function = stablehlo.predictor_function(predictor)
+    data = stablehlo.export_function(function, None).serialize()
+  exported = jax.export.deserialize(data)
+  call = jax.jit(exported.call)
+  if len(exported.in_avals) == 3:  # a --padded file: the pictures are the whole images
+    sizes = lambda images: np.tile(np.int32(images.shape[1:3]), (len(images), 1))
+    return lambda images, boxes: np.asarray(call(images, boxes, sizes(images)))
+  return lambda images, boxes: np.asarray(call(images, boxes))
+
+
+def measure(setting: str, repeats: int, checkpoint: str, stablehlo_file: str = '') -> dict:
   """Runs inside the child process: every row for one setting."""
   pin_to_one_core(setting)
   import jax
@@ -141,6 +172,13 @@ def measure(setting: str, repeats: int, checkpoint: str) -> dict:
         fwd = lambda p=predictor, c=crops: p.predict_crops(c)
       rows[(f'{name} model', batch)] = measure_rate(fwd, batch, repeats)
   photos, boxes = [photo] * BIG_BATCH, [box] * BIG_BATCH
+  exported = _stablehlo_call(lean, stablehlo_file)
+  for batch in (1, BIG_BATCH):
+    images = np.repeat(photo[None], batch, axis=0)
+    corners = np.repeat(np.asarray(box, np.float32)[None], batch, axis=0)
+    rows[('stablehlo crop + model', batch)] = measure_rate(
+      lambda i=images, b=corners: exported(i, b), batch, repeats, budget_s=3.0 if batch > 1 else 1.0
+    )
   for name, predictor in predictors.items():
     rows[(f'{name} crop + model', 1)] = measure_rate(
       lambda p=predictor: p.predict(photo, box), 1, repeats
@@ -168,25 +206,31 @@ def main() -> None:
     help='68-point MCL model folder, or "random" for fresh weights (default pretrained/mcl68)',
   )
   parser.add_argument('--settings', default=','.join(SETTINGS))
+  parser.add_argument(
+    '--stablehlo', default='', help='an exported .stablehlo of --checkpoint to time (default: '
+    'the folder exported in memory)'
+  )  # fmt: skip
   parser.add_argument('--child', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(measure(args.child, args.repeats, args.checkpoint)))
+    print(json.dumps(measure(args.child, args.repeats, args.checkpoint, args.stablehlo)))
     return
 
-  child_args = [f'--repeats={args.repeats}', f'--checkpoint={args.checkpoint}']
+  child_args = [
+    f'--repeats={args.repeats}', f'--checkpoint={args.checkpoint}', f'--stablehlo={args.stablehlo}'
+  ]  # fmt: skip
   results = run_children(__file__, args.settings, child_args)
 
   print(f'MCL68 inference, faces/s (median of {args.repeats} repeats)')
-  print(f'{"setting":<12} {"device":<26} {"rows":<22} {"batch":>5} {"faces/s":>9} {"ms/face":>8}')
+  print(f'{"setting":<12} {"device":<26} {"rows":<24} {"batch":>5} {"faces/s":>9} {"ms/face":>8}')
   for setting, out in results.items():
     for name, batch, rate in out['rows']:
       print(
-        f'{setting:<12} {out["device"][:26]:<26} {name:<22} {batch:>5} {rate:>9.1f} '
+        f'{setting:<12} {out["device"][:26]:<26} {name:<24} {batch:>5} {rate:>9.1f} '
         f'{1000 / rate:>8.3f}'
       )
     print(
-      f'{setting:<12} {out["device"][:26]:<26} {"compile (batch 1)":<22} {"":>5} '
+      f'{setting:<12} {out["device"][:26]:<26} {"compile (batch 1)":<24} {"":>5} '
       f'{out["compile_s"]:>8.2f}s'
     )
 
@@ -201,6 +245,12 @@ def main() -> None:
           if (f'{backend} {what}', batch) in rates:
             rate = rates[f'{backend} {what}', batch]
             summary[f'mcl68_{backend}_{key}{more}_{tag}'] = round(rate, 1)
+    for batch, more in ((1, ''), (BIG_BATCH, f'_batch{BIG_BATCH}')):
+      if ('stablehlo crop + model', batch) in rates:
+        rate = rates['stablehlo crop + model', batch]
+        summary[f'mcl68_stablehlo_faces_per_s{more}_{tag}'] = round(rate, 1)
+        ratio = rate / rates['xla crop + model', batch]
+        summary[f'mcl68_stablehlo_over_xla{more}_{tag}'] = round(ratio, 3)
     default = out['default_backend']
     summary[f'mcl68_faces_per_s_{tag}'] = summary[f'mcl68_{default}_faces_per_s_{tag}']
     summary[f'mcl68_default_backend_{tag}'] = default

@@ -14,6 +14,10 @@ scenes resized to the sizes of a real photo collection). Rows:
   * backbone only:    `scan` without the branch refinement;
   * folder min_face=40: seconds per image over one pass of the folder (after one warm-up;
                       cpu_all and gpu only);
+  * stablehlo scan min_face=40: the same scan exported at the VGA canvas (`python -m
+                      lmjax.export --scanner`, `lmjax.hlo_export.scan_graph`: pyramid resize,
+                      tiles, both programs and the merge in one XLA program), read back and
+                      called on the image (and its first call, compile included);
   * first scan:       seconds of the first VGA scan (both programs compiled; the persistent
                       compilation cache is off in the benchmark).
 
@@ -30,7 +34,8 @@ per type).
       [--settings cpu_1thread,cpu_all,gpu] [--recall_images 50]
 
 The last line printed is one JSON object: `scan_vga_min40_img_per_s_cpu_all`,
-`mtcnn_vga_min40_img_per_s_cpu_all` (and min20 / min80), `scan_folder_min40_s_per_img_cpu_all`,
+`mtcnn_vga_min40_img_per_s_cpu_all` (and min20 / min80), `stablehlo_scan_vga_min40_img_per_s_..`
+(and `_first_s_..`), `scan_folder_min40_s_per_img_cpu_all`,
 `mtcnn_folder_min40_s_per_img_cpu_all`, ...
 """
 
@@ -101,6 +106,17 @@ def seconds_per_image(fn, images) -> float:
   return (time.perf_counter() - start) / len(images)
 
 
+def _exported_scan(scanner):
+  """`fn(image)` of `scanner`'s scan exported with jax.export at the VGA canvas (serialised and
+  read back, as the file of `python -m lmjax.export --scanner --canvas=480x640` would be)."""
+  import jax
+
+  from lmjax.hlo_export import scan_export, scan_graph
+
+  exported = scan_export.export_function(scan_graph.scan_function(scanner, VGA), VGA)
+  return jax.jit(jax.export.deserialize(exported.serialize()).call)
+
+
 def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
   """Inside the child process: every row of one setting."""
   pin_to_one_core(setting)
@@ -128,12 +144,20 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
     rows.append([f'scan min_face={min_face} (L={levels})', 1, rate(lambda s=sc: s.scan(image))])
     plain = make(False)
     rows.append([f'backbone only min_face={min_face}', 1, rate(lambda s=plain: s.scan(image))])
+    if min_face == 40:  # the same scan exported at the VGA canvas (`lmjax.export --scanner`)
+      call = _exported_scan(sc)
+      start = time.perf_counter()
+      jax.block_until_ready(call(image))
+      exported_first_s = time.perf_counter() - start
+      row = f'stablehlo scan min_face=40 (L={levels})'
+      rows.append([row, 1, rate(lambda c=call: jax.block_until_ready(c(image)))])
     if min_face == 40 and setting != 'cpu_1thread':  # the folder: all cores (or the GPU)
       folder[min_face] = seconds_per_image(sc.scan, folder_images())
   return {
     'device': f'{device.platform}: {device.device_kind}',
     'rows': rows,
     'compile_s': compile_s,
+    'stablehlo_first_s': exported_first_s,
     'folder_s_per_img': folder,
     'spec': base.spec,
     'faces_found': int(np.sum(sc.scan(image)['face_valid'])),
@@ -266,6 +290,8 @@ def _print_table(results: dict) -> dict:
       if row.startswith('scan min_face='):
         min_face = row.split('=')[1].split()[0]
         summary[f'scan_vga_min{min_face}_img_per_s_{setting}'] = round(rate, 2)
+      if row.startswith('stablehlo scan min_face=40'):
+        summary[f'stablehlo_scan_vga_min40_img_per_s_{setting}'] = round(rate, 2)
     for min_face, seconds in out['folder_s_per_img'].items():
       row = f'folder min_face={min_face} (s/img)'
       print(f'{setting:<12} {dev:<24} {row:<34} {1 / seconds:>9.2f} {1000 * seconds:>9.1f}')
@@ -273,6 +299,9 @@ def _print_table(results: dict) -> dict:
     for min_face, seconds in out['compile_s'].items():
       print(f'{setting:<12} {dev:<24} {f"first scan min_face={min_face} (s)":<34} {seconds:>9.2f}')
       summary[f'scan_vga_min{min_face}_first_s_{setting}'] = round(seconds, 2)
+    seconds = out['stablehlo_first_s']
+    print(f'{setting:<12} {dev:<24} {"first stablehlo scan min_face=40 (s)":<34} {seconds:>9.2f}')
+    summary[f'stablehlo_scan_vga_min40_first_s_{setting}'] = round(seconds, 2)
   return summary
 
 

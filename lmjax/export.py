@@ -31,10 +31,14 @@ in the graph. `exported.serialize()` goes to `--out`, the conventions, spec and 
 `jax.export.deserialize(data).call(images, boxes)` runs it with jax alone. `--padded` adds a
 third input, sizes int32 [N, 2] (height, width of the picture in each image's top-left corner;
 the rest is padding, never read), so that pictures of many sizes share a few compiled canvas
-sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder.
+sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder; with
+`--manual_dir` the export itself scores file and folder on the validation faces and writes
+the difference to `<out>.json` and the folder's MODEL_CARD.md (`lmjax.hlo_export.validation`).
 `--format=tflite` needs TensorFlow (not a dependency) and is not implemented yet.
 BB-FCN folders export to stablehlo too (RGB crops at the branch resolution, backbone and
-branches; `--backbone_only`: the backbone-only points), not to onnx.
+branches; `--backbone_only`: the backbone-only points), not to onnx. `--scanner --canvas=HxW
+[--levels=L | --min_face=PX]` exports a BB-FCN folder's whole-image scan of one fixed canvas
+instead (image uint8 [H, W, 3] -> detections and faces; `lmjax.hlo_export.scan_export`).
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 
@@ -192,8 +196,11 @@ def export_whole_predictor(
   image_size: str = '',
   padded: bool = False,
   backbone_only: bool = False,
+  validation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """`--format=stablehlo` (or tflite): the whole predictor, images + boxes -> image points."""
+  """`--format=stablehlo` (or tflite): the whole predictor, images + boxes -> image points;
+  `validation` (`lmjax.hlo_export.validation.validation_parity`'s dataset keywords, from
+  --manual_dir): also scored against the folder on the validation faces, card line written."""
   import importlib.util
 
   if int8:
@@ -205,9 +212,29 @@ def export_whole_predictor(
   from lmjax.hlo_export import stablehlo
 
   size = stablehlo.parse_image_size(image_size)
-  return stablehlo.export_stablehlo(
+  sidecar = stablehlo.export_stablehlo(
     checkpoint, out, head=head, image_size=size, padded=padded, backbone_only=backbone_only
   )
+  if validation:  # {manual_dir, data_dir, dataset}: parity on the validation faces, card line
+    from lmjax.hlo_export import validation as validation_lib
+
+    sidecar = validation_lib.record(out, sidecar, checkpoint, **validation)
+  return sidecar
+
+
+def export_scanner(f) -> dict[str, Any]:
+  """`--scanner`: the BB-FCN scan of a fixed `--canvas` (`lmjax.hlo_export.scan_export`)."""
+  if f.format != 'stablehlo':
+    raise ValueError(f'--scanner exports --format=stablehlo only, got --format={f.format}')
+  if f.int8 or f.padded or f.head:
+    raise ValueError('--scanner takes --canvas, --levels / --min_face and --backbone_only only')
+  from lmjax.hlo_export import scan_export
+
+  canvas = scan_export.parse_canvas(f.canvas)
+  return scan_export.export_scanner(
+    f.checkpoint, f.out, canvas, levels=f.levels, min_face=f.min_face,
+    backbone_only=f.backbone_only,
+  )  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> None:
@@ -220,10 +247,19 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   quiet_logs(f)
   with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+    if f.scanner:
+      report = export_scanner(f)
+      print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
+      print(f'wrote {f.out} and {f.out}.json')
+      return
     if f.format != 'onnx':
+      validation = None
+      if f.manual_dir:
+        validation = dict(manual_dir=f.manual_dir, data_dir=f.data_dir, dataset=f.dataset or '')
       report = export_whole_predictor(
-        f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only
-      )
+        f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only,
+        validation,
+      )  # fmt: skip
       print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
       print(f'wrote {f.out} and {f.out}.json')
       return
@@ -259,9 +295,15 @@ def _define_flags() -> None:
     'stablehlo: a third input, sizes int32 [N, 2] of the pictures in padded images.',
   )
   flags.DEFINE_bool('backbone_only', False, 'stablehlo, BB-FCN: the backbone-only points.')
+  flags.DEFINE_bool('scanner', False, 'stablehlo, BB-FCN: the whole-image scan of --canvas.')
+  flags.DEFINE_string('canvas', '', '--scanner: HxW of the canvas (e.g. 480x640).')
+  flags.DEFINE_integer('levels', None, '--scanner: pyramid levels (default 12).')
+  flags.DEFINE_float('min_face', None, '--scanner: smallest face side; sets the levels.')
   flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
   flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
-  flags.DEFINE_string('manual_dir', None, 'Folder with the official files of that dataset.')
+  flags.DEFINE_string(
+    'manual_dir', None, 'Official files of the dataset (int8 calibration; stablehlo: parity).'
+  )
   flags.DEFINE_string('data_dir', None, 'Where prepared tfds datasets are cached.')
   flags.DEFINE_integer('calibration_faces', 512, 'Training faces that set the int8 ranges.')
   flags.DEFINE_bool('verbose', False, 'Show INFO logs and the traceback of errors.')

@@ -5,7 +5,8 @@ Layers (a package may import itself and the ones listed for it):
   onnx_export               models as ONNX graphs run by onnxruntime (over models)
   data, train, eval, viz    shared machinery over them
   mcl, bbfcn, facecls       one package per paper (or model family): shared code only
-  hlo_export                whole predictors as StableHLO via jax.export (over mcl, bbfcn)
+  hlo_export                whole predictors and the scanner as StableHLO via jax.export (over
+                            mcl, bbfcn, scan; data and eval for the validation-face parity)
   scan                      the whole-image scanner: shared code, bbfcn and facecls
   track                     video face tracking over any landmarker object: core only
   lmjax.* top-level modules entry points and the public API: anything but a CLI module
@@ -29,7 +30,17 @@ ALLOWED = {
   'eval': {'eval', 'core', 'data', 'models', 'train'},
   'viz': {'viz', 'core'},
   'onnx_export': {'onnx_export', 'core', 'models'},
-  'hlo_export': {'hlo_export', 'core', 'models', 'mcl', 'bbfcn'},
+  'hlo_export': {
+    'hlo_export',
+    'core',
+    'models',
+    'synthface',
+    'data',
+    'eval',
+    'mcl',
+    'bbfcn',
+    'scan',
+  },
   'mcl': {'mcl', 'core', 'models', 'data', 'train', 'eval', 'viz', 'onnx_export'},
   'bbfcn': {'bbfcn', 'core', 'models', 'data', 'train', 'eval', 'viz', 'synthface'},
   'facecls': {'facecls', 'core', 'models', 'data', 'train', 'eval', 'viz'},

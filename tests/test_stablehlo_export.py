@@ -197,3 +197,50 @@ def _has_tensorflow() -> bool:
   import importlib.util
 
   return importlib.util.find_spec('tensorflow') is not None
+
+
+def _write_300w_windows(source: pathlib.Path, out: pathlib.Path, count: int, side: int = 256):
+  """`count` 300-W faces of `source` as side × side .png + .pts pairs in `out` (a 300-W
+  folder of one picture size; the face scaled to 0.6 side, its points moved along)."""
+  import cv2
+
+  out.mkdir(parents=True)
+  for pts in sorted(source.glob('*.pts'))[:count]:
+    points = np.asarray(pts.read_text().split('{')[1].split('}')[0].split(), float).reshape(-1, 2)
+    lo, hi = points.min(0), points.max(0)
+    scale = side * 0.6 / max(hi - lo)
+    A = np.array([[scale, 0, 0], [0, scale, 0]])
+    A[:, 2] = side / 2 - scale * (lo + hi) / 2
+    image = image_ops.warp(image_ops.read_image(pts.with_suffix('.jpg')), A, side)
+    cv2.imwrite(str(out / f'{pts.stem}.png'), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    moved = points * scale + A[:, 2]
+    body = '\n'.join(f'{x:.3f} {y:.3f}' for x, y in moved)
+    (out / pts.name).write_text(f'version: 1\nn_points: 68\n{{\n{body}\n}}\n')
+
+
+def test_validation_parity_goes_to_the_sidecar_and_the_card(shared_data, exported_file, tmp_path):
+  """`lmjax.export --manual_dir`: exported vs folder on a dataset's faces (here 4 real 300-W
+  faces of one picture size, so one program compiles) into `<out>.json` and the model card."""
+  import shutil
+
+  from lmjax.hlo_export import validation
+
+  folder = tmp_path / 'mcl68'
+  shutil.copytree(MCL68, folder)
+  _write_300w_windows(
+    shared_data / '300w' / 'lfpw' / 'trainset', tmp_path / '300w' / 'lfpw' / 'trainset', 4
+  )
+  out = str(tmp_path / 'mcl68.stablehlo')
+  shutil.copy(exported_file, out)
+  shutil.copy(exported_file + '.json', out + '.json')
+  sidecar = json.loads(pathlib.Path(exported_file + '.json').read_text())
+  kwargs = dict(dataset='300w', manual_dir=str(tmp_path / '300w'), split='train')
+  info = validation.record(out, sidecar, str(folder), data_dir=str(tmp_path / 'tfds'), **kwargs)
+  v = info['validation_parity']
+  assert v['faces'] == 4 and v['max_diff_px'] <= TOLERANCE_PX
+  assert abs(v['nme_ioc']['difference']) <= 0.05 and 1 < v['nme_ioc']['folder_xla'] < 20
+  assert json.loads(pathlib.Path(out + '.json').read_text())['validation_parity'] == v
+  card = (folder / 'MODEL_CARD.md').read_text()
+  section = card.split(validation.CARD_SECTION)[1]
+  assert f'max {v["max_diff_px"]:.2g} px' in section and '4 300w train faces' in section
+  assert f'NME ioc {v["nme_ioc"]["folder_xla"]:.3f}' in section

@@ -1,12 +1,19 @@
-"""Whole predictors (image + face box -> image-pixel landmarks) as StableHLO, via jax.export.
+"""Whole predictors (image + face box -> image-pixel landmarks) and the BB-FCN scanner (whole
+image -> detections and faces) as StableHLO, via jax.export.
 
-  * `crop`:      the MCL test-time face crop (`lmjax.core.image_ops.mcl_crop`) in jax ops, so
-                 the crop runs inside the exported graph;
-  * `stablehlo`: builds the predictor function of a model folder, exports it with a symbolic
-                 batch, checks it against the folder's predictor and writes it with a sidecar;
-  * `runner`:    `ExportedPredictor`, a deserialised export behind the predictors' image API
-                 (what `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores).
+  * `crop`:       the MCL test-time face crop (`lmjax.core.image_ops.mcl_crop`) in jax ops, so
+                  the crop runs inside the exported graph;
+  * `stablehlo`:  builds the predictor function of a model folder, exports it with a symbolic
+                  batch, checks it against the folder's predictor and writes it with a sidecar;
+  * `runner`:     `ExportedPredictor`, a deserialised export behind the predictors' image API
+                  (what `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores);
+  * `validation`: parity of an export with its folder on the validation faces, for the
+                  sidecar and the model card;
+  * `resize`:     OpenCV's INTER_AREA / INTER_LINEAR resize as static taps;
+  * `scan_graph`: the scanner of one fixed canvas as one jittable function;
+  * `scan_export`, `scan_runner`: its export with parity against `Scanner.scan`, and
+                  `ExportedScanner` (letterboxes pictures of other sizes).
 
-`python -m lmjax.export --format=stablehlo` writes the files (MCL and BB-FCN folders); the
-file itself needs only jax.
+`python -m lmjax.export --format=stablehlo [--scanner]` writes the files (MCL and BB-FCN
+folders); the file itself needs only jax.
 """

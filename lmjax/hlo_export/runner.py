@@ -62,6 +62,11 @@ class ExportedPredictor:
     self.info = json.loads(side.read_text())
     if self.info.get('format') != 'stablehlo' or 'spec' not in self.info:
       raise ValueError(f'{side}: not the sidecar of a stablehlo export (no format/spec keys)')
+    if self.info.get('kind') == 'scanner':
+      raise ValueError(
+        f'{path}: a whole-image scanner export (image in, detections out), not a predictor of '
+        'face boxes; load it with lmjax.hlo_export.scan_runner.ExportedScanner'
+      )
     try:
       self.exported = jax.export.deserialize(bytearray(path_.read_bytes()))
     except Exception as e:  # flatbuffer errors have no common type

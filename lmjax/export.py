@@ -145,19 +145,81 @@ def _calibration_and_validation(spec, dataset, manual_dir, data_dir, count):
   if config is None:
     raise ValueError(f'--dataset: {dataset} has no {spec["num_points"]}-point faces')
   kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, config=config or None)
-  region = dict(
-    region_size=2 * spec['size'], region_scale=2 * spec['crop_scale'], grayscale=spec['grayscale']
-  )
+  size, grey = _crop_size_and_grey(spec)
+  region = dict(region_size=2 * size, region_scale=2 * spec['crop_scale'], grayscale=grey)
   train = caches.cache_regions(datasets.load(dataset, 'train', **kwargs), **region)
   if entry.val_split:
     val = caches.cache_regions(datasets.load(dataset, entry.val_split, **kwargs), **region)
   else:
     train, val = caches.split_train_validation(train, entry.num_validation)
-  params = augment.AugmentParams.none(spec['size'], spec['crop_scale'], spec['grayscale'])
+  params = augment.AugmentParams.none(size, spec['crop_scale'], grey)
   pick = np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int)
   sample = caches.subset(train, np.unique(pick))
   crops = np.concatenate([b.crops for b in face_crop.cache_batches(sample, params, 128)])
   return crops, val, params
+
+
+def _crop_size_and_grey(spec) -> tuple[int, bool]:
+  """The predictor's crop: MCL at its input size, BB-FCN RGB at the branch resolution."""
+  if spec['experiment'] == 'bbfcn':
+    return spec['refine_size'], False
+  return spec['size'], spec['grayscale']
+
+
+def export_onnx_predictor(
+  checkpoint: str,
+  out: str,
+  image_size: str,
+  *,
+  head: int = 0,
+  backbone_only: bool = False,
+  int8: bool = False,
+  dataset: str = '',
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+  calibration_faces: int = 512,
+) -> dict[str, Any]:
+  """`--format=onnx --image_size=HxW`: the whole predictor as one ONNX graph
+  (`lmjax.onnx_export.predictor_file`); `int8`: its network quantised, calibrated and scored
+  like the network-only int8 graph (NMEs of float32 and int8 on the held-out faces)."""
+  from lmjax.hlo_export.stablehlo import parse_image_size
+  from lmjax.models import registry
+  from lmjax.onnx_export import predictor_file
+
+  canvas = parse_image_size(image_size)
+  spec = registry.read_spec(checkpoint)
+  if canvas is None:
+    raise ValueError(
+      '--format=onnx of the whole predictor needs a fixed canvas --image_size=HxW (e.g. '
+      f'480x640; any picture up to that size); {checkpoint} is a {spec["experiment"]} folder'
+    )
+  quantize, extra = None, {}
+  if int8:
+    from lmjax.onnx_export import int8 as int8_lib
+    from lmjax.onnx_export.session import OnnxNetwork
+
+    predictor = predictor_file.folder_predictor(checkpoint, head, backbone_only)
+    network = predictor_file.network_graph(predictor, backbone_only)
+    calibration, validation, params_crop = _calibration_and_validation(
+      spec, dataset or spec['dataset'], manual_dir, data_dir, calibration_faces
+    )
+    if spec['experiment'] == 'bbfcn':  # convolutions only, the first (on the image) in float
+      convs = [n.name for n in network.graph.node if n.op_type == 'Conv']
+      quantized = int8_lib.quantize(network, calibration, convs[:1], ('Conv', 'ConvTranspose'))
+    else:
+      quantized = int8_lib.quantize(network, calibration)
+    if backbone_only:
+      predictor = types.SimpleNamespace(
+        outputs=('points',),
+        schema=predictor.schema,
+        predict_crops=lambda crops: {'points': predictor.predict_crops(crops, False)['points']},
+      )
+    extra = _parity(predictor, OnnxNetwork(quantized), validation, params_crop)
+    extra['calibration'] = {'dataset': dataset or spec['dataset'], 'faces': len(calibration)}
+    quantize = lambda _: quantized
+  return predictor_file.export_predictor(
+    checkpoint, out, canvas, head=head, backbone_only=backbone_only, quantize=quantize, extra=extra
+  )
 
 
 def _parity(predictor, quantized, validation, params) -> dict[str, Any]:
@@ -220,6 +282,22 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   quiet_logs(f)
   with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+    if f.format == 'onnx' and (f.image_size not in ('', 'any') or _is_bbfcn(f.checkpoint)):
+      report = export_onnx_predictor(
+        f.checkpoint,
+        f.out,
+        f.image_size,
+        head=f.head,
+        backbone_only=f.backbone_only,
+        int8=f.int8,
+        dataset=f.dataset or '',
+        manual_dir=f.manual_dir,
+        data_dir=f.data_dir,
+        calibration_faces=f.calibration_faces,
+      )
+      print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
+      print(f'wrote {f.out} and {f.out}.json')
+      return
     if f.format != 'onnx':
       report = export_whole_predictor(
         f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only
@@ -241,24 +319,33 @@ def main(argv: Sequence[str]) -> None:
   print(f'wrote {f.out} and {f.out}.json')
 
 
+def _is_bbfcn(checkpoint: str) -> bool:
+  from lmjax.models import registry
+
+  return os.path.isdir(checkpoint) and registry.read_spec(checkpoint)['experiment'] == 'bbfcn'
+
+
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/); onnx: MCL only.')
+  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/).')
   flags.DEFINE_enum('format', 'onnx', list(FORMATS), 'Export format.')
   flags.DEFINE_string(
     'out', None, 'Output file (.onnx, .stablehlo); a report or sidecar goes to <out>.json.'
   )
   flags.DEFINE_integer('head', 0, 'Shape head of a multi-center model.')
   flags.DEFINE_string(
-    'image_size', 'any', 'stablehlo: HxW of the input images (e.g. 480x640), or any (symbolic).'
+    'image_size',
+    'any',
+    'stablehlo: HxW of the input images (e.g. 480x640), or any (symbolic). onnx: the canvas '
+    'of the whole predictor (any: the MCL network-only graph).',
   )
   flags.DEFINE_bool(
     'padded',
     False,
     'stablehlo: a third input, sizes int32 [N, 2] of the pictures in padded images.',
   )
-  flags.DEFINE_bool('backbone_only', False, 'stablehlo, BB-FCN: the backbone-only points.')
+  flags.DEFINE_bool('backbone_only', False, 'BB-FCN: the backbone-only points.')
   flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
   flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of that dataset.')

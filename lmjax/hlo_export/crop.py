@@ -91,12 +91,13 @@ def _bilinear(patch, sy, sx, oy, ox):
   """Bilinear samples [N, S, S, C] of `patch` [N, P, P, C] (pre-shrunk pixels oy + i, ox + j)
   at rows `sy` [N, S] and columns `sx` [N, S]; samples off the patch read the border value.
 
-  Interpolated as OpenCV 5 does, in float32: two lerps along x, one along y, then rounded.
+  Interpolated as OpenCV 5 does, in the patch's float type (float32 as OpenCV): two lerps
+  along x, one along y, then rounded.
   """
   p = patch.shape[1]
   qy, qx = sy - oy[:, None], sx - ox[:, None]
   y0, x0 = jnp.floor(qy), jnp.floor(qx)
-  ay, ax = (qy - y0).astype(jnp.float32), (qx - x0).astype(jnp.float32)
+  ay, ax = (qy - y0).astype(patch.dtype), (qx - x0).astype(patch.dtype)
   y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
 
   def rows(i):  # [N, S, P, C]: patch rows i [N, S], border outside
@@ -172,6 +173,7 @@ def mcl_crops(
   grayscale: bool,
   scale: float,
   sizes: jnp.ndarray | None = None,
+  pixel_dtype=jnp.float32,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
   """The MCL network inputs of N faces, as `image_ops.mcl_crop` cuts each one.
 
@@ -183,13 +185,17 @@ def mcl_crops(
     scale: crop side / longer box side.
     sizes: optional int32 [N, 2] (height, width) of each image's top-left part that holds the
       picture, the rest being padding (never read): the crops of those smaller images.
+    pixel_dtype: the float type of the resampling sums (float32 as OpenCV; float64 gives the
+      same crops and lets a converter keep the whole crop in one float type,
+      `lmjax.onnx_export.whole`).
 
   Returns:
-    crops: float32 [N, S, S, C] scaled as `x / 128 - 1` (C = 1 grey, else 3).
+    crops: [N, S, S, C] (`pixel_dtype`) scaled as `x / 128 - 1` (C = 1 grey, else 3).
     A: float32 [N, 2, 3] image -> crop affines (`geometry.crop_affine`).
   """
   _, h, w, _ = images.shape
-  pixels = grey_q15(images)[..., None] if grayscale else images.astype(jnp.float32)
+  pixels = grey_q15(images)[..., None] if grayscale else images
+  pixels = pixels.astype(pixel_dtype)
   if sizes is None:
     g = _geometry(boxes, size, scale, h, w)
   else:
@@ -200,11 +206,11 @@ def mcl_crops(
   wy, cell_y, in_y, int_y = _area_weights(oy, p, g['y0'], g['wh'], g['nh'], h)  # [N, P, H]
   wx, cell_x, in_x, int_x = _area_weights(ox, p, g['x0'], g['ww'], g['nw'], w)  # [N, P, W]
   fast = int_x & int_y  # OpenCV sums whole cells exactly, then rounds half up
-  wy = jnp.where(fast[:, None, None], wy, wy / cell_y[..., None]).astype(jnp.float32)
-  wx = jnp.where(fast[:, None, None], wx, wx / cell_x[..., None]).astype(jnp.float32)
+  wy = jnp.where(fast[:, None, None], wy, wy / cell_y[..., None]).astype(pixel_dtype)
+  wx = jnp.where(fast[:, None, None], wx, wx / cell_x[..., None]).astype(pixel_dtype)
   patch = jnp.einsum('nqw,nhwc->nhqc', wx, pixels)  # OpenCV's order: rows first, then columns
   patch = jnp.einsum('nph,nhqc->npqc', wy, patch)  # [N, P, P, C]
-  area = ((g['ww'] / g['nw']) * (g['wh'] / g['nh'])).astype(jnp.float32)[:, None, None, None]
+  area = ((g['ww'] / g['nw']) * (g['wh'] / g['nh'])).astype(pixel_dtype)[:, None, None, None]
   two_by_two = area == 4
   patch = jnp.where(
     fast[:, None, None, None],

@@ -1,0 +1,149 @@
+"""A model folder's whole predictor as one ONNX graph: images + boxes -> image-pixel landmarks.
+
+    model = predictor_graph(predictor, canvas=(480, 640))         # float32 network
+    model = predictor_graph(predictor, canvas, network=int8_net)  # any network graph
+
+Inputs and output (N symbolic, the canvas H × W fixed):
+  images: uint8 [N, H, W, 3] RGB, each picture in the top-left corner of its canvas;
+  boxes:  float32 [N, 4] face boxes (x0, y0, x1, y1) in image pixels (pixel centres on integers);
+  sizes:  int32 [N, 2] (height, width) of each picture; the rest of the canvas is padding and
+          is never read;
+  points: float32 [N, K, 2] landmarks (x, y) in image pixels.
+It is the `--format=stablehlo --padded` function (`lmjax.hlo_export.stablehlo`) in three parts:
+  * the crop (`hlo_export.crop.mcl_crops`, `image_ops.mcl_crop` in jax ops) converted by
+    jax2onnx in float64 (`crop_graph`): the crop geometry must run in float64 to cut the host's
+    crops, and jax2onnx keeps a function's floats in one type, so the resampling sums run in
+    float64 too (same crops: max 0.0 px on 20 real 300-W faces against float32);
+  * the network as its own graph: MCL the hand-built `graph.mcl_graph` (BatchNorm folded; the
+    graph `int8.quantize` quantises), BB-FCN `bbfcn_network.bbfcn_graph` (jax2onnx);
+  * crop pixels -> image pixels through the crop affines, in float64 (`_to_image_nodes`).
+H and W are fixed because jax2onnx cannot trace `arange` over a symbolic image side; the
+`sizes` input lets pictures of any size up to the canvas share one graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from lmjax.onnx_export import convert
+
+INPUTS = ('images', 'boxes', 'sizes')
+OUTPUT = 'points'
+CROPS, AFFINES = 'crops', 'affines'
+
+
+def crop_graph(spec: dict, canvas: tuple[int, int]) -> onnx.ModelProto:
+  """The predictor's crop: images uint8 [N, H, W, 3], boxes float64 [N, 4], sizes int32
+  [N, 2] -> crops float32 [N, S, S, C] (x / 128 - 1), affines float64 [N, 2, 3]."""
+  import jax.numpy as jnp
+
+  from lmjax.hlo_export import crop
+
+  if spec['experiment'] == 'mcl':
+    size, grey = spec['size'], spec['grayscale']
+  else:  # BB-FCN: RGB crops at the branch resolution
+    size, grey = spec['refine_size'], False
+  scale = spec['crop_scale']
+
+  def fn(images, boxes, sizes):
+    crops, affines = crop.mcl_crops(images, boxes, size, grey, scale, sizes, jnp.float64)
+    return crops.astype(jnp.float32), affines
+
+  h, w = canvas
+  inputs = [(('N', h, w, 3), np.uint8), (('N', 4), np.float64), (('N', 2), np.int32)]
+  return convert.to_onnx(fn, inputs, INPUTS, [CROPS, AFFINES], double=True, name='crop')
+
+
+def _to_image_nodes(crop_points: str) -> list[onnx.NodeProto]:
+  """Nodes: crop-pixel points float32 [N, K, 2] -> image pixels (p - t) / s, float64 inside."""
+  make = helper.make_node
+  return [
+    make('Cast', [crop_points], ['map/points64'], to=TensorProto.DOUBLE),
+    make('Gather', [AFFINES, 'map/two'], ['map/t'], axis=2),  # [N, 2]
+    make('Unsqueeze', ['map/t', 'map/axis1'], ['map/t3']),  # [N, 1, 2]
+    make('Gather', [AFFINES, 'map/zero'], ['map/row0'], axis=1),  # [N, 3]
+    make('Gather', ['map/row0', 'map/zero'], ['map/s'], axis=1),  # [N]
+    make('Unsqueeze', ['map/s', 'map/axes12'], ['map/s3']),  # [N, 1, 1]
+    make('Sub', ['map/points64', 'map/t3'], ['map/shifted']),
+    make('Div', ['map/shifted', 'map/s3'], ['map/image64']),
+    make('Cast', ['map/image64'], [OUTPUT], to=TensorProto.FLOAT),
+  ]
+
+
+def _map_constants() -> list[onnx.TensorProto]:
+  values = {'two': 2, 'zero': 0, 'axis1': [1], 'axes12': [1, 2]}
+  return [numpy_helper.from_array(np.array(v, np.int64), f'map/{k}') for k, v in values.items()]
+
+
+def _prefixed(model: onnx.ModelProto, prefix: str, keep: set[str]) -> onnx.GraphProto:
+  """A copy of `model`'s graph with every name but `keep` prefixed."""
+  graph = onnx.GraphProto()
+  graph.CopyFrom(model.graph)
+  rename = lambda name: name if (not name or name in keep) else prefix + name
+  for node in graph.node:
+    node.name = prefix + node.name
+    node.input[:] = [rename(x) for x in node.input]
+    node.output[:] = [rename(x) for x in node.output]
+  for group in (graph.initializer, graph.input, graph.output, graph.value_info):
+    for value in group:
+      value.name = rename(value.name)
+  return graph
+
+
+def predictor_graph(
+  crop: onnx.ModelProto, network: onnx.ModelProto, num_points: int, metadata: dict[str, str]
+) -> onnx.ModelProto:
+  """`crop` (`crop_graph`) -> `network` ('crops' -> [N, K, 2] crop pixels) -> image pixels,
+  as one checked graph with the module docstring's inputs and output and `metadata`.
+
+  The network graph's opset is raised to the crop graph's: the operators of a network graph
+  (Conv, MaxPool, Gemm, QuantizeLinear, ...) mean the same in both.
+  """
+  (net_in,), (net_out,) = network.graph.input, network.graph.output
+  crop_g = _prefixed(crop, 'crop/', {*INPUTS, CROPS, AFFINES})
+  net_g = _prefixed(network, 'net/', set())
+  boxes64 = 'crop/boxes64'
+  for node in crop_g.node:
+    node.input[:] = [boxes64 if x == 'boxes' else x for x in node.input]
+  nodes = [
+    helper.make_node('Cast', ['boxes'], [boxes64], to=TensorProto.DOUBLE),
+    *crop_g.node,
+    helper.make_node('Identity', [CROPS], ['net/' + net_in.name]),
+    *net_g.node,
+    *_to_image_nodes('net/' + net_out.name),
+  ]
+  h, w = (d.dim_value for d in crop.graph.input[0].type.tensor_type.shape.dim[1:3])
+  graph = helper.make_graph(
+    nodes,
+    'predictor',
+    [
+      helper.make_tensor_value_info('images', TensorProto.UINT8, ['N', h, w, 3]),
+      helper.make_tensor_value_info('boxes', TensorProto.FLOAT, ['N', 4]),
+      helper.make_tensor_value_info('sizes', TensorProto.INT32, ['N', 2]),
+    ],
+    [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ['N', num_points, 2])],
+    [*crop_g.initializer, *net_g.initializer, *_map_constants()],
+  )
+  opsets = {o.domain: o.version for o in network.opset_import}
+  opsets.update({o.domain: o.version for o in crop.opset_import})
+  model = helper.make_model(
+    graph,
+    opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+    producer_name='lmjax',
+  )
+  model.ir_version = max(crop.ir_version, network.ir_version)
+  helper.set_model_props(model, metadata)
+  onnx.checker.check_model(model)
+  return model
+
+
+def canvas_images(images: np.ndarray, canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 [M, h, w, 3] pictures in the top-left of [M, H, W, 3] canvases, and sizes [M, 2]."""
+  m, h, w, _ = images.shape
+  if h > canvas[0] or w > canvas[1]:
+    raise ValueError(f'images of {h}x{w} pixels do not fit the {canvas[0]}x{canvas[1]} canvas')
+  out = np.zeros((m, *canvas, 3), np.uint8)
+  out[:, :h, :w] = images
+  return out, np.tile(np.array([h, w], np.int32), (m, 1))

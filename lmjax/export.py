@@ -254,19 +254,18 @@ def export_whole_predictor(
   image_size: str = '',
   padded: bool = False,
   backbone_only: bool = False,
+  batch: int = 1,
 ) -> dict[str, Any]:
   """`--format=stablehlo` (or tflite): the whole predictor, images + boxes -> image points."""
-  import importlib.util
-
   if int8:
     raise ValueError(f'--int8 quantises ONNX graphs; --format={fmt} exports float32 only')
-  if fmt == 'tflite':
-    if importlib.util.find_spec('tensorflow') is None:
-      raise ValueError('--format=tflite needs TensorFlow (pip install tensorflow); not installed')
-    raise ValueError('--format=tflite is not implemented yet; use --format=stablehlo or onnx')
   from lmjax.hlo_export import stablehlo
 
   size = stablehlo.parse_image_size(image_size)
+  if fmt == 'tflite':
+    from lmjax.hlo_export import tflite
+
+    return tflite.export_tflite(checkpoint, out, size, batch, head, backbone_only)
   return stablehlo.export_stablehlo(
     checkpoint, out, head=head, image_size=size, padded=padded, backbone_only=backbone_only
   )
@@ -281,7 +280,7 @@ def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
   quiet_logs(f)
-  with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+  with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError, ImportError)):
     if f.format == 'onnx' and (f.image_size not in ('', 'any') or _is_bbfcn(f.checkpoint)):
       report = export_onnx_predictor(
         f.checkpoint,
@@ -300,7 +299,15 @@ def main(argv: Sequence[str]) -> None:
       return
     if f.format != 'onnx':
       report = export_whole_predictor(
-        f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only
+        f.checkpoint,
+        f.out,
+        f.format,
+        f.head,
+        f.int8,
+        f.image_size,
+        f.padded,
+        f.backbone_only,
+        f.batch,
       )
       print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
       print(f'wrote {f.out} and {f.out}.json')
@@ -346,6 +353,7 @@ def _define_flags() -> None:
     'stablehlo: a third input, sizes int32 [N, 2] of the pictures in padded images.',
   )
   flags.DEFINE_bool('backbone_only', False, 'BB-FCN: the backbone-only points.')
+  flags.DEFINE_integer('batch', 1, 'tflite: the fixed batch size of the exported function.')
   flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
   flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
   flags.DEFINE_string('manual_dir', None, 'Folder with the official files of that dataset.')

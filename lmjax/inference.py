@@ -57,6 +57,7 @@ __all__ = [
 
 STABLEHLO_SUFFIX = '.stablehlo'  # an exported whole predictor, not a model folder
 ONNX_SUFFIX = '.onnx'  # the same as ONNX (`lmjax.onnx_export.runner`)
+TFLITE_SUFFIX = '.tflite'  # as TFLite (`lmjax.hlo_export.tflite`, needs TensorFlow)
 
 
 def load_predictor(
@@ -89,6 +90,12 @@ def load_predictor(
     return ExportedPredictor(directory)
   if str(directory).endswith(ONNX_SUFFIX):
     return OnnxPredictor(directory)
+  if str(directory).endswith(TFLITE_SUFFIX):
+    if head or backend not in ('auto', 'xla', 'tflite'):
+      raise ValueError(f'{directory}: an exported predictor; its head and backend are fixed')
+    from lmjax.hlo_export.tflite import TflitePredictor  # needs TensorFlow (the tflite extra)
+
+    return TflitePredictor(directory)
   family = registry.read_spec(directory)['experiment']
   if family == 'bbfcn':
     if head:

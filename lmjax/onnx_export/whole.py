@@ -34,10 +34,17 @@ OUTPUT = 'points'
 CROPS, AFFINES = 'crops', 'affines'
 
 
+PLAN = ('wy', 'wx', 'fast', 'area', 'inside', 'y0', 'x0', 'ay', 'ax')
+
+
 def crop_graph(spec: dict, canvas: tuple[int, int]) -> onnx.ModelProto:
   """The predictor's crop: images uint8 [N, H, W, 3], boxes float64 [N, 4], sizes int32
-  [N, 2] -> crops float32 [N, S, S, C] (x / 128 - 1), affines float64 [N, 2, 3]."""
-  import jax.numpy as jnp
+  [N, 2] -> crops float32 [N, S, S, C] (x / 128 - 1), affines float64 [N, 2, 3].
+
+  Two conversions joined: the plan (`crop.crop_plan`: geometry in float64, weights and
+  sample grid cast to float32) and the resampling (`crop.resample`, float32 like OpenCV;
+  float64 sums round a .5 the other way in some crop pixels).
+  """
 
   from lmjax.hlo_export import crop
 
@@ -45,15 +52,74 @@ def crop_graph(spec: dict, canvas: tuple[int, int]) -> onnx.ModelProto:
     size, grey = spec['size'], spec['grayscale']
   else:  # BB-FCN: RGB crops at the branch resolution
     size, grey = spec['refine_size'], False
-  scale = spec['crop_scale']
-
-  def fn(images, boxes, sizes):
-    crops, affines = crop.mcl_crops(images, boxes, size, grey, scale, sizes, jnp.float64)
-    return crops.astype(jnp.float32), affines
-
   h, w = canvas
-  inputs = [(('N', h, w, 3), np.uint8), (('N', 4), np.float64), (('N', 2), np.int32)]
-  return convert.to_onnx(fn, inputs, INPUTS, [CROPS, AFFINES], double=True, name='crop')
+  p = crop.patch_size(size)
+
+  def plan_fn(boxes, sizes):
+    plan = crop.crop_plan(boxes, size, spec['crop_scale'], canvas, sizes)
+    return (*(plan[k] for k in PLAN), plan['A'])
+
+  def resample_fn(images, *plan):
+    return crop.resample(crop.crop_pixels(images, grey), dict(zip(PLAN, plan, strict=True)))
+
+  plan = convert.to_onnx(
+    plan_fn,
+    [(('N', 4), np.float64), (('N', 2), np.int32)],
+    ['boxes', 'sizes'],
+    [*PLAN, AFFINES],
+    double=True,
+    name='crop_plan',
+  )
+  f32, i32 = np.float32, np.int32
+  plan_shapes = {
+    'wy': (('N', p, h), f32), 'wx': (('N', p, w), f32), 'fast': (('N',), np.bool_),
+    'area': (('N',), f32), 'inside': (('N', p, p), np.bool_), 'y0': (('N', size), i32),
+    'x0': (('N', size), i32), 'ay': (('N', size), f32), 'ax': (('N', size), f32),
+  }  # fmt: skip
+  resample = convert.to_onnx(
+    resample_fn,
+    [(('N', h, w, 3), np.uint8), *(plan_shapes[k] for k in PLAN)],
+    ['images', *PLAN],
+    [CROPS],
+    name='crop_resample',
+  )
+  return _join(
+    [(plan, 'plan/'), (resample, 'resample/')],
+    [
+      helper.make_tensor_value_info('images', TensorProto.UINT8, ['N', h, w, 3]),
+      helper.make_tensor_value_info('boxes', TensorProto.DOUBLE, ['N', 4]),
+      helper.make_tensor_value_info('sizes', TensorProto.INT32, ['N', 2]),
+    ],
+    [
+      helper.make_tensor_value_info(CROPS, TensorProto.FLOAT, ['N', size, size, 1 if grey else 3]),
+      helper.make_tensor_value_info(AFFINES, TensorProto.DOUBLE, ['N', 2, 3]),
+    ],
+  )
+
+
+def _join(stages, inputs, outputs, before=(), after=(), initializers=()) -> onnx.ModelProto:
+  """One model of several graphs (each with its internal names prefixed) that pass values by
+  name: graph inputs and outputs keep their names, so one stage's output feeds the next."""
+  shared = {v.name for m, _ in stages for v in (*m.graph.input, *m.graph.output)}
+  graphs = [_prefixed(model, prefix, shared) for model, prefix in stages]
+  opsets: dict[str, int] = {}
+  for model, _ in stages:
+    for o in model.opset_import:
+      opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+  graph = helper.make_graph(
+    [*before, *(node for g in graphs for node in g.node), *after],
+    'lmjax',
+    inputs,
+    outputs,
+    [*(t for g in graphs for t in g.initializer), *initializers],
+  )
+  model = helper.make_model(
+    graph,
+    opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+    producer_name='lmjax',
+  )
+  model.ir_version = max(m.ir_version for m, _ in stages)
+  return model
 
 
 def _to_image_nodes(crop_points: str) -> list[onnx.NodeProto]:
@@ -92,6 +158,19 @@ def _prefixed(model: onnx.ModelProto, prefix: str, keep: set[str]) -> onnx.Graph
   return graph
 
 
+def _renamed(model: onnx.ModelProto, names: dict[str, str]) -> onnx.ModelProto:
+  """A copy of `model` with the values `names` renamed (graph inputs/outputs and uses)."""
+  out = onnx.ModelProto()
+  out.CopyFrom(model)
+  g = out.graph
+  for node in g.node:
+    node.input[:] = [names.get(x, x) for x in node.input]
+    node.output[:] = [names.get(x, x) for x in node.output]
+  for value in (*g.input, *g.output, *g.value_info, *g.initializer):
+    value.name = names.get(value.name, value.name)
+  return out
+
+
 def predictor_graph(
   crop: onnx.ModelProto, network: onnx.ModelProto, num_points: int, metadata: dict[str, str]
 ) -> onnx.ModelProto:
@@ -102,38 +181,22 @@ def predictor_graph(
   (Conv, MaxPool, Gemm, QuantizeLinear, ...) mean the same in both.
   """
   (net_in,), (net_out,) = network.graph.input, network.graph.output
-  crop_g = _prefixed(crop, 'crop/', {*INPUTS, CROPS, AFFINES})
-  net_g = _prefixed(network, 'net/', set())
-  boxes64 = 'crop/boxes64'
-  for node in crop_g.node:
-    node.input[:] = [boxes64 if x == 'boxes' else x for x in node.input]
-  nodes = [
-    helper.make_node('Cast', ['boxes'], [boxes64], to=TensorProto.DOUBLE),
-    *crop_g.node,
-    helper.make_node('Identity', [CROPS], ['net/' + net_in.name]),
-    *net_g.node,
-    *_to_image_nodes('net/' + net_out.name),
-  ]
   h, w = (d.dim_value for d in crop.graph.input[0].type.tensor_type.shape.dim[1:3])
-  graph = helper.make_graph(
-    nodes,
-    'predictor',
+  model = _join(
+    [
+      (_renamed(crop, {'boxes': 'boxes64'}), 'crop/'),
+      (_renamed(network, {net_in.name: CROPS, net_out.name: 'crop_points'}), 'net/'),
+    ],
     [
       helper.make_tensor_value_info('images', TensorProto.UINT8, ['N', h, w, 3]),
       helper.make_tensor_value_info('boxes', TensorProto.FLOAT, ['N', 4]),
       helper.make_tensor_value_info('sizes', TensorProto.INT32, ['N', 2]),
     ],
     [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ['N', num_points, 2])],
-    [*crop_g.initializer, *net_g.initializer, *_map_constants()],
+    before=[helper.make_node('Cast', ['boxes'], ['boxes64'], to=TensorProto.DOUBLE)],
+    after=_to_image_nodes('crop_points'),
+    initializers=_map_constants(),
   )
-  opsets = {o.domain: o.version for o in network.opset_import}
-  opsets.update({o.domain: o.version for o in crop.opset_import})
-  model = helper.make_model(
-    graph,
-    opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
-    producer_name='lmjax',
-  )
-  model.ir_version = max(crop.ir_version, network.ir_version)
   helper.set_model_props(model, metadata)
   onnx.checker.check_model(model)
   return model

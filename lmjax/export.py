@@ -1,5 +1,5 @@
-r"""Export command line: a model folder as an ONNX network (float32 or int8) or as a whole
-StableHLO predictor.
+r"""Export command line: a model folder as an ONNX network (float32 or int8), or its whole
+predictor as StableHLO, ONNX or TFLite.
 
     python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --out=mcl68.onnx
     python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --int8 \
@@ -32,9 +32,16 @@ in the graph. `exported.serialize()` goes to `--out`, the conventions, spec and 
 third input, sizes int32 [N, 2] (height, width of the picture in each image's top-left corner;
 the rest is padding, never read), so that pictures of many sizes share a few compiled canvas
 sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder.
-`--format=tflite` needs TensorFlow (not a dependency) and is not implemented yet.
 BB-FCN folders export to stablehlo too (RGB crops at the branch resolution, backbone and
-branches; `--backbone_only`: the backbone-only points), not to onnx.
+branches; `--backbone_only`: the backbone-only points).
+
+`--format=onnx --image_size=HxW` (required for BB-FCN folders) exports the whole predictor of
+either family as one ONNX graph instead of the MCL network (`lmjax.onnx_export.predictor_file`:
+images on a fixed H × W canvas, boxes and the pictures' sizes -> image points; N symbolic;
+needs jax2onnx, the `onnx` extra); `--int8` quantises its network part.
+`python -m lmjax.evaluate --checkpoint=FILE.onnx` scores it. `--format=tflite --image_size=HxW
+[--batch=B]` converts the same function with jax2tf and the TFLite converter
+(`lmjax.hlo_export.tflite`; needs TensorFlow, the `tflite` extra).
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 

@@ -10,10 +10,11 @@ Inputs and output (N symbolic, the canvas H × W fixed):
           is never read;
   points: float32 [N, K, 2] landmarks (x, y) in image pixels.
 It is the `--format=stablehlo --padded` function (`lmjax.hlo_export.stablehlo`) in three parts:
-  * the crop (`hlo_export.crop.mcl_crops`, `image_ops.mcl_crop` in jax ops) converted by
-    jax2onnx in float64 (`crop_graph`): the crop geometry must run in float64 to cut the host's
-    crops, and jax2onnx keeps a function's floats in one type, so the resampling sums run in
-    float64 too (same crops: max 0.0 px on 20 real 300-W faces against float32);
+  * the crop (`hlo_export.crop`, `image_ops.mcl_crop` in jax ops) converted by jax2onnx in two
+    parts (`crop_graph`): `crop_plan` in float64 (the geometry must be float64 to cut the
+    host's crops) and `resample` in float32 (OpenCV sums in float32; float64 sums round a .5
+    the other way in some crop pixels), because jax2onnx mis-types values where float32
+    meets float64 inside one function;
   * the network as its own graph: MCL the hand-built `graph.mcl_graph` (BatchNorm folded; the
     graph `int8.quantize` quantises), BB-FCN `bbfcn_network.bbfcn_graph` (jax2onnx);
   * crop pixels -> image pixels through the crop affines, in float64 (`_to_image_nodes`).

@@ -1,7 +1,7 @@
 """A model folder's whole predictor as one ONNX graph: images + boxes -> image-pixel landmarks.
 
-    model = predictor_graph(predictor, canvas=(480, 640))         # float32 network
-    model = predictor_graph(predictor, canvas, network=int8_net)  # any network graph
+    crop = crop_graph(spec, canvas=(480, 640))
+    model = predictor_graph(crop, network, num_points, metadata)  # any network graph
 
 Inputs and output (N symbolic, the canvas H × W fixed):
   images: uint8 [N, H, W, 3] RGB, each picture in the top-left corner of its canvas;

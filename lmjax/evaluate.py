@@ -12,7 +12,8 @@ the BB-FCN pyramid scanner (`lmjax.eval.multiface`, with `--levels`, `--face_cla
 gets the FDDB discrete ROC of `lmjax-scan`'s faces (`lmjax.eval.face_detection`); every
 other dataset has one face box per example and goes to the face-crop
 evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapped back to
-image pixels; an exported `.stablehlo` file as checkpoint crops inside its graph and is
+image pixels; an exported `.stablehlo`, whole-predictor `.onnx` or `.tflite` file as checkpoint
+crops inside its graph and is
 scored on the same faces through `face_crop.predict_images`); benchmarks with their own
 protocol (WFLW subsets, AFLW2000-3D yaw bins and head-pose error, AFLW-19 frontal) add its
 numbers (`lmjax.eval.protocols`). A video dataset (300vw: one example per frame, grouped by
@@ -327,7 +328,9 @@ def _define_flags() -> None:
   from absl import flags
 
   flags.DEFINE_string(
-    'checkpoint', None, 'Model folder (model.json + variables/), or an exported .stablehlo file.'
+    'checkpoint',
+    None,
+    'Model folder (model.json + variables/), or an exported .stablehlo / .onnx / .tflite file.',
   )
   flags.DEFINE_string(
     'dataset',

@@ -1,5 +1,5 @@
-r"""Export command line: a model folder as an ONNX network (float32 or int8) or as a whole
-StableHLO predictor.
+r"""Export command line: a model folder as an ONNX network (float32 or int8), or its whole
+predictor as StableHLO, ONNX or TFLite.
 
     python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --out=mcl68.onnx
     python -m lmjax.export --checkpoint=pretrained/mcl68 --format=onnx --int8 \
@@ -34,11 +34,18 @@ the rest is padding, never read), so that pictures of many sizes share a few com
 sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder; with
 `--manual_dir` the export itself scores file and folder on the validation faces and writes
 the difference to `<out>.json` and the folder's MODEL_CARD.md (`lmjax.hlo_export.validation`).
-`--format=tflite` needs TensorFlow (not a dependency) and is not implemented yet.
 BB-FCN folders export to stablehlo too (RGB crops at the branch resolution, backbone and
-branches; `--backbone_only`: the backbone-only points), not to onnx. `--scanner --canvas=HxW
+branches; `--backbone_only`: the backbone-only points). `--scanner --canvas=HxW
 [--levels=L | --min_face=PX]` exports a BB-FCN folder's whole-image scan of one fixed canvas
 instead (image uint8 [H, W, 3] -> detections and faces; `lmjax.hlo_export.scan_export`).
+
+`--format=onnx --image_size=HxW` (required for BB-FCN folders) exports the whole predictor of
+either family as one ONNX graph instead of the MCL network (`lmjax.onnx_export.predictor_file`:
+images on a fixed H × W canvas, boxes and the pictures' sizes -> image points; N symbolic;
+needs jax2onnx, the `onnx` extra); `--int8` quantises its network part.
+`python -m lmjax.evaluate --checkpoint=FILE.onnx` scores it. `--format=tflite --image_size=HxW
+[--batch=B]` converts the same function with jax2tf and the TFLite converter
+(`lmjax.hlo_export.tflite`; needs TensorFlow, the `tflite` extra).
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 
@@ -149,19 +156,81 @@ def _calibration_and_validation(spec, dataset, manual_dir, data_dir, count):
   if config is None:
     raise ValueError(f'--dataset: {dataset} has no {spec["num_points"]}-point faces')
   kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, config=config or None)
-  region = dict(
-    region_size=2 * spec['size'], region_scale=2 * spec['crop_scale'], grayscale=spec['grayscale']
-  )
+  size, grey = _crop_size_and_grey(spec)
+  region = dict(region_size=2 * size, region_scale=2 * spec['crop_scale'], grayscale=grey)
   train = caches.cache_regions(datasets.load(dataset, 'train', **kwargs), **region)
   if entry.val_split:
     val = caches.cache_regions(datasets.load(dataset, entry.val_split, **kwargs), **region)
   else:
     train, val = caches.split_train_validation(train, entry.num_validation)
-  params = augment.AugmentParams.none(spec['size'], spec['crop_scale'], spec['grayscale'])
+  params = augment.AugmentParams.none(size, spec['crop_scale'], grey)
   pick = np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int)
   sample = caches.subset(train, np.unique(pick))
   crops = np.concatenate([b.crops for b in face_crop.cache_batches(sample, params, 128)])
   return crops, val, params
+
+
+def _crop_size_and_grey(spec) -> tuple[int, bool]:
+  """The predictor's crop: MCL at its input size, BB-FCN RGB at the branch resolution."""
+  if spec['experiment'] == 'bbfcn':
+    return spec['refine_size'], False
+  return spec['size'], spec['grayscale']
+
+
+def export_onnx_predictor(
+  checkpoint: str,
+  out: str,
+  image_size: str,
+  *,
+  head: int = 0,
+  backbone_only: bool = False,
+  int8: bool = False,
+  dataset: str = '',
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+  calibration_faces: int = 512,
+) -> dict[str, Any]:
+  """`--format=onnx --image_size=HxW`: the whole predictor as one ONNX graph
+  (`lmjax.onnx_export.predictor_file`); `int8`: its network quantised, calibrated and scored
+  like the network-only int8 graph (NMEs of float32 and int8 on the held-out faces)."""
+  from lmjax.hlo_export.stablehlo import parse_image_size
+  from lmjax.models import registry
+  from lmjax.onnx_export import predictor_file
+
+  canvas = parse_image_size(image_size)
+  spec = registry.read_spec(checkpoint)
+  if canvas is None:
+    raise ValueError(
+      '--format=onnx of the whole predictor needs a fixed canvas --image_size=HxW (e.g. '
+      f'480x640; any picture up to that size); {checkpoint} is a {spec["experiment"]} folder'
+    )
+  quantize, extra = None, {}
+  if int8:
+    from lmjax.onnx_export import int8 as int8_lib
+    from lmjax.onnx_export.session import OnnxNetwork
+
+    predictor = predictor_file.folder_predictor(checkpoint, head, backbone_only)
+    network = predictor_file.network_graph(predictor, backbone_only)
+    calibration, validation, params_crop = _calibration_and_validation(
+      spec, dataset or spec['dataset'], manual_dir, data_dir, calibration_faces
+    )
+    if spec['experiment'] == 'bbfcn':  # convolutions only, the first (on the image) in float
+      convs = [n.name for n in network.graph.node if n.op_type == 'Conv']
+      quantized = int8_lib.quantize(network, calibration, convs[:1], ('Conv', 'ConvTranspose'))
+    else:
+      quantized = int8_lib.quantize(network, calibration)
+    if backbone_only:
+      predictor = types.SimpleNamespace(
+        outputs=('points',),
+        schema=predictor.schema,
+        predict_crops=lambda crops: {'points': predictor.predict_crops(crops, False)['points']},
+      )
+    extra = _parity(predictor, OnnxNetwork(quantized), validation, params_crop)
+    extra['calibration'] = {'dataset': dataset or spec['dataset'], 'faces': len(calibration)}
+    quantize = lambda _: quantized
+  return predictor_file.export_predictor(
+    checkpoint, out, canvas, head=head, backbone_only=backbone_only, quantize=quantize, extra=extra
+  )
 
 
 def _parity(predictor, quantized, validation, params) -> dict[str, Any]:
@@ -197,21 +266,20 @@ def export_whole_predictor(
   padded: bool = False,
   backbone_only: bool = False,
   validation: dict[str, Any] | None = None,
+  batch: int = 1,
 ) -> dict[str, Any]:
   """`--format=stablehlo` (or tflite): the whole predictor, images + boxes -> image points;
   `validation` (`lmjax.hlo_export.validation.validation_parity`'s dataset keywords, from
   --manual_dir): also scored against the folder on the validation faces, card line written."""
-  import importlib.util
-
   if int8:
     raise ValueError(f'--int8 quantises ONNX graphs; --format={fmt} exports float32 only')
-  if fmt == 'tflite':
-    if importlib.util.find_spec('tensorflow') is None:
-      raise ValueError('--format=tflite needs TensorFlow (pip install tensorflow); not installed')
-    raise ValueError('--format=tflite is not implemented yet; use --format=stablehlo or onnx')
   from lmjax.hlo_export import stablehlo
 
   size = stablehlo.parse_image_size(image_size)
+  if fmt == 'tflite':
+    from lmjax.hlo_export import tflite
+
+    return tflite.export_tflite(checkpoint, out, size, batch, head, backbone_only)
   sidecar = stablehlo.export_stablehlo(
     checkpoint, out, head=head, image_size=size, padded=padded, backbone_only=backbone_only
   )
@@ -246,9 +314,22 @@ def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
   quiet_logs(f)
-  with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError)):
+  with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError, ImportError)):
     if f.scanner:
       report = export_scanner(f)
+    elif f.format == 'onnx' and (f.image_size not in ('', 'any') or _is_bbfcn(f.checkpoint)):
+      report = export_onnx_predictor(
+        f.checkpoint,
+        f.out,
+        f.image_size,
+        head=f.head,
+        backbone_only=f.backbone_only,
+        int8=f.int8,
+        dataset=f.dataset or '',
+        manual_dir=f.manual_dir,
+        data_dir=f.data_dir,
+        calibration_faces=f.calibration_faces,
+      )
       print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
       print(f'wrote {f.out} and {f.out}.json')
       return
@@ -258,7 +339,7 @@ def main(argv: Sequence[str]) -> None:
         validation = dict(manual_dir=f.manual_dir, data_dir=f.data_dir, dataset=f.dataset or '')
       report = export_whole_predictor(
         f.checkpoint, f.out, f.format, f.head, f.int8, f.image_size, f.padded, f.backbone_only,
-        validation,
+        validation, f.batch,
       )  # fmt: skip
       print(json.dumps({k: v for k, v in report.items() if k != 'spec'}, indent=2, sort_keys=True))
       print(f'wrote {f.out} and {f.out}.json')
@@ -277,28 +358,38 @@ def main(argv: Sequence[str]) -> None:
   print(f'wrote {f.out} and {f.out}.json')
 
 
+def _is_bbfcn(checkpoint: str) -> bool:
+  from lmjax.models import registry
+
+  return os.path.isdir(checkpoint) and registry.read_spec(checkpoint)['experiment'] == 'bbfcn'
+
+
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/); onnx: MCL only.')
+  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/).')
   flags.DEFINE_enum('format', 'onnx', list(FORMATS), 'Export format.')
   flags.DEFINE_string(
     'out', None, 'Output file (.onnx, .stablehlo); a report or sidecar goes to <out>.json.'
   )
   flags.DEFINE_integer('head', 0, 'Shape head of a multi-center model.')
   flags.DEFINE_string(
-    'image_size', 'any', 'stablehlo: HxW of the input images (e.g. 480x640), or any (symbolic).'
+    'image_size',
+    'any',
+    'stablehlo: HxW of the input images (e.g. 480x640), or any (symbolic). onnx: the canvas '
+    'of the whole predictor (any: the MCL network-only graph).',
   )
   flags.DEFINE_bool(
     'padded',
     False,
     'stablehlo: a third input, sizes int32 [N, 2] of the pictures in padded images.',
   )
-  flags.DEFINE_bool('backbone_only', False, 'stablehlo, BB-FCN: the backbone-only points.')
+  flags.DEFINE_bool('backbone_only', False, 'BB-FCN: the backbone-only points.')
   flags.DEFINE_bool('scanner', False, 'stablehlo, BB-FCN: the whole-image scan of --canvas.')
   flags.DEFINE_string('canvas', '', '--scanner: HxW of the canvas (e.g. 480x640).')
   flags.DEFINE_integer('levels', None, '--scanner: pyramid levels (default 12).')
   flags.DEFINE_float('min_face', None, '--scanner: smallest face side; sets the levels.')
+  flags.DEFINE_integer('batch', 1, 'tflite: the fixed batch size of the exported function.')
   flags.DEFINE_bool('int8', False, 'Quantise to int8 (needs the calibration dataset).')
   flags.DEFINE_string('dataset', None, 'Calibration dataset (default: model.json "dataset").')
   flags.DEFINE_string(

@@ -42,6 +42,7 @@ from lmjax.hlo_export.runner import ExportedPredictor
 from lmjax.mcl.predictor import FacePredictor
 from lmjax.models import registry
 from lmjax.models.interface import CropPredictor, check_face
+from lmjax.onnx_export.runner import OnnxPredictor
 
 __all__ = [
   'BBFCNPredictor',
@@ -50,15 +51,18 @@ __all__ = [
   'Face',
   'FacePredictor',
   'Landmarker',
+  'OnnxPredictor',
   'load_predictor',
 ]
 
 STABLEHLO_SUFFIX = '.stablehlo'  # an exported whole predictor, not a model folder
+ONNX_SUFFIX = '.onnx'  # the same as ONNX (`lmjax.onnx_export.runner`)
+TFLITE_SUFFIX = '.tflite'  # as TFLite (`lmjax.hlo_export.tflite`, needs TensorFlow)
 
 
 def load_predictor(
   directory: str, head: int = 0, backend: str = 'auto'
-) -> CropPredictor | ExportedPredictor:
+) -> CropPredictor | ExportedPredictor | OnnxPredictor:
   """The predictor of a model folder: `FacePredictor` (MCL) or `BBFCNPredictor` (BB-FCN).
 
   Args:
@@ -76,12 +80,22 @@ def load_predictor(
 
   A `.stablehlo` file (`python -m lmjax.export --format=stablehlo`) instead of a folder gives
   an `lmjax.hlo_export.runner.ExportedPredictor` (image API only: `predict_faces`; backend
-  'auto' or 'xla', head 0: both were fixed at export).
+  'auto' or 'xla', head 0: both were fixed at export); a whole-predictor `.onnx` file
+  (`--format=onnx --image_size=HxW`) gives an `lmjax.onnx_export.runner.OnnxPredictor`.
   """
+  exported = str(directory).endswith((STABLEHLO_SUFFIX, ONNX_SUFFIX))
+  if exported and (head or backend not in ('auto', 'xla', 'onnx')):
+    raise ValueError(f'{directory}: an exported predictor; its head and backend are fixed')
   if str(directory).endswith(STABLEHLO_SUFFIX):
-    if head or backend not in ('auto', 'xla'):
-      raise ValueError(f'{directory}: an exported predictor; its head and backend are fixed')
     return ExportedPredictor(directory)
+  if str(directory).endswith(ONNX_SUFFIX):
+    return OnnxPredictor(directory)
+  if str(directory).endswith(TFLITE_SUFFIX):
+    if head or backend not in ('auto', 'xla', 'tflite'):
+      raise ValueError(f'{directory}: an exported predictor; its head and backend are fixed')
+    from lmjax.hlo_export.tflite import TflitePredictor  # needs TensorFlow (the tflite extra)
+
+    return TflitePredictor(directory)
   family = registry.read_spec(directory)['experiment']
   if family == 'bbfcn':
     if head:

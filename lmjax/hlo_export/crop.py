@@ -87,17 +87,22 @@ def _area_weights(first, count, start, length, new, extent):
   return overlap, width, inside, jnp.floor(cell) == cell
 
 
-def _bilinear(patch, sy, sx, oy, ox):
-  """Bilinear samples [N, S, S, C] of `patch` [N, P, P, C] (pre-shrunk pixels oy + i, ox + j)
-  at rows `sy` [N, S] and columns `sx` [N, S]; samples off the patch read the border value.
+def _sample_grid(sy, sx, oy, ox):
+  """Integer corners (y0 [N, S], x0 [N, S], int32) and float32 fractions (ay, ax) of the
+  bilinear samples at rows `sy` and columns `sx` of a patch of pre-shrunk pixels oy + i, ox + j."""
+  qy, qx = sy - oy[:, None], sx - ox[:, None]
+  y0, x0 = jnp.floor(qy), jnp.floor(qx)
+  ay, ax = (qy - y0).astype(jnp.float32), (qx - x0).astype(jnp.float32)
+  return y0.astype(jnp.int32), x0.astype(jnp.int32), ay, ax
+
+
+def _bilinear(patch, y0, x0, ay, ax):
+  """Bilinear samples [N, S, S, C] of `patch` [N, P, P, C] at the grid of `_sample_grid`;
+  samples off the patch read the border value.
 
   Interpolated as OpenCV 5 does, in float32: two lerps along x, one along y, then rounded.
   """
   p = patch.shape[1]
-  qy, qx = sy - oy[:, None], sx - ox[:, None]
-  y0, x0 = jnp.floor(qy), jnp.floor(qx)
-  ay, ax = (qy - y0).astype(jnp.float32), (qx - x0).astype(jnp.float32)
-  y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
 
   def rows(i):  # [N, S, P, C]: patch rows i [N, S], border outside
     ok = (i >= 0) & (i < p)
@@ -165,6 +170,79 @@ def _geometry(boxes, size: int, scale: float, h, w) -> dict[str, jnp.ndarray]:
   return dict(s=s, tx=tx, ty=ty, x0=x0, y0=y0, ww=ww, wh=wh, nw=nw, nh=nh, sx=sx, sy=sy)
 
 
+def crop_plan(
+  boxes: jnp.ndarray,
+  size: int,
+  scale: float,
+  image_hw: tuple,
+  sizes: jnp.ndarray | None = None,
+) -> dict[str, jnp.ndarray]:
+  """Everything of N faces' crops that depends on the boxes only (not on the pixels).
+
+  Args:
+    boxes: float32 [N, 4] face boxes (x0, y0, x1, y1), image pixels.
+    size, scale: S and crop side / longer box side.
+    image_hw: (H, W) of the images (may be symbolic under `jax.export`).
+    sizes: optional int32 [N, 2] (height, width) of each image's top-left picture.
+
+  Returns:
+    wy [N, P, H], wx [N, P, W] float32 pre-shrink weights, fast bool [N] (OpenCV's integer
+    area path), area float32 [N], inside bool [N, P, P] (pre-shrunk pixels in the window),
+    y0, x0 int32 [N, S] and ay, ax float32 [N, S] (the bilinear grid), A [N, 2, 3] affines.
+  """
+  h, w = image_hw
+  if sizes is None:
+    g = _geometry(boxes, size, scale, h, w)
+  else:
+    g = _geometry(boxes, size, scale, sizes[:, 0], sizes[:, 1])
+  p = patch_size(size)
+  ox = jnp.where(g['nw'] <= p, 0.0, jnp.floor(g['sx'][:, 0]))
+  oy = jnp.where(g['nh'] <= p, 0.0, jnp.floor(g['sy'][:, 0]))
+  wy, cell_y, in_y, int_y = _area_weights(oy, p, g['y0'], g['wh'], g['nh'], h)  # [N, P, H]
+  wx, cell_x, in_x, int_x = _area_weights(ox, p, g['x0'], g['ww'], g['nw'], w)  # [N, P, W]
+  fast = int_x & int_y  # OpenCV sums whole cells exactly, then rounds half up
+  y0, x0, ay, ax = _sample_grid(g['sy'], g['sx'], oy, ox)
+  zero = jnp.zeros_like(g['s'])
+  A = jnp.stack(
+    [jnp.stack([g['s'], zero, g['tx']], -1), jnp.stack([zero, g['s'], g['ty']], -1)], -2
+  )
+  return dict(
+    wy=jnp.where(fast[:, None, None], wy, wy / cell_y[..., None]).astype(jnp.float32),
+    wx=jnp.where(fast[:, None, None], wx, wx / cell_x[..., None]).astype(jnp.float32),
+    fast=fast,
+    area=((g['ww'] / g['nw']) * (g['wh'] / g['nh'])).astype(jnp.float32),
+    inside=in_y[:, :, None] & in_x[:, None, :],
+    y0=y0,
+    x0=x0,
+    ay=ay,
+    ax=ax,
+    A=A,
+  )
+
+
+def resample(pixels: jnp.ndarray, plan: dict[str, jnp.ndarray]) -> jnp.ndarray:
+  """float32 crops [N, S, S, C] (x / 128 - 1) of pixels float32 [N, H, W, C] by `crop_plan`,
+  in float32 like OpenCV."""
+  wy, wx, fast = plan['wy'], plan['wx'], plan['fast'][:, None, None, None]
+  patch = jnp.einsum('nqw,nhwc->nhqc', wx, pixels)  # OpenCV's order: rows first, then columns
+  patch = jnp.einsum('nph,nhqc->npqc', wy, patch)  # [N, P, P, C]
+  area = plan['area'][:, None, None, None]
+  two_by_two = area == 4
+  patch = jnp.where(
+    fast,
+    jnp.where(two_by_two, jnp.floor(patch / 4 + 0.5), jnp.round(patch * (1 / area))),
+    jnp.round(patch),
+  )  # fast path: 2 × 2 rounds half up ((s + 2) >> 2), other areas round s · float(1 / area)
+  patch = jnp.where(plan['inside'][..., None], patch, BORDER_VALUE)
+  crops = _bilinear(patch, plan['y0'], plan['x0'], plan['ay'], plan['ax'])
+  return crops * (1 / 128) - 1
+
+
+def crop_pixels(images: jnp.ndarray, grayscale: bool) -> jnp.ndarray:
+  """uint8 [N, H, W, 3] RGB -> float32 [N, H, W, C] pixels the crop resamples."""
+  return grey_q15(images)[..., None] if grayscale else images.astype(jnp.float32)
+
+
 def mcl_crops(
   images: jnp.ndarray,
   boxes: jnp.ndarray,
@@ -188,36 +266,8 @@ def mcl_crops(
     crops: float32 [N, S, S, C] scaled as `x / 128 - 1` (C = 1 grey, else 3).
     A: float32 [N, 2, 3] image -> crop affines (`geometry.crop_affine`).
   """
-  _, h, w, _ = images.shape
-  pixels = grey_q15(images)[..., None] if grayscale else images.astype(jnp.float32)
-  if sizes is None:
-    g = _geometry(boxes, size, scale, h, w)
-  else:
-    g = _geometry(boxes, size, scale, sizes[:, 0], sizes[:, 1])
-  p = patch_size(size)
-  ox = jnp.where(g['nw'] <= p, 0.0, jnp.floor(g['sx'][:, 0]))
-  oy = jnp.where(g['nh'] <= p, 0.0, jnp.floor(g['sy'][:, 0]))
-  wy, cell_y, in_y, int_y = _area_weights(oy, p, g['y0'], g['wh'], g['nh'], h)  # [N, P, H]
-  wx, cell_x, in_x, int_x = _area_weights(ox, p, g['x0'], g['ww'], g['nw'], w)  # [N, P, W]
-  fast = int_x & int_y  # OpenCV sums whole cells exactly, then rounds half up
-  wy = jnp.where(fast[:, None, None], wy, wy / cell_y[..., None]).astype(jnp.float32)
-  wx = jnp.where(fast[:, None, None], wx, wx / cell_x[..., None]).astype(jnp.float32)
-  patch = jnp.einsum('nqw,nhwc->nhqc', wx, pixels)  # OpenCV's order: rows first, then columns
-  patch = jnp.einsum('nph,nhqc->npqc', wy, patch)  # [N, P, P, C]
-  area = ((g['ww'] / g['nw']) * (g['wh'] / g['nh'])).astype(jnp.float32)[:, None, None, None]
-  two_by_two = area == 4
-  patch = jnp.where(
-    fast[:, None, None, None],
-    jnp.where(two_by_two, jnp.floor(patch / 4 + 0.5), jnp.round(patch * (1 / area))),
-    jnp.round(patch),
-  )  # fast path: 2 × 2 rounds half up ((s + 2) >> 2), other areas round s · float(1 / area)
-  patch = jnp.where(in_y[:, :, None, None] & in_x[:, None, :, None], patch, BORDER_VALUE)
-  crops = _bilinear(patch, g['sy'], g['sx'], oy, ox)
-  zero = jnp.zeros_like(g['s'])
-  A = jnp.stack(
-    [jnp.stack([g['s'], zero, g['tx']], -1), jnp.stack([zero, g['s'], g['ty']], -1)], -2
-  )
-  return crops * (1 / 128) - 1, A
+  plan = crop_plan(boxes, size, scale, images.shape[1:3], sizes)
+  return resample(crop_pixels(images, grayscale), plan), plan['A']
 
 
 def image_points(points: jnp.ndarray, A: jnp.ndarray) -> jnp.ndarray:

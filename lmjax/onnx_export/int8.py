@@ -33,14 +33,18 @@ QUANTIZED_KEY = 'lmjax.quantized'
 
 
 def quantize(
-  model: onnx.ModelProto, calibration: np.ndarray, keep_float: Sequence[str] = KEEP_FLOAT
+  model: onnx.ModelProto,
+  calibration: np.ndarray,
+  keep_float: Sequence[str] = KEEP_FLOAT,
+  op_types: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
   """The int8 (QDQ) version of `model`, activation ranges from `calibration`.
 
   Args:
-    model: a float graph of `lmjax.onnx_export.graph` (input 'crops').
+    model: a float network graph (`graph.mcl_graph`, `bbfcn_network.bbfcn_graph`; input 'crops').
     calibration: float32 [M, S, S, C] network inputs (e.g. a few hundred training crops).
     keep_float: names of nodes left in float.
+    op_types: the operator types to quantise (None: onnxruntime's default, every one it can).
 
   Returns:
     The quantised graph, with the input's metadata plus `lmjax.quantized = int8`.
@@ -86,6 +90,7 @@ def quantize(
       weight_type=QuantType.QInt8,
       calibrate_method=CalibrationMethod.MinMax,
       nodes_to_exclude=list(keep_float),
+      op_types_to_quantize=list(op_types) if op_types else None,
     )
     quantized = onnx.load(out)
   props = {p.key: p.value for p in model.metadata_props}

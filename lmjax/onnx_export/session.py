@@ -23,6 +23,21 @@ def process_cores() -> int:
   return os.cpu_count() or 1
 
 
+def make_session(graph: onnx.ModelProto | bytes | str | os.PathLike, threads: int = 0):
+  """An onnxruntime CPU session over `graph` (a ModelProto, its bytes or a .onnx file);
+  `threads`: intra-op threads, 0 = the cores this process may run on."""
+  import onnxruntime
+
+  if isinstance(graph, onnx.ModelProto):
+    graph = graph.SerializeToString()
+  elif not isinstance(graph, bytes):
+    graph = os.fspath(graph)
+  options = onnxruntime.SessionOptions()
+  options.intra_op_num_threads = threads or process_cores()
+  options.inter_op_num_threads = 1
+  return onnxruntime.InferenceSession(graph, options, providers=['CPUExecutionProvider'])
+
+
 class OnnxNetwork:
   """Runs one graph with one float32 input and one output."""
 
@@ -33,16 +48,7 @@ class OnnxNetwork:
       graph: the graph, its serialised bytes, or a .onnx file.
       threads: intra-op threads; 0 = the cores this process may run on.
     """
-    import onnxruntime
-
-    if isinstance(graph, onnx.ModelProto):
-      graph = graph.SerializeToString()
-    elif not isinstance(graph, bytes):
-      graph = os.fspath(graph)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or process_cores()
-    options.inter_op_num_threads = 1
-    self.session = onnxruntime.InferenceSession(graph, options, providers=['CPUExecutionProvider'])
+    self.session = make_session(graph, threads)
     (self.input,) = self.session.get_inputs()
     (self.output,) = self.session.get_outputs()
 

@@ -40,7 +40,7 @@ branches; `--backbone_only`: the backbone-only points). `--scanner --canvas=HxW
 instead (image uint8 [H, W, 3] -> detections and faces; `lmjax.hlo_export.scan_export`).
 
 `--format=onnx --image_size=HxW` (required for BB-FCN folders) exports the whole predictor of
-either family as one ONNX graph instead of the MCL network (`lmjax.onnx_export.predictor_file`:
+either family as one ONNX graph instead of the MCL network (`lmjax.hlo_export.onnx_file`:
 images on a fixed H × W canvas, boxes and the pictures' sizes -> image points; N symbolic;
 needs jax2onnx, the `onnx` extra); `--int8` quantises its network part.
 `python -m lmjax.evaluate --checkpoint=FILE.onnx` scores it. `--format=tflite --image_size=HxW
@@ -191,11 +191,11 @@ def export_onnx_predictor(
   calibration_faces: int = 512,
 ) -> dict[str, Any]:
   """`--format=onnx --image_size=HxW`: the whole predictor as one ONNX graph
-  (`lmjax.onnx_export.predictor_file`); `int8`: its network quantised, calibrated and scored
+  (`lmjax.hlo_export.onnx_file`); `int8`: its network quantised, calibrated and scored
   like the network-only int8 graph (NMEs of float32 and int8 on the held-out faces)."""
+  from lmjax.hlo_export import onnx_file
   from lmjax.hlo_export.stablehlo import parse_image_size
   from lmjax.models import registry
-  from lmjax.onnx_export import predictor_file
 
   canvas = parse_image_size(image_size)
   spec = registry.read_spec(checkpoint)
@@ -209,8 +209,8 @@ def export_onnx_predictor(
     from lmjax.onnx_export import int8 as int8_lib
     from lmjax.onnx_export.session import OnnxNetwork
 
-    predictor = predictor_file.folder_predictor(checkpoint, head, backbone_only)
-    network = predictor_file.network_graph(predictor, backbone_only)
+    predictor = onnx_file.folder_predictor(checkpoint, head, backbone_only)
+    network = onnx_file.network_graph(predictor, backbone_only)
     calibration, validation, params_crop = _calibration_and_validation(
       spec, dataset or spec['dataset'], manual_dir, data_dir, calibration_faces
     )
@@ -228,7 +228,7 @@ def export_onnx_predictor(
     extra = _parity(predictor, OnnxNetwork(quantized), validation, params_crop)
     extra['calibration'] = {'dataset': dataset or spec['dataset'], 'faces': len(calibration)}
     quantize = lambda _: quantized
-  return predictor_file.export_predictor(
+  return onnx_file.export_predictor(
     checkpoint, out, canvas, head=head, backbone_only=backbone_only, quantize=quantize, extra=extra
   )
 

@@ -38,11 +38,11 @@ import numpy as np
 
 from lmjax.bbfcn.predictor import BBFCNPredictor
 from lmjax.core import head_pose, landmarks
+from lmjax.hlo_export.onnx_runner import OnnxPredictor
 from lmjax.hlo_export.runner import ExportedPredictor
 from lmjax.mcl.predictor import FacePredictor
 from lmjax.models import registry
 from lmjax.models.interface import CropPredictor, check_face
-from lmjax.onnx_export.runner import OnnxPredictor
 
 __all__ = [
   'BBFCNPredictor',
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 STABLEHLO_SUFFIX = '.stablehlo'  # an exported whole predictor, not a model folder
-ONNX_SUFFIX = '.onnx'  # the same as ONNX (`lmjax.onnx_export.runner`)
+ONNX_SUFFIX = '.onnx'  # the same as ONNX (`lmjax.hlo_export.onnx_runner`)
 TFLITE_SUFFIX = '.tflite'  # as TFLite (`lmjax.hlo_export.tflite`, needs TensorFlow)
 
 
@@ -81,7 +81,7 @@ def load_predictor(
   A `.stablehlo` file (`python -m lmjax.export --format=stablehlo`) instead of a folder gives
   an `lmjax.hlo_export.runner.ExportedPredictor` (image API only: `predict_faces`; backend
   'auto' or 'xla', head 0: both were fixed at export); a whole-predictor `.onnx` file
-  (`--format=onnx --image_size=HxW`) gives an `lmjax.onnx_export.runner.OnnxPredictor`.
+  (`--format=onnx --image_size=HxW`) gives an `lmjax.hlo_export.onnx_runner.OnnxPredictor`.
   """
   exported = str(directory).endswith((STABLEHLO_SUFFIX, ONNX_SUFFIX))
   if exported and (head or backend not in ('auto', 'xla', 'onnx')):

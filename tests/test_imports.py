@@ -5,8 +5,9 @@ Layers (a package may import itself and the ones listed for it):
   onnx_export               models as ONNX graphs run by onnxruntime (over models)
   data, train, eval, viz    shared machinery over them
   mcl, bbfcn, facecls       one package per paper (or model family): shared code only
-  hlo_export                whole predictors and the scanner as StableHLO via jax.export (over
-                            mcl, bbfcn, scan; data and eval for the validation-face parity)
+  hlo_export                exports of jax functions: whole predictors and the scanner as
+                            StableHLO, whole predictors as ONNX / TFLite (over mcl, bbfcn, scan,
+                            onnx_export; data and eval for the validation-face parity)
   scan                      the whole-image scanner: shared code, bbfcn and facecls
   track                     video face tracking over any landmarker object: core only
   lmjax.* top-level modules entry points and the public API: anything but a CLI module
@@ -34,6 +35,7 @@ ALLOWED = {
     'hlo_export',
     'core',
     'models',
+    'onnx_export',
     'synthface',
     'data',
     'eval',

@@ -1,5 +1,5 @@
 """Whole predictors as ONNX (`python -m lmjax.export --format=onnx --image_size=HxW`,
-`lmjax.onnx_export.whole` / `predictor_file` / `runner`): the crop in the graph, parity with the
+`lmjax.hlo_export.onnx_whole` / `onnx_file` / `onnx_runner`): the crop in the graph, parity with the
 folder's predictor on real faces, the BB-FCN tracing stand-ins, loading and errors. The export
 needs jax2onnx (the `onnx` extra): those tests skip without it."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from lmjax.core import image_ops
+from lmjax.hlo_export import onnx_bbfcn
+from lmjax.hlo_export.onnx_runner import OnnxPredictor
 from lmjax.inference import load_predictor
-from lmjax.onnx_export import bbfcn_network
-from lmjax.onnx_export.runner import OnnxPredictor
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from test_stablehlo_export import _face_windows
@@ -31,10 +31,10 @@ needs_jax2onnx = pytest.mark.skipif(
 @pytest.fixture(scope='module')
 def mcl68_onnx(tmp_path_factory) -> str:
   """mcl68's whole predictor on a 256 × 256 canvas (the export checks synthetic faces)."""
-  from lmjax.onnx_export import predictor_file
+  from lmjax.hlo_export import onnx_file
 
   path = str(tmp_path_factory.mktemp('onnx') / 'mcl68.onnx')
-  predictor_file.export_predictor(MCL68, path, CANVAS)
+  onnx_file.export_predictor(MCL68, path, CANVAS)
   return path
 
 
@@ -49,7 +49,7 @@ def test_bbfcn_tracing_stand_ins_match_inference():
   images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
   maps = rng.uniform(0, 1, (2, 32, 32, 4)).astype(np.float32)
   origins = rng.integers(0, 32 - 24, (2, 4, 2)).astype(np.int32)
-  bbfcn_network.resize_matrix(32, 12)  # outside the jit, as `bbfcn_graph` does
+  onnx_bbfcn.resize_matrix(32, 12)  # outside the jit, as `bbfcn_graph` does
 
   def both(module):  # one compiled program per side
     return jax.jit(
@@ -60,7 +60,7 @@ def test_bbfcn_tracing_stand_ins_match_inference():
       )
     )(images, maps, origins)
 
-  mine = both(bbfcn_network)
+  mine = both(onnx_bbfcn)
   theirs = both(types.SimpleNamespace(**vars(inference), top_mean=heatmaps.top_mean))
   np.testing.assert_allclose(mine[0], theirs[0], atol=1e-5)  # resize: summation order
   for got, want in zip(mine[1:], theirs[1:], strict=True):
@@ -144,13 +144,13 @@ def _nme_ioc(points, truth) -> float:
 def test_bbfcn68_backbone_float32_and_int8_on_real_faces(shared_data):
   """BB-FCN68's backbone-only network as ONNX on real 300-W faces: float32 within 0.01 px of
   JAX; int8 (calibrated on 48 LFPW faces) within 0.05 NME ioc of float32 on 40 HELEN faces.
-  (With branches, near-tied map cells make a few points differ: module `predictor_file`.)"""
+  (With branches, near-tied map cells make a few points differ: module `onnx_file`.)"""
   from lmjax.bbfcn.predictor import BBFCNPredictor
   from lmjax.onnx_export import int8
   from lmjax.onnx_export.session import OnnxNetwork
 
   predictor = BBFCNPredictor(str(ROOT / 'pretrained' / 'bbfcn68'))
-  network = bbfcn_network.bbfcn_graph(predictor, refine=False)
+  network = onnx_bbfcn.bbfcn_graph(predictor, refine=False)
   root = shared_data / '300w'
   calibration, _ = _real_crops(predictor, root / 'lfpw' / 'trainset', 0, 48)
   crops, truth = _real_crops(predictor, root / 'helen' / 'trainset', 0, 40)

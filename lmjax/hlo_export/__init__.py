@@ -1,5 +1,6 @@
-"""Whole predictors (image + face box -> image-pixel landmarks) and the BB-FCN scanner (whole
-image -> detections and faces) as StableHLO, via jax.export.
+"""Exports of jax functions: whole predictors (image + face box -> image-pixel landmarks) and the
+BB-FCN scanner (whole image -> detections and faces) as StableHLO via jax.export, and the
+whole predictors as ONNX (jax2onnx) and TFLite (jax2tf).
 
   * `crop`:       the MCL test-time face crop (`lmjax.core.image_ops.mcl_crop`) in jax ops, so
                   the crop runs inside the exported graph;
@@ -14,6 +15,14 @@ image -> detections and faces) as StableHLO, via jax.export.
   * `scan_export`, `scan_runner`: its export with parity against `Scanner.scan`, and
                   `ExportedScanner` (letterboxes pictures of other sizes).
 
+  * `onnx_convert`: jax functions -> ONNX with jax2onnx (optional, the `onnx` extra);
+  * `onnx_bbfcn`: a BB-FCN network (backbone and branches) as ONNX through jax2onnx;
+  * `onnx_whole`: the crop, a network graph and the mapping to image pixels as one graph;
+  * `onnx_file`:  `lmjax.export --format=onnx --image_size=HxW`, with parity checks;
+  * `onnx_runner`: `OnnxPredictor`, such a file behind the image API (what
+                  `python -m lmjax.evaluate --checkpoint=FILE.onnx` scores);
+  * `tflite`:     the same function through jax2tf and the TFLite converter (the `tflite` extra).
+
 `python -m lmjax.export --format=stablehlo [--scanner]` writes the files (MCL and BB-FCN
-folders); the file itself needs only jax.
+folders); a StableHLO file needs only jax, an ONNX file only onnxruntime.
 """

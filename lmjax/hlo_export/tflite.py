@@ -137,7 +137,7 @@ def export_tflite(
     ValueError: no fixed canvas, a bad batch or bad flags for the folder.
     ImportError: TensorFlow is not installed (one line).
   """
-  from lmjax.onnx_export.predictor_file import CONVENTIONS, folder_predictor
+  from lmjax.hlo_export.onnx_file import CONVENTIONS, folder_predictor
 
   require_tensorflow()
   if canvas is None:

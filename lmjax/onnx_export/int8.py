@@ -41,7 +41,8 @@ def quantize(
   """The int8 (QDQ) version of `model`, activation ranges from `calibration`.
 
   Args:
-    model: a float network graph (`graph.mcl_graph`, `bbfcn_network.bbfcn_graph`; input 'crops').
+    model: a float network graph (`graph.mcl_graph`, `hlo_export.onnx_bbfcn.bbfcn_graph`;
+      input 'crops').
     calibration: float32 [M, S, S, C] network inputs (e.g. a few hundred training crops).
     keep_float: names of nodes left in float.
     op_types: the operator types to quantise (None: onnxruntime's default, every one it can).

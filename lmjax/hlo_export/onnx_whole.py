@@ -16,7 +16,7 @@ It is the `--format=stablehlo --padded` function (`lmjax.hlo_export.stablehlo`) 
     the other way in some crop pixels), because jax2onnx mis-types values where float32
     meets float64 inside one function;
   * the network as its own graph: MCL the hand-built `graph.mcl_graph` (BatchNorm folded; the
-    graph `int8.quantize` quantises), BB-FCN `bbfcn_network.bbfcn_graph` (jax2onnx);
+    graph `int8.quantize` quantises), BB-FCN `onnx_bbfcn.bbfcn_graph` (jax2onnx);
   * crop pixels -> image pixels through the crop affines, in float64 (`_to_image_nodes`).
 H and W are fixed because jax2onnx cannot trace `arange` over a symbolic image side; the
 `sizes` input lets pictures of any size up to the canvas share one graph.
@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from lmjax.onnx_export import convert
+from lmjax.hlo_export import onnx_convert
 
 INPUTS = ('images', 'boxes', 'sizes')
 OUTPUT = 'points'
@@ -63,7 +63,7 @@ def crop_graph(spec: dict, canvas: tuple[int, int]) -> onnx.ModelProto:
   def resample_fn(images, *plan):
     return crop.resample(crop.crop_pixels(images, grey), dict(zip(PLAN, plan, strict=True)))
 
-  plan = convert.to_onnx(
+  plan = onnx_convert.to_onnx(
     plan_fn,
     [(('N', 4), np.float64), (('N', 2), np.int32)],
     ['boxes', 'sizes'],
@@ -77,7 +77,7 @@ def crop_graph(spec: dict, canvas: tuple[int, int]) -> onnx.ModelProto:
     'area': (('N',), f32), 'inside': (('N', p, p), np.bool_), 'y0': (('N', size), i32),
     'x0': (('N', size), i32), 'ay': (('N', size), f32), 'ax': (('N', size), f32),
   }  # fmt: skip
-  resample = convert.to_onnx(
+  resample = onnx_convert.to_onnx(
     resample_fn,
     [(('N', h, w, 3), np.uint8), *(plan_shapes[k] for k in PLAN)],
     ['images', *PLAN],

@@ -45,7 +45,7 @@ class OnnxPredictor:
       ValueError: not an ONNX file, or an ONNX network without the whole-predictor metadata
         (e.g. a folder's int8.onnx, which takes crops: use the folder itself).
     """
-    from lmjax.onnx_export.predictor_file import METADATA_KEY
+    from lmjax.hlo_export.onnx_file import METADATA_KEY
     from lmjax.onnx_export.session import make_session
 
     file = epath.Path(path)

@@ -1,6 +1,6 @@
 """jax functions -> ONNX graphs with `jax2onnx` (optional: the `onnx` extra).
 
-    model = convert.to_onnx(fn, [(('N', 50, 50, 1), np.float32)], double=False)
+    model = onnx_convert.to_onnx(fn, [(('N', 50, 50, 1), np.float32)], double=False)
 
 A thin wrapper: it says what to install when jax2onnx is missing (one line), silences the
 converter's import chatter (it logs a traceback for each of its optional example plugins whose
@@ -9,7 +9,7 @@ package is absent: equinox, dm_pix) and names the graph's inputs and outputs.
 `double=True` converts under `jax.enable_x64` with float64 kept as float64
 (`enable_double_precision`); jax2onnx then types every float input of the function as float64
 and mis-types float32 values that meet float64 ones, so a double function computes in float64
-throughout and casts to float32 only at its end (`whole.crop_graph`).
+throughout and casts to float32 only at its end (`onnx_whole.crop_graph`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import onnx
 
-OPSET = 23  # jax2onnx's default; `whole.compose` lifts the hand-built graphs to it
+OPSET = 23  # jax2onnx's default; `onnx_whole.compose` lifts the hand-built graphs to it
 INSTALL = 'pip install "jax2onnx>=0.17.1" (or: pip install --no-deps jax2onnx onnx-ir sympy)'
 
 

@@ -3,7 +3,7 @@
     report = export_predictor('pretrained/bbfcn68', 'bbfcn68.onnx', canvas=(480, 640))
     report = export_predictor(folder, out, canvas, quantize=lambda net: int8.quantize(...))
 
-The graph (`whole.predictor_graph`) takes images uint8 [N, H, W, 3] on an H × W canvas, boxes
+The graph (`onnx_whole.predictor_graph`) takes images uint8 [N, H, W, 3] on an H × W canvas, boxes
 float32 [N, 4] and sizes int32 [N, 2] and gives image-pixel points float32 [N, K, 2]. The
 export's conventions, spec and parity go into the graph's metadata (`METADATA_KEY`, JSON), so
 the .onnx alone is enough to score it (`runner.OnnxPredictor`); `<out>.json` is a copy.
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from lmjax.onnx_export import whole
+from lmjax.hlo_export import onnx_whole
 from lmjax.onnx_export.graph import fingerprint
 
 METADATA_KEY = 'lmjax.export'
@@ -71,7 +71,7 @@ def network_graph(predictor, backbone_only: bool = False) -> onnx.ModelProto:
   """The float32 network graph of a folder predictor ('crops' -> crop-pixel 'points')."""
   if predictor.spec['experiment'] == 'mcl':
     return predictor.onnx_graph()
-  from lmjax.onnx_export.bbfcn_network import bbfcn_graph
+  from lmjax.hlo_export.onnx_bbfcn import bbfcn_graph
 
   return bbfcn_graph(predictor, refine=not backbone_only)
 
@@ -82,7 +82,7 @@ def run(model: onnx.ModelProto, images: np.ndarray, boxes: np.ndarray, sizes: np
 
   session = make_session(model)
   feed = {'images': images, 'boxes': np.asarray(boxes, np.float32), 'sizes': sizes}
-  return session.run([whole.OUTPUT], feed)[0]
+  return session.run([onnx_whole.OUTPUT], feed)[0]
 
 
 def parity(predictor, model, canvas, key: str, reference=None) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def parity(predictor, model, canvas, key: str, reference=None) -> dict[str, Any]
   from lmjax.hlo_export.stablehlo import synthetic_faces
 
   picture, boxes = synthetic_faces(tuple(max(v * 3 // 4, 8) for v in canvas))
-  images, sizes = whole.canvas_images(np.repeat(picture[None], len(boxes), axis=0), canvas)
+  images, sizes = onnx_whole.canvas_images(np.repeat(picture[None], len(boxes), axis=0), canvas)
   got = run(model, images, boxes, sizes)
   if reference is None:
     want = predictor.predict_faces([picture] * len(boxes), boxes.astype(np.float64))[key]
@@ -131,7 +131,7 @@ def export_predictor(
   predictor = folder_predictor(checkpoint, head, backbone_only)
   spec = predictor.spec
   key = 'coarse' if backbone_only else 'points'
-  crop = whole.crop_graph(spec, canvas)
+  crop = onnx_whole.crop_graph(spec, canvas)
   network = network_graph(predictor, backbone_only)
   info: dict[str, Any] = {
     **json.loads(json.dumps(CONVENTIONS)),
@@ -152,7 +152,7 @@ def export_predictor(
     **(extra or {}),
   }
   metadata = lambda: {METADATA_KEY: json.dumps(info, sort_keys=True)}
-  model = whole.predictor_graph(crop, network, spec['num_points'], metadata())
+  model = onnx_whole.predictor_graph(crop, network, spec['num_points'], metadata())
   check = parity(predictor, model, canvas, key)
   check['reference'] = f"{type(predictor).__name__}.predict_faces(...)['{key}'] (XLA)"
   bbfcn = spec['experiment'] == 'bbfcn'
@@ -163,7 +163,7 @@ def export_predictor(
   info['parity'] = check
   if quantize is not None:
     float_model = model
-    model = whole.predictor_graph(crop, quantize(network), spec['num_points'], metadata())
+    model = onnx_whole.predictor_graph(crop, quantize(network), spec['num_points'], metadata())
     info['int8_vs_float32'] = parity(predictor, model, canvas, key, reference=float_model)
   onnx.helper.set_model_props(model, metadata())
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

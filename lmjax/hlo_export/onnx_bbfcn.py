@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import onnx
 
-from lmjax.onnx_export import convert
+from lmjax.hlo_export import onnx_convert
 
 INPUT, OUTPUT = 'crops', 'points'
 
@@ -97,6 +97,6 @@ def bbfcn_graph(predictor, refine: bool = True) -> onnx.ModelProto:
     resize_matrix(source, target)  # outside the trace: jax2onnx patches jax.image.resize
   fn = lambda crops: network(predictor.variables, crops)['points']
   with traceable():
-    return convert.to_onnx(
+    return onnx_convert.to_onnx(
       fn, [(('N', size, size, 3), np.float32)], [INPUT], [OUTPUT], name='bbfcn'
     )

@@ -34,7 +34,10 @@ the rest is padding, never read), so that pictures of many sizes share a few com
 sizes. `python -m lmjax.evaluate --checkpoint=FILE.stablehlo` scores it like a folder.
 `--format=tflite` needs TensorFlow (not a dependency) and is not implemented yet.
 BB-FCN folders export to stablehlo too (RGB crops at the branch resolution, backbone and
-branches; `--backbone_only`: the backbone-only points), not to onnx.
+branches; `--backbone_only`: the backbone-only points), and to onnx as one graph of the whole
+constrained pipeline, RGB crops [N, R, R, 3] in (`lmjax.bbfcn.onnx_export`; `--int8`: the
+backbone quantised, written as `int8.onnx` into the folder it becomes `BBFCNPredictor`'s
+default CPU path).
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 
@@ -73,8 +76,13 @@ def export(
   from lmjax.onnx_export.session import OnnxNetwork
 
   spec = registry.read_spec(checkpoint)
+  if spec['experiment'] == 'bbfcn':
+    from lmjax.bbfcn.onnx_export import export_onnx
+
+    kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, calibration_faces=calibration_faces)
+    return export_onnx(checkpoint, out, int8=int8, dataset=dataset, **kwargs)
   if spec['experiment'] != 'mcl':
-    raise ValueError(f'{checkpoint}: a {spec["experiment"]} model; only MCL models export so far')
+    raise ValueError(f'{checkpoint}: a {spec["experiment"]} model; only MCL and BB-FCN export')
   predictor = FacePredictor(checkpoint, head=head, backend='xla')
   model = predictor.onnx_graph()
   crops = np.random.default_rng(0).uniform(-1, 1, (8, *predictor.crop_shape)).astype(np.float32)
@@ -244,7 +252,7 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/); onnx: MCL only.')
+  flags.DEFINE_string('checkpoint', None, 'Model folder (model.json + variables/).')
   flags.DEFINE_enum('format', 'onnx', list(FORMATS), 'Export format.')
   flags.DEFINE_string(
     'out', None, 'Output file (.onnx, .stablehlo); a report or sidecar goes to <out>.json.'

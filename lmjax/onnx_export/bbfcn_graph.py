@@ -1,26 +1,27 @@
-"""The ONNX graphs of a BB-FCN network's two stages, built layer by layer from its variables.
+"""The ONNX graph of a BB-FCN's whole constrained pipeline, built layer by layer from its variables.
 
-    backbone = backbone_graph(spec, params)   # onnx.ModelProto
-    input  'crops'     float32 [N, R, R, 3]     NHWC face crops at the branch resolution R
-    output 'maps'      float32 [N, K, S, S]     coarse response maps (NCHW)
+    graph = bbfcn_graph(spec, params)            # onnx.ModelProto
+    input  'crops'        float32 [N, R, R, 3]   NHWC face crops at the branch resolution R
+    outputs 'points', 'coarse'  [N, K, 2]        refined / backbone-only landmarks, R pixels
+            'score', 'coarse_score' [N, K]       mean of the 13 top responses
+            'maps'        [N, K, S, S]           coarse response maps (channel first)
+            'fine_maps'   [N, K, P, P]           branch outputs (P = 24)
+            'origins'     [N, K, 2]              patch corners (x0, y0), float32 whole pixels
 
-    branches = branches_graph(spec, params)
-    input  'patches'   float32 [N, K, P, P, 4]  RGB patch + coarse map k (P = 24)
-    output 'fine_maps' float32 [N, K, P, P]     fine response maps
+The same steps as `lmjax.bbfcn.inference.constrained_predict`, in one graph (no host round trip
+between the stages): the R -> S downsample of `resize_to` (`jax.image.resize`, bilinear with
+antialiasing; for R = 2 S a 4 × 4 stride-2 depthwise conv with the separable kernel
+[1, 3, 3, 1] / 8, renormalised where the kernel hangs over the border, i.e. one constant [S, S]
+factor), the backbone, Ave{M, 13} (`_top_mean`), the coarse maps' ×2 bilinear upsample (Resize,
+half-pixel centres, edges clamped, as jax), the 24 × 24 patches (`_patches`), the K branches as
+ONE grouped conv per layer (`group` = K: each branch sees only its own 4, then 5, channels,
+unlike the block-diagonal dense convs of `lmjax.models.bbfcn.StackedConv`) and Ave{M_f, 13}.
+`params` is `variables['params']` of a `lmjax.models.bbfcn.BBFCN` (numpy or JAX arrays). Nodes
+are named after their flax layers (`backbone.conv1`, `branches.conv4`), which is how the int8
+quantiser is told which layers stay in float (`lmjax.bbfcn.onnx_export`).
 
-`params` is `variables['params']` of a `lmjax.models.bbfcn.BBFCN` (numpy or JAX arrays). The
-host work between the stages (Ave{M, 13}, patch cutting) is `lmjax.bbfcn.fast_path`.
-
-The backbone graph starts with the R -> S downsample of `lmjax.bbfcn.inference.resize_to`
-(`jax.image.resize`, bilinear with antialiasing): for R = 2 S that is a 4 × 4 stride-2
-depthwise conv with the separable kernel [1, 3, 3, 1] / 8, renormalised where the kernel
-hangs over the border (jax drops the outside taps and rescales the rest), i.e. one constant
-[S, S] factor. The K branches are ONE grouped conv per layer (`group` = K), so each branch
-only sees its own 4 (then 5) channels, unlike the block-diagonal dense convs of
-`lmjax.models.bbfcn.StackedConv`. Nodes are named after their flax layers (`backbone.conv1`,
-`branches.conv4`), which is how the int8 quantiser is told which layers stay in float.
-
-Parity with the flax model is checked by tests/test_bbfcn_fast_path.py.
+Parity with the XLA predictor (4e-6 px, identical patch corners) is checked by
+tests/test_bbfcn_fast_path.py.
 """
 
 from __future__ import annotations
@@ -118,90 +119,68 @@ def _branches(g: _ConvBuilder, x: str, layers: Mapping[str, Any], k: int) -> str
   return x
 
 
-def _top_mean(g: _ConvBuilder, maps: str, name: str, width: int) -> tuple[str, str]:
+def _top_mean(g: _ConvBuilder, maps: str, name: str, height: int, width: int) -> tuple[str, str]:
   """Ave{M, 13} of [N, K, H, W] maps: ((x, y) [N, K, 2], mean of the 13 values [N, K]).
 
-  ONNX TopK breaks ties by the lower index, as `jax.lax.top_k` does.
+  ONNX TopK breaks ties by the lower index, as `jax.lax.top_k` does; the (x, y) of each flat
+  index is read from a constant [H·W, 2] table. The means are sum × float32(1 / 13), as XLA
+  computes jnp.mean: a mean that is a whole pixel comes out a hair off it there, and the patch
+  corner rounds (x + 0.5) R / S - 0.5 on exactly that value.
   """
-  flat = g.node(
-    'Reshape', [maps, g.constant(f'{name}.flat_shape', np.array([0, 0, -1]))], f'{name}.flat'
-  )
+  shape = g.constant(f'{name}.flat_shape', np.array([0, 0, -1]))
+  flat = g.node('Reshape', [maps, shape], f'{name}.flat')
   n = g.constant(f'{name}.n', np.array([TOP_N], np.int64))
-  g.nodes.append(
-    helper.make_node('TopK', [flat, n], [f'{name}.values', f'{name}.index'], name=f'{name}.topk')
+  values, index = f'{name}.values', f'{name}.index'
+  g.nodes.append(helper.make_node('TopK', [flat, n], [values, index], name=f'{name}.topk'))
+  cells = np.arange(height * width)
+  table = g.constant(
+    f'{name}.xy_table', np.stack([cells % width, cells // width], -1).astype(np.float32)
   )
-  w = g.constant(f'{name}.width', np.array(width, np.int64))
-  columns = [
-    g.node('Mod', [f'{name}.index', w], f'{name}.x'),
-    g.node('Div', [f'{name}.index', w], f'{name}.y'),
-  ]
-  columns = [g.node('Cast', [c], f'{c}.float', to=TensorProto.FLOAT) for c in columns]
-  columns = [
-    g.node('Unsqueeze', [c, g.constant(f'{c}.axis', np.array([-1]))], f'{c}.1') for c in columns
-  ]
-  xy = g.node('Concat', columns, f'{name}.xy', axis=-1)  # [N, K, 13, 2]
-  # sum × float32(1 / 13), as XLA computes jnp.mean: a mean that is a whole pixel comes out a
-  # hair off it there, and the patch corner rounds (x + 0.5) R / S - 0.5 on exactly that value.
+  xy = g.node('Gather', [table, index], f'{name}.xy', axis=0)  # [N, K, 13, 2]
   inverse = g.constant(f'{name}.inverse_n', np.array(1 / TOP_N, np.float32))
+  axes = g.constant(f'{name}.axes', np.array([2]))
   means = []
-  for what, value in (('xy', xy), ('score', f'{name}.values')):
-    total = g.node(
-      'ReduceSum',
-      [value, g.constant(f'{name}.{what}.axes', np.array([2]))],
-      f'{name}.{what}.sum',
-      keepdims=0,
-    )
+  for what, value in (('xy', xy), ('score', values)):
+    total = g.node('ReduceSum', [value, axes], f'{name}.{what}.sum', keepdims=0)
     means.append(g.node('Mul', [total, inverse], f'{name}.{what}.mean'))
-  mean_xy, score = means
-  return mean_xy, score
+  return means[0], means[1]
 
 
-def _patches(g: _ConvBuilder, crops: str, maps: str, origins: str, k: int, size: int) -> str:
-  """Branch inputs [N, K·4, P, P]: crop and map k (both [.., R, R]) at origins [N, K, 2].
+def _patches(g: _ConvBuilder, crops: str, maps: str, corner: str, k: int, size: int) -> str:
+  """Branch inputs [N, K·4, P, P]: crop and map k (both [.., R, R]) at the patch corners.
 
-  `crops` [N, 3, R, R], `maps` [N, K, R, R], `origins` int64 (x0, y0). Two GatherElements
-  cut the P rows, then the P columns, of every [crop, map k] stack.
+  `crops` [N, 3, R, R], `maps` [N, K, R, R], `corner` float32 [N, K, 2] (x0, y0), whole
+  pixels. Each patch is one GatherElements of flat offsets per face: y0 R + x0 plus a constant
+  [C, P, P] offset table (channel c·R², row i·R, column j), so nothing of size R² is copied K
+  times.
   """
-  stacked = g.node(
-    'Concat',
-    [
-      g.node(
-        'Add',
-        [
-          g.node('Unsqueeze', [crops, g.constant('crops.axis', np.array([1]))], 'crops.1'),
-          g.constant('patch.zeros', np.zeros((1, k, 3, 1, 1), np.float32)),
-        ],
-        'crops.k',
-      ),
-      g.node('Unsqueeze', [maps, g.constant('maps.axis', np.array([2]))], 'maps.1'),
-    ],
-    'stacked',
-    axis=2,
-  )  # [N, K, 4, R, R]
-  x0, y0 = (
-    g.node('Gather', [origins, g.constant(f'{c}.pick', np.array(i))], f'patch.{c}0', axis=2)
-    for i, c in enumerate('xy')
-  )  # [N, K]
-  shape = g.constant('patch.origin_shape', np.array([0, 0, 1, 1, 1]))
-
-  def index(origin: str, steps_shape: tuple[int, ...], full: tuple[int, ...], name: str) -> str:
-    # origin + 0 … P - 1 along one axis, broadcast to the GatherElements index shape `full`
-    shifted = g.node(
-      'Add',
-      [
-        g.node('Reshape', [origin, shape], f'{name}.origin'),
-        g.constant(f'{name}.steps', np.arange(PATCH, dtype=np.int64).reshape(steps_shape)),
-      ],
-      f'{name}.shifted',
-    )
-    return g.node('Expand', [shifted, g.constant(f'{name}.shape', np.array(full))], name)
-
-  rows = index(y0, (1, 1, 1, PATCH, 1), (1, 1, 4, PATCH, size), 'patch.row_index')
-  cut = g.node('GatherElements', [stacked, rows], 'patch.rows_cut', axis=3)  # [N, K, 4, P, R]
-  cols = index(x0, (1, 1, 1, 1, PATCH), (1, 1, 4, PATCH, PATCH), 'patch.col_index')
-  patches = g.node('GatherElements', [cut, cols], 'patch.cut', axis=4)
-  flat = g.constant('patch.shape', np.array([0, k * 4, PATCH, PATCH]))
-  return g.node('Reshape', [patches, flat], 'branch_input')
+  strides = g.constant('patch.strides', np.array([1, size], np.float32))
+  start = g.node('Mul', [corner, strides], 'patch.x0_y0r')  # (x0, y0 R)
+  axes = g.constant('patch.sum_axes', np.array([-1]))
+  start = g.node('ReduceSum', [start, axes], 'patch.start_float', keepdims=0)
+  start = g.node('Cast', [start], 'patch.start', to=TensorProto.INT64)  # [N, K]: y0 R + x0
+  shape = g.constant('patch.start_shape', np.array([0, 0, 1, 1, 1]))
+  start = g.node('Reshape', [start, shape], 'patch.start.5d')
+  rows, cols = np.arange(PATCH)[:, None] * size, np.arange(PATCH)[None, :]
+  flat = g.constant('patch.flat_shape', np.array([0, -1]))
+  parts = []
+  for name, source, channels, first in (
+    ('rgb', crops, 3, 0),
+    ('map', maps, 1, np.arange(k).reshape(1, k, 1, 1, 1) * size * size),
+  ):  # flat offset of channel c: c·R² (rgb), k·R² (the map of patch k)
+    table = np.arange(channels).reshape(1, 1, channels, 1, 1) * size * size + rows + cols
+    first = g.constant(f'patch.{name}.first', np.asarray(first, np.int64).reshape(1, -1, 1, 1, 1))
+    index = g.node('Add', [start, first], f'patch.{name}.start')  # [N, K, 1, 1, 1]
+    offsets = g.constant(f'patch.{name}.offsets', table.astype(np.int64))  # [1, 1, C, P, P]
+    index = g.node('Add', [index, offsets], f'patch.{name}.index')
+    index = g.node('Reshape', [index, flat], f'patch.{name}.flat_index')  # [N, K·C·P·P]
+    values = g.node('Reshape', [source, flat], f'patch.{name}.source')  # [N, C·R²]
+    cut = g.node('GatherElements', [values, index], f'patch.{name}.cut', axis=1)
+    five_d = g.constant(f'patch.{name}.shape', np.array([0, k, -1, PATCH, PATCH]))
+    parts.append(g.node('Reshape', [cut, five_d], f'patch.{name}'))  # [N, K, C, P, P]
+  patches = g.node('Concat', parts, 'patch.stacked', axis=2)  # [N, K, 4, P, P]
+  shape = g.constant('patch.shape', np.array([0, k * 4, PATCH, PATCH]))
+  return g.node('Reshape', [patches, shape], 'branch_input')
 
 
 OUTPUTS = ('points', 'score', 'coarse', 'coarse_score', 'maps', 'fine_maps', 'origins')
@@ -230,7 +209,7 @@ def bbfcn_graph(spec: Mapping[str, Any], params: Mapping[str, Any]) -> onnx.Mode
   g = _ConvBuilder()
   crops = g.node('Transpose', [INPUT], 'crops.nchw', perm=[0, 3, 1, 2])  # [N, 3, R, R]
   maps = _backbone(g, _downsample(g, crops, small, 3), params['backbone'])  # [N, K, S, S]
-  coarse_small, coarse_score = _top_mean(g, maps, 'coarse_top', small)
+  coarse_small, coarse_score = _top_mean(g, maps, 'coarse_top', small, small)
   half, factor = (
     g.constant('half', np.array(0.5, np.float32)),
     g.constant('factor', np.array(size / small, np.float32)),
@@ -261,7 +240,6 @@ def bbfcn_graph(spec: Mapping[str, Any], params: Mapping[str, Any]) -> onnx.Mode
     ],
     'corner.clip',
   )
-  origins = g.node('Cast', [corner], 'origins.int', to=TensorProto.INT64)
   up = g.node(
     'Resize',
     [maps, '', g.constant('up.scales', np.array([1, 1, size / small, size / small], np.float32))],
@@ -269,8 +247,8 @@ def bbfcn_graph(spec: Mapping[str, Any], params: Mapping[str, Any]) -> onnx.Mode
     mode='linear',
     coordinate_transformation_mode='half_pixel',
   )
-  fine_maps = _branches(g, _patches(g, crops, up, origins, k, size), params['branches'], k)
-  fine, score = _top_mean(g, fine_maps, 'fine_top', PATCH)
+  fine_maps = _branches(g, _patches(g, crops, up, corner, k, size), params['branches'], k)
+  fine, score = _top_mean(g, fine_maps, 'fine_top', PATCH, PATCH)
   points = g.node('Add', [fine, corner], 'points.sum')
   values = dict(
     zip(OUTPUTS, (points, score, coarse, coarse_score, maps, fine_maps, corner), strict=True)

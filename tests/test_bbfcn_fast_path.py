@@ -6,13 +6,14 @@ import pathlib
 import shutil
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
 from lmjax.bbfcn.predictor import BBFCNPredictor
 from lmjax.data.datasets import mtfl
-from lmjax.models import registry
 from lmjax.synthface import render_face_example
+from lmjax.train import checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FOLDER = str(ROOT / 'pretrained' / 'bbfcn5')
@@ -80,24 +81,28 @@ def test_published_int8_graph_is_the_default_and_within_the_bound():
   assert (pathlib.Path(FOLDER) / 'int8.onnx').stat().st_size < 300_000
 
 
-def test_backend_selection_and_errors(bbfcn5_random_dir, tmp_path):
-  assert BBFCNPredictor(bbfcn5_random_dir).backend == 'xla'  # no int8.onnx in the folder
-  assert BBFCNPredictor(bbfcn5_random_dir, backend='onnx').backend == 'onnx'
+def test_backend_selection_and_errors(tmp_path):
+  plain = tmp_path / 'plain'  # pretrained/bbfcn5 without its int8.onnx
+  plain.mkdir()
+  shutil.copy(pathlib.Path(FOLDER) / 'model.json', plain)
+  shutil.copytree(pathlib.Path(FOLDER) / 'variables', plain / 'variables')
+  assert BBFCNPredictor(str(plain)).backend == 'xla'
+  assert BBFCNPredictor(str(plain), backend='onnx').backend == 'onnx'
   with pytest.raises(ValueError, match=r"backend 'tpu': expected one of \('auto', 'xla'"):
-    BBFCNPredictor(bbfcn5_random_dir, backend='tpu')
+    BBFCNPredictor(str(plain), backend='tpu')
   with pytest.raises(FileNotFoundError, match=r'int8.onnx: no int8 graph .* lmjax.export'):
-    BBFCNPredictor(bbfcn5_random_dir, backend='int8')
-  stale = tmp_path / 'stale'
-  shutil.copytree(bbfcn5_random_dir, stale)
+    BBFCNPredictor(str(plain), backend='int8')
+  _, variables, spec = checkpoint.load_model(str(plain), 'bbfcn')
+  retrained = jax.tree_util.tree_map(lambda x: x * 1.01, variables)
+  stale = tmp_path / 'stale'  # other weights, the published int8.onnx
+  checkpoint.export_model(str(stale), retrained, spec)
   shutil.copy(pathlib.Path(FOLDER) / 'int8.onnx', stale / 'int8.onnx')
   with pytest.raises(ValueError, match='exported from other weights'):
     BBFCNPredictor(str(stale))
-  spec = registry.read_spec(bbfcn5_random_dir)
-  variables = {'params': registry.init(spec)['params']}
   with pytest.raises(ValueError, match=r"backend 'int8' reads a model folder's int8\.onnx"):
     BBFCNPredictor.from_variables(spec, variables, backend='int8')
   backbone = {**spec, 'variant': 'backbone_only'}
   with pytest.raises(ValueError, match=r"only variant 'bbfcn' .* has an ONNX graph"):
-    BBFCNPredictor.from_variables(backbone, registry.init(backbone), backend='onnx')
+    BBFCNPredictor.from_variables(backbone, variables, backend='onnx')
   with pytest.raises(ValueError, match=r'crops: expected \[N, 64, 64, 3\] float32 face crops'):
-    BBFCNPredictor(bbfcn5_random_dir, backend='onnx').predict_crops(np.zeros((2, 32, 32, 3)))
+    BBFCNPredictor(str(plain), backend='onnx').predict_crops(np.zeros((2, 32, 32, 3)))

@@ -39,13 +39,16 @@ branches; `--backbone_only`: the backbone-only points). `--scanner --canvas=HxW
 [--levels=L | --min_face=PX]` exports a BB-FCN folder's whole-image scan of one fixed canvas
 instead (image uint8 [H, W, 3] -> detections and faces; `lmjax.hlo_export.scan_export`).
 
-`--format=onnx --image_size=HxW` (required for BB-FCN folders) exports the whole predictor of
-either family as one ONNX graph instead of the MCL network (`lmjax.hlo_export.onnx_file`:
-images on a fixed H × W canvas, boxes and the pictures' sizes -> image points; N symbolic;
-needs jax2onnx, the `onnx` extra); `--int8` quantises its network part.
-`python -m lmjax.evaluate --checkpoint=FILE.onnx` scores it. `--format=tflite --image_size=HxW
-[--batch=B]` converts the same function with jax2tf and the TFLite converter
-(`lmjax.hlo_export.tflite`; needs TensorFlow, the `tflite` extra).
+`--format=onnx` without `--image_size` writes the network graph the predictors run on CPU: the
+MCL network, or a BB-FCN's whole constrained pipeline, RGB crops [N, R, R, 3] in
+(`lmjax.bbfcn.onnx_export`); `--int8` quantises it (MCL: every layer; BB-FCN: the backbone),
+and written as `int8.onnx` into the model folder it becomes the predictor's default CPU path.
+`--format=onnx --image_size=HxW` exports the whole predictor of either family as one ONNX
+graph instead (`lmjax.hlo_export.onnx_file`: images on a fixed H × W canvas, boxes and the
+pictures' sizes -> image points; N symbolic; needs jax2onnx, the `onnx` extra); `--int8`
+quantises its network part. `python -m lmjax.evaluate --checkpoint=FILE.onnx` scores it.
+`--format=tflite --image_size=HxW [--batch=B]` converts the same function with jax2tf and the
+TFLite converter (`lmjax.hlo_export.tflite`; needs TensorFlow, the `tflite` extra).
 Errors are one `error:` line (exit 1); `--verbose` shows the traceback.
 """
 
@@ -84,8 +87,13 @@ def export(
   from lmjax.onnx_export.session import OnnxNetwork
 
   spec = registry.read_spec(checkpoint)
+  if spec['experiment'] == 'bbfcn':
+    from lmjax.bbfcn.onnx_export import export_onnx
+
+    kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, calibration_faces=calibration_faces)
+    return export_onnx(checkpoint, out, int8=int8, dataset=dataset, **kwargs)
   if spec['experiment'] != 'mcl':
-    raise ValueError(f'{checkpoint}: a {spec["experiment"]} model; only MCL models export so far')
+    raise ValueError(f'{checkpoint}: a {spec["experiment"]} model; only MCL and BB-FCN export')
   predictor = FacePredictor(checkpoint, head=head, backend='xla')
   model = predictor.onnx_graph()
   crops = np.random.default_rng(0).uniform(-1, 1, (8, *predictor.crop_shape)).astype(np.float32)
@@ -317,7 +325,7 @@ def main(argv: Sequence[str]) -> None:
   with one_line_errors(f.verbose, (*INPUT_ERRORS, RuntimeError, ImportError)):
     if f.scanner:
       report = export_scanner(f)
-    elif f.format == 'onnx' and (f.image_size not in ('', 'any') or _is_bbfcn(f.checkpoint)):
+    elif f.format == 'onnx' and f.image_size not in ('', 'any'):
       report = export_onnx_predictor(
         f.checkpoint,
         f.out,
@@ -356,12 +364,6 @@ def main(argv: Sequence[str]) -> None:
     )
   print(json.dumps(report, indent=2, sort_keys=True))
   print(f'wrote {f.out} and {f.out}.json')
-
-
-def _is_bbfcn(checkpoint: str) -> bool:
-  from lmjax.models import registry
-
-  return os.path.isdir(checkpoint) and registry.read_spec(checkpoint)['experiment'] == 'bbfcn'
 
 
 def _define_flags() -> None:

@@ -68,8 +68,8 @@ def load_predictor(
   Args:
     directory: a model folder (`model.json` + `variables/`).
     head: an MCL shape-prediction head; BB-FCN models have none (head must be 0).
-    backend: MCL: 'auto', 'xla', 'onnx' or 'int8' (`lmjax.mcl.predictor`); BB-FCN runs on XLA
-      only ('auto' or 'xla').
+    backend: 'auto', 'xla', 'onnx' or 'int8' (MCL: `lmjax.mcl.predictor`, BB-FCN:
+      `lmjax.bbfcn.fast_path`).
 
   Raises:
     FileNotFoundError: `directory` is not a model folder (no model.json).
@@ -100,9 +100,7 @@ def load_predictor(
   if family == 'bbfcn':
     if head:
       raise ValueError(f'head {head}: {directory} is a BB-FCN model (no shape-prediction heads)')
-    if backend not in ('auto', 'xla'):
-      raise ValueError(f'backend {backend!r}: {directory} is a BB-FCN model, which runs on xla')
-    return BBFCNPredictor(directory)
+    return BBFCNPredictor(directory, backend=backend)
   if family == 'mcl':
     return FacePredictor(directory, head=head, backend=backend)
   raise ValueError(

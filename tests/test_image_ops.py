@@ -158,6 +158,20 @@ def test_warp_reads_only_the_faces_window_of_a_large_photo(monkeypatch):
   assert (far == image_ops.BORDER_VALUE).all()
 
 
+@pytest.mark.parametrize('channels', [1, 3])
+def test_area_preshrink_equals_opencv_uint8_resize(channels):
+  """The float32 route of `_antialias` gives OpenCV's uint8 INTER_AREA pixels exactly."""
+  rng = np.random.default_rng(channels)
+  for h, w, scale in ((240, 240, 0.29), (173, 211, 0.41), (97, 64, 0.6), (240, 240, 1 / 3)):
+    image = cv2.GaussianBlur(rng.integers(0, 256, (h, w, channels), np.uint8), (0, 0), 2)
+    image = image.reshape(h, w, channels)
+    A = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    got, _ = image_ops._antialias(image, A)
+    size = (max(round(w * scale), 1), max(round(h * scale), 1))
+    want = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(got.shape)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_grey_matches_opencv():
   image = smooth_image(3)
   ours = image_ops.rgb_to_grey(image)

@@ -196,15 +196,19 @@ def test_export_cli_writes_a_float_graph_that_reloads_without_lmjax(mcl_dir, tmp
 
 
 def test_export_cli_errors_are_one_line(bbfcn5_random_dir, tmp_path):
+  folder = tmp_path / 'backbone'
+  shutil.copytree(bbfcn5_random_dir, folder)
+  spec = json.loads((folder / 'model.json').read_text())
+  (folder / 'model.json').write_text(json.dumps({**spec, 'variant': 'backbone_only'}))
   cmd = [
-    sys.executable, '-m', 'lmjax.export', f'--checkpoint={bbfcn5_random_dir}',
-    f'--out={tmp_path / "x.onnx"}',
+    sys.executable, '-m', 'lmjax.export', f'--checkpoint={folder}', f'--out={tmp_path / "x.onnx"}',
   ]  # fmt: skip
   done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-  assert done.returncode == 1  # BB-FCN folders export the whole predictor, on a fixed canvas
-  (line,) = done.stderr.strip().splitlines()
-  assert line.startswith('error: --format=onnx of the whole predictor needs a fixed canvas')
-  assert f'{bbfcn5_random_dir} is a bbfcn folder' in line
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1] == (
+    f"error: {folder}: a BB-FCN 'backbone_only' model; only variant 'bbfcn' (backbone + "
+    'branches) exports to onnx (stablehlo exports every variant)'
+  )
 
 
 @pytest.mark.parametrize('name', ['mcl68', 'mcl5'])

@@ -8,8 +8,8 @@ gets its entries rewritten in the commit that publishes it: `mcl68`, `mcl5`, `bb
 old entries had passed unchanged through the restructure); the scan entries were also rewritten when
 the scanner moved to tiled pyramids resized on the host (`lmjax.scan.tiling`), and the MCL entries
 when the test-time crop of grey models started converting to grey before resampling (as the training
-region cache does). MCL entries are the float32 network ('xla' backend); the int8 graphs that CPU
-predictors run by default are compared with it.
+region cache does). Entries are the float32 network ('xla' backend); the int8 graphs that CPU
+predictors run by default (MCL, bbfcn5) are compared with it.
 """
 
 import pathlib
@@ -43,8 +43,7 @@ test_image.__test__ = False  # a helper, not a test
 
 @pytest.mark.parametrize('name', ['mcl68', 'mcl5', 'bbfcn5', 'bbfcn68'])
 def test_face_crop_models(name):
-  backend = 'xla' if name.startswith('mcl') else 'auto'
-  predictor = load_predictor(str(ROOT / 'pretrained' / name), backend=backend)
+  predictor = load_predictor(str(ROOT / 'pretrained' / name), backend='xla')
   image = test_image()
   points = predictor.predict_batch([image] * 3, BOXES)
   np.testing.assert_allclose(points, EXPECTED[name], atol=POINT_ATOL)
@@ -53,7 +52,7 @@ def test_face_crop_models(name):
     np.testing.assert_allclose(coarse, EXPECTED[f'{name}_coarse'], atol=POINT_ATOL)
 
 
-@pytest.mark.parametrize('name', ['mcl68', 'mcl5'])
+@pytest.mark.parametrize('name', ['mcl68', 'mcl5', 'bbfcn5'])
 def test_default_cpu_backend_is_int8_and_close_to_float32(name):
   predictor = load_predictor(str(ROOT / 'pretrained' / name))
   assert predictor.backend == 'int8'  # the folder's int8.onnx, fingerprint matching its weights

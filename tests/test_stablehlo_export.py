@@ -132,7 +132,9 @@ def test_bbfcn_export(tmp_path, backbone_only):
   info = stablehlo.export_stablehlo(folder, path, backbone_only=backbone_only)
   assert info['num_points'] == 5 and info['backbone_only'] == backbone_only
   image, boxes = stablehlo.synthetic_faces(SIZE, seed=6)
-  want = BBFCNPredictor(folder).predict_faces([image] * 3, boxes[-3:].astype(np.float64))
+  want = BBFCNPredictor(folder, backend='xla').predict_faces(
+    [image] * 3, boxes[-3:].astype(np.float64)
+  )
   got = ExportedPredictor(path).predict_batch([image] * 3, boxes[-3:])
   assert np.abs(got - want['coarse' if backbone_only else 'points']).max() <= TOLERANCE_PX
 

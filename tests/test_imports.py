@@ -4,7 +4,8 @@ Layers (a package may import itself and the ones listed for it):
   core, models, synthface   shared building blocks
   onnx_export               models as ONNX graphs run by onnxruntime (over models)
   data, train, eval, viz    shared machinery over them
-  mcl, bbfcn, facecls       one package per paper (or model family): shared code only
+  mcl, bbfcn, facecls       one package per paper (or model family): shared code only (and
+                            onnx_export, the network graphs their predictors run on CPU)
   hlo_export                exports of jax functions: whole predictors and the scanner as
                             StableHLO, whole predictors as ONNX / TFLite (over mcl, bbfcn, scan,
                             onnx_export; data and eval for the validation-face parity)
@@ -44,7 +45,7 @@ ALLOWED = {
     'scan',
   },
   'mcl': {'mcl', 'core', 'models', 'data', 'train', 'eval', 'viz', 'onnx_export'},
-  'bbfcn': {'bbfcn', 'core', 'models', 'data', 'train', 'eval', 'viz', 'synthface'},
+  'bbfcn': {'bbfcn', 'core', 'models', 'data', 'train', 'eval', 'viz', 'synthface', 'onnx_export'},
   'facecls': {'facecls', 'core', 'models', 'data', 'train', 'eval', 'viz'},
   'scan': {'scan', 'core', 'models', 'data', 'train', 'eval', 'viz', 'bbfcn', 'facecls'},
   'track': {'track', 'core'},

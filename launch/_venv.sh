@@ -18,10 +18,16 @@ fi
 stamp="$venv/.lmjax-installed"
 extras="${LMJAX_EXTRAS:-test}"
 # Reinstall only when the package metadata or the extras changed.
-want="$(cat "$repo/setup.cfg" "$repo/pyproject.toml" | sha1sum | cut -d' ' -f1) $extras"
+want="$(cat "$repo/setup.cfg" "$repo/pyproject.toml" "${BASH_SOURCE[0]}" | sha1sum | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[lmjax] installing lmjax[$extras] into $venv"
   "$venv/bin/python" -m pip install -q -e "$repo[$extras]"
+  if [[ ",$extras," == *,test,* ]]; then
+    # The whole-predictor ONNX export's converter, for its parity tests. Not the `onnx` extra:
+    # jax2onnx 0.17 pins orbax-checkpoint<0.11.37, so it goes in without its dependencies
+    # (what it imports is here; setup.cfg, extra `onnx`).
+    "$venv/bin/python" -m pip install -q --no-deps jax2onnx==0.17.1 onnx-ir==1.1.0 sympy 'mpmath<1.4'
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

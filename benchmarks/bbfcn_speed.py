@@ -119,8 +119,8 @@ def measure(setting: str, repeats: int, points: int, checkpoint: str | None) -> 
   import jax
 
   from lmjax.bbfcn import predictor as bbfcn_predictor
-  from lmjax.bbfcn.fast_path import INT8_FILE
   from lmjax.bbfcn.predictor import BBFCNPredictor
+  from lmjax.onnx_export.folder import INT8_FILE
 
   device = jax.devices()[0]
   if setting == 'gpu' and device.platform != 'gpu':

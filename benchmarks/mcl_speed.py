@@ -41,7 +41,7 @@ it), `mcl68_<backend>_faces_per_s_1thread` each backend's, `dlib68_faces_per_s_1
 (RGB input, as the issue measured it), `mcl68_stablehlo_faces_per_s[_batch128]_<setting>` the
 exported predictor's and `mcl68_stablehlo_over_xla[_batch128]_<setting>` its ratio to the xla
 crop + model row of the same run: timings on a shared machine vary 1.5-2x between runs, the
-ratio much less. (`benchmarks/stablehlo_speed.py` times the export of any folder, BB-FCN too.)
+ratio much less. (`benchmarks/exported_speed.py` times the export of any folder, BB-FCN too.)
 """
 
 from __future__ import annotations

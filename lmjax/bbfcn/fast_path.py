@@ -20,17 +20,16 @@ the ONNX backends still run the branches (one graph) and return the backbone's p
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import onnx
-from etils import epath
+
+from lmjax.onnx_export import folder
 
 BACKENDS = ('auto', 'xla', 'onnx', 'int8')
-INT8_FILE = 'int8.onnx'
 
 
 class OnnxBBFCN:
@@ -72,8 +71,11 @@ def resolve_backend(backend: str, directory: str | None, spec: Mapping[str, Any]
     raise ValueError(f'backend {backend!r}: expected one of {BACKENDS}')
   has_graph = spec['variant'] == 'bbfcn'
   if backend == 'auto':
-    has_int8 = directory is not None and (epath.Path(directory) / INT8_FILE).is_file()
-    return 'int8' if has_graph and has_int8 and jax.default_backend() == 'cpu' else 'xla'
+    return (
+      'int8'
+      if has_graph and folder.has_int8(directory) and jax.default_backend() == 'cpu'
+      else 'xla'
+    )
   if backend != 'xla' and not has_graph:
     raise ValueError(
       f"backend {backend!r}: only variant 'bbfcn' (backbone + branches) has an ONNX graph; "
@@ -88,27 +90,10 @@ def network(
   backend: str, spec: Mapping[str, Any], params: Mapping[str, Any], directory: str | None
 ) -> OnnxBBFCN:
   """The onnxruntime pipeline of `backend` ('onnx' or 'int8') for a model's params."""
-  from lmjax.onnx_export import graph as graph_lib
   from lmjax.onnx_export.bbfcn_graph import bbfcn_graph
 
   params = jax.tree_util.tree_map(np.asarray, params)
   if backend == 'onnx':
     return OnnxBBFCN(bbfcn_graph(spec, params))
-  path = os.fspath(epath.Path(directory) / INT8_FILE)
-  export = (
-    f'python -m lmjax.export --checkpoint={directory} --format=onnx --int8 '
-    f'--manual_dir=<the dataset folder> --out={path}'
-  )
-  if not epath.Path(path).is_file():
-    raise FileNotFoundError(f'{path}: no int8 graph in the model folder; make one with {export}')
-  int8 = onnx.load_from_string(epath.Path(path).read_bytes())  # the folder may be remote
-  have, want = (
-    graph_lib.metadata(int8).get(graph_lib.FINGERPRINT_KEY),
-    graph_lib.fingerprint(params),
-  )
-  if have != want:
-    raise ValueError(
-      f'{path} was exported from other weights than {directory}/variables '
-      f'(fingerprint {have}, variables {want}); export it again with {export}'
-    )
+  int8 = folder.read_int8(directory, params)
   return OnnxBBFCN(int8)

@@ -40,7 +40,6 @@ from lmjax.models.mcl import fold_batch_norm
 from lmjax.train import checkpoint
 
 BACKENDS = ('auto', 'xla', 'onnx', 'int8')
-INT8_FILE = 'int8.onnx'
 
 
 class FacePredictor(CropPredictor):
@@ -143,8 +142,9 @@ def _resolve_backend(backend: str, directory: str | None, fold_bn: bool) -> str:
   if backend == 'auto':
     if jax.default_backend() != 'cpu' or not fold_bn:
       return 'xla'
-    has_int8 = directory is not None and (epath.Path(directory) / INT8_FILE).is_file()
-    return 'int8' if has_int8 else 'onnx'
+    from lmjax.onnx_export import folder
+
+    return 'int8' if folder.has_int8(directory) else 'onnx'
   if backend != 'xla' and not fold_bn:
     raise ValueError(f'backend {backend!r} runs the BatchNorm-folded network: use fold_bn=True')
   if backend == 'int8' and directory is None:
@@ -154,30 +154,16 @@ def _resolve_backend(backend: str, directory: str | None, fold_bn: bool) -> str:
 
 def _onnx_network(predictor: FacePredictor, directory: str | None):
   """The onnxruntime network of `predictor.backend` ('onnx' or 'int8')."""
-  import onnx
 
-  from lmjax.onnx_export import graph
+  from lmjax.onnx_export import folder, graph
   from lmjax.onnx_export.session import OnnxNetwork
 
   if predictor.backend == 'onnx':
     return OnnxNetwork(predictor.onnx_graph())
-  params = predictor._numpy_params()
-  path = str(epath.Path(directory) / INT8_FILE)
-  export = (
-    f'python -m lmjax.export --checkpoint={directory} --format=onnx --int8 '
-    f'--manual_dir=<the dataset folder> --out={path}'
-  )
-  if not epath.Path(path).is_file():
-    raise FileNotFoundError(f'{path}: no int8 graph in the model folder; make one with {export}')
-  int8 = onnx.load_from_string(epath.Path(path).read_bytes())  # the folder may be remote
+  int8 = folder.read_int8(directory, predictor._numpy_params())
   meta = graph.metadata(int8)
-  if meta.get(graph.FINGERPRINT_KEY) != graph.fingerprint(params):
-    raise ValueError(
-      f'{path} was exported from other weights than {directory}/variables '
-      f'(fingerprint {meta.get(graph.FINGERPRINT_KEY)}, variables {graph.fingerprint(params)}); '
-      f'export it again with {export}'
-    )
   if meta.get(graph.HEAD_KEY) != str(predictor.head):
+    path = epath.Path(directory) / folder.INT8_FILE
     raise ValueError(f'{path} predicts head {meta.get(graph.HEAD_KEY)}, not head {predictor.head}')
   return OnnxNetwork(int8)
 

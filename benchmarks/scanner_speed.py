@@ -99,11 +99,21 @@ def folder_images() -> list:
 
 def seconds_per_image(fn, images) -> float:
   """Mean seconds per image of one pass over `images` (after one warm-up call)."""
-  fn(images[0])
-  start = time.perf_counter()
+  return interleaved_seconds_per_image({'': fn}, images)['']
+
+
+def interleaved_seconds_per_image(fns: dict, images) -> dict:
+  """{name: mean seconds per image} of one pass over `images`, each image scanned by every fn
+  in turn (after one warm-up call of each), so that a busy machine slows them alike."""
+  for fn in fns.values():
+    fn(images[0])
+  seconds = dict.fromkeys(fns, 0.0)
   for im in images:
-    fn(im)
-  return (time.perf_counter() - start) / len(images)
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn(im)
+      seconds[name] += time.perf_counter() - start
+  return {name: total / len(images) for name, total in seconds.items()}
 
 
 def parse_variants(text: str) -> list[tuple[float, int]]:
@@ -178,9 +188,9 @@ def measure(setting: str, repeats: int, checkpoint: str | None, variants: list) 
     plain = make(False)
     rows.append([f'backbone only min_face={min_face}', 1, rate(lambda s=plain: s.scan(image))])
     if min_face == 40 and setting != 'cpu_1thread':  # the folder: all cores (or the GPU)
-      photos = folder_images()
-      for name, scanner in {'': sc, **others}.items():
-        folder[f'{min_face}{"_" + name if name else ""}'] = seconds_per_image(scanner.scan, photos)
+      scans = {'': sc.scan, **{name: o.scan for name, o in others.items()}}
+      for name, seconds in interleaved_seconds_per_image(scans, folder_images()).items():
+        folder[f'{min_face}{"_" + name if name else ""}'] = seconds
   return {
     'device': f'{device.platform}: {device.device_kind}',
     'rows': rows,

@@ -142,7 +142,7 @@ def detect(
     cand: the image's best M = `candidates` candidates per type, merged over its chunks:
       'value' [K, M], 'valid' [K, M], 'xy' [K, M, 2] and 'origin' [K, M, 2] in level pixels,
       'scale' [K, M, 2] (sx, sy) level pixels per image pixel, 'iso_scale' [K, M] the level's
-      nominal scale 32 · 1.16^l / min(h, w), 'level' [K, M], 'patches' [K, M, 12, 12, 4].
+      nominal scale 32 · step^l / min(h, w), 'level' [K, M], 'patches' [K, M, 12, 12, 4].
     template: [K, 2] mean landmark positions in the training window ([0, 1] units).
     crop_scale: training window side / face box side.
     params: static `ScanParams`.

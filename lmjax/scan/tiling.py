@@ -1,7 +1,7 @@
 """The scanner's pyramid packed into fixed-size tiles, so that every photo runs the same programs.
 
 The pyramid of an h × w image has L levels; level l is the image resized so that its smaller
-side is 32 · 1.16^l pixels (`pyramid.level_side`). Instead of one canvas per level (whose shape
+side is 32 · step^l pixels (`pyramid.level_side`). Instead of one canvas per level (whose shape
 would depend on the photo's size and aspect ratio, one compiled program per photo size), the
 levels are cut into pieces and packed into square tiles of `TILE` pixels:
 

@@ -339,6 +339,7 @@ class Scanner:
   @classmethod
   def load(cls, directory: str, **kwargs) -> Scanner:
     """Scanner of a BB-FCN model folder (`variant` bbfcn or backbone_only)."""
+    pyramid.check_step(kwargs.get('scale_step', pyramid.SCALE_STEP))  # not the folder's fault
     _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
     try:
       return cls(spec, variables, **kwargs)

@@ -19,7 +19,12 @@ scenes resized to the sizes of a real photo collection). Rows:
                       tiles, both programs and the merge in one XLA program), read back and
                       called on the image (and its first call, compile included);
   * first scan:       seconds of the first VGA scan (both programs compiled; the persistent
-                      compilation cache is off in the benchmark).
+                      compilation cache is off in the benchmark);
+  * step S tile T:    with `--variants S:T,...`, the same scan with `scale_step` S and `tile`
+                      T (0: the default tile), timed interleaved with the default scanner (one
+                      scan of each in turn per repeat, so a busy machine slows both alike; the
+                      min–max over repeats is printed as the noise), also on the folder; their
+                      JSON keys end in `_step{S}_tile{T}`.
 
 Weights are a fresh initialisation (speed does not depend on them) unless `--checkpoint` names
 a BB-FCN folder. MTCNN (`pip install mtcnn`, which needs TensorFlow) is timed on the same
@@ -28,10 +33,10 @@ interpreter) can import it; otherwise the benchmark says so and prints the scann
 With `--recall_images N` MTCNN (min_face 20) and the scanner (L = 20) also detect the first N
 scenes of a multi-face set (default the embedded synthetic `scene5` test split; `--dataset
 composite_multiface --manual_dir DIR` for real faces), scored with the same recall@e% (top 30
-per type).
+per type); each variant at the depth whose top level reaches at least L = 20's.
 
   python benchmarks/scanner_speed.py [--checkpoint pretrained/bbfcn5] [--repeats 5]
-      [--settings cpu_1thread,cpu_all,gpu] [--recall_images 50]
+      [--settings cpu_1thread,cpu_all,gpu] [--recall_images 50] [--variants 1.41:0,1.41:512]
 
 The last line printed is one JSON object: `scan_vga_min40_img_per_s_cpu_all`,
 `mtcnn_vga_min40_img_per_s_cpu_all` (and min20 / min80), `stablehlo_scan_vga_min40_img_per_s_..`
@@ -99,11 +104,21 @@ def folder_images() -> list:
 
 def seconds_per_image(fn, images) -> float:
   """Mean seconds per image of one pass over `images` (after one warm-up call)."""
-  fn(images[0])
-  start = time.perf_counter()
+  return interleaved_seconds_per_image({'': fn}, images)['']
+
+
+def interleaved_seconds_per_image(fns: dict, images) -> dict:
+  """{name: mean seconds per image} of one pass over `images`, each image scanned by every fn
+  in turn (after one warm-up call of each), so that a busy machine slows them alike."""
+  for fn in fns.values():
+    fn(images[0])
+  seconds = dict.fromkeys(fns, 0.0)
   for im in images:
-    fn(im)
-  return (time.perf_counter() - start) / len(images)
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn(im)
+      seconds[name] += time.perf_counter() - start
+  return {name: total / len(images) for name, total in seconds.items()}
 
 
 def _exported_scan(scanner):
@@ -117,7 +132,38 @@ def _exported_scan(scanner):
   return jax.jit(jax.export.deserialize(exported.serialize()).call)
 
 
-def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
+def parse_variants(text: str) -> list[tuple[float, int]]:
+  """'1.41:0,1.26:512' -> [(scale_step, tile), ...] (tile 0: the default)."""
+  out = []
+  for item in filter(None, text.split(',')):
+    step, _, tile = item.partition(':')
+    try:
+      out.append((float(step), int(tile or 0)))
+    except ValueError:
+      raise SystemExit(f'--variants: {item!r}; expected STEP:TILE, e.g. 1.41:512') from None
+  return out
+
+
+def variant_name(step: float, tile: int) -> str:
+  return f'step{step:g}_tile{tile}'
+
+
+def interleaved_rates(fns: dict, repeats: int) -> dict:
+  """{name: (median, min, max) images/s} of one call of each fn in turn, `repeats` times."""
+  for fn in fns.values():
+    fn()  # warm-up (and compilation)
+  seconds = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      seconds[name].append(time.perf_counter() - start)
+  rates = lambda ts: sorted(1 / t for t in ts)
+  return {name: (rates(ts)[len(ts) // 2], rates(ts)[0], rates(ts)[-1])
+          for name, ts in seconds.items()}  # fmt: skip
+
+
+def measure(setting: str, repeats: int, checkpoint: str | None, variants: list) -> dict:
   """Inside the child process: every row of one setting."""
   pin_to_one_core(setting)
   os.environ['LMJAX_COMPILATION_CACHE'] = 'off'  # "first scan" compiles, whatever ran before
@@ -131,9 +177,11 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
     return {}
   base = _load_base(checkpoint)
   image = vga_scene()
-  rows, compile_s, folder = [], {}, {}
+  rows, compile_s, folder, noise = [], {}, {}, {}
   for min_face in MIN_FACES:
-    make = lambda refine, m=min_face: Scanner(base.spec, base.variables, min_face=m, refine=refine)
+    make = lambda refine, m=min_face, **kw: Scanner(
+      base.spec, base.variables, min_face=m, refine=refine, **kw
+    )
     sc = make(True)
     start = time.perf_counter()
     sc.scan(image)  # compiles the two programs (once for every image size)
@@ -141,7 +189,18 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
     budget = 2.0 if min_face >= 80 else 6.0
     rate = lambda fn, n=1, b=budget: measure_rate(fn, n, repeats, budget_s=b)
     levels = sc.levels_for(min(image.shape[:2]))
-    rows.append([f'scan min_face={min_face} (L={levels})', 1, rate(lambda s=sc: s.scan(image))])
+    others = {variant_name(*v): make(True, scale_step=v[0], tile=v[1]) for v in variants}
+    if others:  # the default and the variants in turn, `repeats` times
+      scans = {'': sc.scan, **{name: o.scan for name, o in others.items()}}
+      rates = interleaved_rates({name: lambda f=f: f(image) for name, f in scans.items()}, repeats)
+    else:
+      rates = {'': (rate(lambda s=sc: s.scan(image)),) * 3}
+    rows.append([f'scan min_face={min_face} (L={levels})', 1, rates[''][0]])
+    noise[f'min{min_face}'] = rates[''][1:]
+    for name, other in others.items():
+      lv = other.levels_for(min(image.shape[:2]))
+      rows.append([f'scan min_face={min_face} {name} (L={lv})', 1, rates[name][0]])
+      noise[f'min{min_face}_{name}'] = rates[name][1:]
     plain = make(False)
     rows.append([f'backbone only min_face={min_face}', 1, rate(lambda s=plain: s.scan(image))])
     if min_face == 40:  # the same scan exported at the VGA canvas (`lmjax.export --scanner`)
@@ -152,10 +211,13 @@ def measure(setting: str, repeats: int, checkpoint: str | None) -> dict:
       row = f'stablehlo scan min_face=40 (L={levels})'
       rows.append([row, 1, rate(lambda c=call: jax.block_until_ready(c(image)))])
     if min_face == 40 and setting != 'cpu_1thread':  # the folder: all cores (or the GPU)
-      folder[min_face] = seconds_per_image(sc.scan, folder_images())
+      scans = {'': sc.scan, **{name: o.scan for name, o in others.items()}}
+      for name, seconds in interleaved_seconds_per_image(scans, folder_images()).items():
+        folder[f'{min_face}{"_" + name if name else ""}'] = seconds
   return {
     'device': f'{device.platform}: {device.device_kind}',
     'rows': rows,
+    'noise': noise,
     'compile_s': compile_s,
     'stablehlo_first_s': exported_first_s,
     'folder_s_per_img': folder,
@@ -265,28 +327,36 @@ def run_peer(args, images, faces) -> dict:
   return out
 
 
-def scanner_recall(args, images, faces) -> dict:
-  """The scanner's recall (top 30 per type, L = 20) on the same scenes as MTCNN."""
+RECALL_LEVELS = 20  # the scanner's depth for the recall (scale step 1.16)
+
+
+def scanner_recall(args, images, faces, step: float = 1.16) -> tuple[int, dict]:
+  """(L, recall (top 30 per type)) of the scanner on the same scenes as MTCNN: L = 20 levels
+  at the default step, else the fewest levels of `step` whose top level is at least as large."""
   from lmjax.eval import multiface_metrics as mm
   from lmjax.eval import reports
+  from lmjax.scan import pyramid
   from lmjax.scan.scanner import Scanner
 
-  sc = Scanner.load(args.checkpoint, levels=20)
+  top = pyramid.level_side(RECALL_LEVELS - 1) / pyramid.BASE_SIDE
+  levels = pyramid.levels_for_min_face(1.0, 1, top * pyramid.BASE_SIDE, step)  # step^(L-1) ≥ top
+  sc = Scanner.load(args.checkpoint, levels=levels, scale_step=step)
   acc = mm.RecallAccumulator((30,))
   for im, gt in zip(images, faces, strict=True):
     o = sc.scan(im)
     acc.add(o['points'], o['score'], gt['landmarks'], gt['bbox'], o['valid'], gt['visible'])
-  return reports.plain(acc.result(30))
+  return levels, reports.plain(acc.result(30))
 
 
 def _print_table(results: dict) -> dict:
   """Prints the rows of every setting; returns the JSON figures (`scan_vga_min40_img_per_s_..`)."""
-  print(f'{"setting":<12} {"device":<24} {"row":<34} {"img/s":>9} {"ms/img":>9}')
+  print(f'{"setting":<12} {"device":<24} {"row":<46} {"img/s":>9} {"ms/img":>9}  (min–max)')
   summary = {}
   for setting, out in results.items():
     dev = out['device'][:24]
     for row, _, rate in out['rows']:
-      print(f'{setting:<12} {dev:<24} {row:<34} {rate:>9.2f} {1000 / rate:>9.1f}')
+      words = row.split()
+      noise = ''
       if row.startswith('scan min_face='):
         min_face = row.split('=')[1].split()[0]
         summary[f'scan_vga_min{min_face}_img_per_s_{setting}'] = round(rate, 2)
@@ -296,8 +366,19 @@ def _print_table(results: dict) -> dict:
       row = f'folder min_face={min_face} (s/img)'
       print(f'{setting:<12} {dev:<24} {row:<34} {1 / seconds:>9.2f} {1000 * seconds:>9.1f}')
       summary[f'scan_folder_min{min_face}_s_per_img_{setting}'] = round(seconds, 3)
+        name = '' if words[2].startswith('(') else f'_{words[2]}'  # a variant's name
+        low, high = out['noise'][f'min{words[1].split("=")[1]}{name}']
+        noise = f'  ({low:.2f}–{high:.2f})' if high > low else ''
+        summary[f'scan_vga_min{words[1].split("=")[1]}_img_per_s_{setting}{name}'] = round(rate, 2)
+      print(f'{setting:<12} {dev:<24} {row:<46} {rate:>9.2f} {1000 / rate:>9.1f}{noise}')
+    for key, seconds in out['folder_s_per_img'].items():
+      min_face, _, name = key.partition('_')
+      row = f'folder min_face={min_face} {name} (s/img)'.replace('  ', ' ')
+      print(f'{setting:<12} {dev:<24} {row:<46} {1 / seconds:>9.2f} {1000 * seconds:>9.1f}')
+      suffix = f'_{name}' if name else ''
+      summary[f'scan_folder_min{min_face}_s_per_img_{setting}{suffix}'] = round(seconds, 3)
     for min_face, seconds in out['compile_s'].items():
-      print(f'{setting:<12} {dev:<24} {f"first scan min_face={min_face} (s)":<34} {seconds:>9.2f}')
+      print(f'{setting:<12} {dev:<24} {f"first scan min_face={min_face} (s)":<46} {seconds:>9.2f}')
       summary[f'scan_vga_min{min_face}_first_s_{setting}'] = round(seconds, 2)
     seconds = out['stablehlo_first_s']
     print(f'{setting:<12} {dev:<24} {"first stablehlo scan min_face=40 (s)":<34} {seconds:>9.2f}')
@@ -316,6 +397,7 @@ def main() -> None:
   parser.add_argument('--manual_dir', help='source folder of composite_multiface')
   parser.add_argument('--split', default='validation')
   parser.add_argument('--data_dir', help='prepared datasets (default ~/.cache/lmjax/tfds)')
+  parser.add_argument('--variants', default='', help='scanner variants STEP:TILE,.. (see doc)')
   parser.add_argument('--child', help=argparse.SUPPRESS)
   parser.add_argument('--peer_io', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -324,10 +406,12 @@ def main() -> None:
     print(json.dumps(mtcnn_child(args.repeats, scenes or None, out)))
     return
   if args.child:
-    print(json.dumps(measure(args.child, args.repeats, args.checkpoint)))
+    variants = parse_variants(args.variants)
+    print(json.dumps(measure(args.child, args.repeats, args.checkpoint, variants)))
     return
 
-  child_args = [f'--repeats={args.repeats}']
+  variants = parse_variants(args.variants)  # a bad list fails before any work
+  child_args = [f'--repeats={args.repeats}', f'--variants={args.variants}']
   if args.checkpoint:
     child_args.append(f'--checkpoint={args.checkpoint}')
   results = {} if args.settings == 'none' else run_children(__file__, args.settings, child_args)
@@ -340,20 +424,25 @@ def main() -> None:
   peer = run_peer(args, images, faces)
   for key, value in peer.items():
     if key.startswith('mtcnn_'):
-      print(f'{"cpu_all":<12} {"MTCNN (TensorFlow)":<24} {key:<34} {value:>9.3f}')
+      print(f'{"cpu_all":<12} {"MTCNN (TensorFlow)":<24} {key:<46} {value:>9.3f}')
       summary[key] = round(value, 3)
   if images:
     if not args.checkpoint:
       raise SystemExit('--recall_images needs --checkpoint (a trained BB-FCN)')
-    ours = scanner_recall(args, images, faces)
+    scored = [('BB-FCN scanner', 'scan', scanner_recall(args, images, faces))]
+    for step in sorted({step for step, _ in variants}):  # the tile does not change detections
+      scored.append(
+        (f'  step {step:g}', f'scan_step{step:g}', scanner_recall(args, images, faces, step))
+      )
+    if peer.get('recall'):
+      scored.append(('MTCNN', 'mtcnn', (None, peer['recall'])))
     print(f'recall (top 30 per type) on {len(images)} {args.dataset} scenes, mean over types:')
-    for name, r in (('BB-FCN scanner L=20', ours), ('MTCNN', peer.get('recall'))):
-      if r:
-        at = '  '.join(f'@{e}% {100 * r[f"mean_recall_{e}"]:5.1f}' for e in (5, 10, 25))
-        per_type = ' '.join(f'{100 * v:5.1f}' for v in r['recall_10'])
-        print(f'  {name:<20} {at}   @10% per type (LE RE N LM RM): {per_type}')
-        key = 'scan' if name.startswith('BB') else 'mtcnn'
-        summary[f'{key}_recall10_m30'] = round(100 * r['mean_recall_10'], 2)
+    for name, key, (levels, r) in scored:
+      at = '  '.join(f'@{e}% {100 * r[f"mean_recall_{e}"]:5.1f}' for e in (5, 10, 25))
+      per_type = ' '.join(f'{100 * v:5.1f}' for v in r['recall_10'])
+      label = f'{name} L={levels}' if levels else name
+      print(f'  {label:<24} {at}   @10% per type (LE RE N LM RM): {per_type}')
+      summary[f'{key}_recall10_m30'] = round(100 * r['mean_recall_10'], 2)
   print(json.dumps(summary))
 
 

@@ -78,6 +78,7 @@ def run(
   viz: str | None = None,
   viz_count: int = 16,
   levels: int = 20,
+  scale_step: float = 1.16,
   face_classifier: str | None = None,
   max_images: int | None = None,
   backend: str = 'auto',
@@ -130,12 +131,12 @@ def run(
     if kind == FACE_DETECTION:
       from lmjax.eval import face_detection
 
-      report = _evaluate_detection(checkpoint, source, output, name, levels, face_classifier,
-                                   max_images)  # fmt: skip
+      report = _evaluate_detection(checkpoint, source, output, name, (levels, scale_step),
+                                   face_classifier, max_images)  # fmt: skip
       print(face_detection.summary_table(report))
       return report
     report = _evaluate_multiface(
-      checkpoint, source, output, name, levels, face_classifier, max_images
+      checkpoint, source, output, name, (levels, scale_step), face_classifier, max_images
     )
     print(reports.multiface_summary_table(report, spec['num_points']))
     return report
@@ -168,14 +169,18 @@ def run(
   return results
 
 
-def _evaluate_multiface(checkpoint, source, output, name, levels, face_classifier, max_images):
-  """`multiface.evaluate_scanner` with the scanner (and face classifier) of the folders."""
+def _evaluate_multiface(checkpoint, source, output, name, depth, face_classifier, max_images):
+  """`multiface.evaluate_scanner` with the scanner (and face classifier) of the folders.
+
+  `depth` is (levels, scale_step) of the scanner's pyramid."""
   from lmjax.eval import multiface
   from lmjax.scan.scanner import Scanner
 
+  levels, step = depth
   scanner = Scanner.load(
-    checkpoint, levels=levels, threshold=SCAN_THRESHOLD, detections=max(multiface.MS)
-  )
+    checkpoint, levels=levels, scale_step=step, threshold=SCAN_THRESHOLD,
+    detections=max(multiface.MS),
+  )  # fmt: skip
   rescore = None
   if face_classifier:
     from lmjax.facecls.classifier import FaceClassifier
@@ -193,13 +198,14 @@ def _evaluate_multiface(checkpoint, source, output, name, levels, face_classifie
   )  # fmt: skip
 
 
-def _scan_faces(checkpoint: str, levels: int, face_classifier: str | None):
+def _scan_faces(checkpoint: str, depth: tuple[int, float], face_classifier: str | None):
   """`lmjax-scan`'s face detection as a detector: image -> (boxes [D, 4], scores [D]), every face
   down to score 0 (landmark consensus, or the face/non-face CNN of `face_classifier`)."""
   from lmjax.scan import detect
   from lmjax.scan.scanner import Scanner
 
-  scanner = Scanner.load(checkpoint, levels=levels, threshold=SCAN_THRESHOLD)
+  levels, step = depth
+  scanner = Scanner.load(checkpoint, levels=levels, scale_step=step, threshold=SCAN_THRESHOLD)
   classifier = None
   if face_classifier:
     from lmjax.facecls.classifier import FaceClassifier
@@ -213,11 +219,11 @@ def _scan_faces(checkpoint: str, levels: int, face_classifier: str | None):
   return scanner, detector
 
 
-def _evaluate_detection(checkpoint, source, output, name, levels, face_classifier, max_images):
+def _evaluate_detection(checkpoint, source, output, name, depth, face_classifier, max_images):
   """`face_detection.evaluate_detector` (FDDB ROC) with the scanner's faces."""
   from lmjax.eval import face_detection
 
-  scanner, detector = _scan_faces(checkpoint, levels, face_classifier)
+  scanner, detector = _scan_faces(checkpoint, depth, face_classifier)
   info = {
     'checkpoint': str(paths.absolute(checkpoint)),
     'levels': scanner.params.levels,
@@ -316,6 +322,7 @@ def main(argv: Sequence[str]) -> None:
       viz=f.viz,
       viz_count=f.viz_count,
       levels=f.levels,
+      scale_step=f.scale_step,
       face_classifier=f.face_classifier,
       max_images=f.max_images,
       backend=f.backend,
@@ -356,6 +363,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('viz', None, 'BB-FCN only: folder for response-map PNGs of the first faces.')
   flags.DEFINE_integer('viz_count', 16, 'How many faces --viz draws.')
   flags.DEFINE_integer('levels', 20, 'Multi-face datasets: pyramid levels of the scanner.')
+  flags.DEFINE_float('scale_step', 1.16, 'Multi-face datasets: smaller-side ratio of levels.')
   flags.DEFINE_string('face_classifier', None, 'Multi-face: face/non-face CNN folder.')
   flags.DEFINE_integer('max_images', None, 'Multi-face: scan only the first N images.')
   flags.DEFINE_string(

@@ -57,6 +57,7 @@ BAD_COMMAND_LINES = [
   (['{img}', '--out={tmp}/viz'], 2, '--out={tmp}/viz: no file extension'),
   (['{img}', '--out={tmp}/a_file/viz.png'], 2, '{tmp}/a_file is a file, not a folder'),
   (['{img}', '--out={tmp}/viz.mp4'], 2, 'cv2 cannot write .mp4 images'),
+  (['{img}', '--scale_step=1'], 2, '--scale_step=1.0: expected a number above 1 and at most 2'),
   (['{img}', '--out={img}'], 2, 'is the input'),
   (['{img}', '--out={tmp}'], 2, '--out={tmp}: is a folder (expected a file name)'),
   (['{img}', '--json={tmp}/a_file/f.json'], 2, '--json={tmp}/a_file/f.json: {tmp}/a_file is'),

@@ -19,6 +19,34 @@ def test_pyramid_depth_for_a_smallest_face():
   assert 29.09 * 480 / (32 * 80) <= 1.16 ** (levels - 1) < 1.16 * 29.1 * 480 / (32 * 80)
 
 
+def test_a_coarser_scale_step_needs_fewer_levels_for_the_same_reach():
+  assert pyramid.level_side(3, 1.41) == pytest.approx(32 * 1.41**3)
+  for step in (1.16, 1.26, 1.41):
+    levels = pyramid.levels_for_min_face(40, 480, 32 / 1.1, step)
+    need = 32 / 1.1 * 480 / (32 * 40)  # the top level must reach it, the one below must not
+    assert step ** (levels - 2) < need <= step ** (levels - 1)
+  assert pyramid.levels_for_min_face(40, 480, 32 / 1.1, 1.41) == 8
+  assert pyramid.levels_for_min_face(40, 480, 32 / 1.1) == 18
+  for bad in (1.0, 0.9, 2.5):
+    with pytest.raises(ValueError, match='scale_step is'):
+      pyramid.check_step(bad)
+
+
+def test_pack_with_a_step_and_a_tile_size():
+  image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+  layout = tiling.pack(image, 6, step=1.41, tile=128)
+  sizes = tiling.level_sizes(300, 400, 6, 1.41)
+  assert [min(s) for s in sizes] == [round(32 * 1.41**lv) for lv in range(6)]
+  assert layout.tiles.shape[1:] == (128, 128, 3) and layout.owner.shape[1:] == (128, 128)
+  assert all(p.width <= 128 and p.height <= 128 for p in layout.pieces)
+  counts = np.bincount(layout.owner[layout.owner >= 0], minlength=len(layout.pieces))
+  per_level = np.zeros(6, int)
+  for piece, count in zip(layout.pieces, counts, strict=True):
+    per_level[piece.level] += count
+  np.testing.assert_array_equal(per_level, [r * c for r, c in sizes])
+  assert tiling.chunks(layout, 2)[0].tiles.shape == (2, 128, 128, 3)
+
+
 @pytest.mark.parametrize('length', [40, 256, 257, 600, 1500])
 def test_cuts_own_every_pixel_once_away_from_cut_edges(length):
   owned = np.zeros(length, int)
@@ -99,6 +127,20 @@ def test_detections_land_on_the_bright_spots(refine, size):
   assert programs.compiled() == 2
 
 
+def test_a_coarse_step_and_small_tiles_still_land_on_the_bright_spots():
+  size, points = (150, 260), [(40.0, 30.0), (150.0, 95.0), (235.0, 130.0)]
+  params = scanner.ScanParams(
+    levels=6, threshold=0.5, detections=6, scale_step=1.41, tile=96
+  )  # the top level is the image (32 · 1.41^5 ≈ 179 ≥ 150): pieces cut at 96 px
+  template = np.full((K, 2), 0.5, np.float32)
+  programs = scanner.Programs(_bright, _identity_branch, template, 1.0, params)
+  out = programs.scan(None, _blobs(size, points), params.levels)
+  best = out['points'][0][out['valid'][0]]
+  for x, y in points:
+    assert np.min(np.hypot(best[:, 0] - x, best[:, 1] - y)) < 1.0, (x, y, best)
+  assert set(out['level'][0][out['valid'][0]]) <= set(range(6))
+
+
 def _random_model(num_points=K):
   """(spec, fresh variables) of a BB-FCN with `num_points` types."""
   spec = registry.make_spec(
@@ -146,6 +188,12 @@ def test_min_face_picks_the_depth_per_image():
   assert sc.compiled_programs() == 2
   with pytest.raises(ValueError, match='either levels or min_face'):
     scanner.Scanner(*_random_model(), levels=3, min_face=40)
+  coarse = scanner.Scanner(*_random_model(), min_face=40, scale_step=1.41)
+  assert coarse.levels_for(480) == pyramid.levels_for_min_face(40, 480, 32 / 1.1, 1.41)
+  with pytest.raises(ValueError, match=r'scale_step is 1\.0'):
+    scanner.Scanner(*_random_model(), min_face=40, scale_step=1.0)
+  with pytest.raises(ValueError, match='tile is 30'):
+    scanner.Scanner(*_random_model(), min_face=40, tile=30)
 
 
 def test_scanner_rejects_bad_input():

@@ -66,6 +66,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer('levels', None, 'pyramid levels L (not with --min_face)', **kw)
   flags.DEFINE_float('min_face', None, 'smallest face side, pixels (default 40)', **kw)
   flags.DEFINE_float('threshold', 0.2, 'candidate response threshold', **kw)
+  flags.DEFINE_float('scale_step', 1.16, 'smaller-side ratio between pyramid levels', **kw)
   flags.DEFINE_float('min_score', None, 'face score threshold (see scan.detect)', **kw)
   flags.DEFINE_string(
     'face_classifier', None, 'face/non-face CNN folder (re-scores proposals)', **kw
@@ -79,6 +80,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   _check_number(fv, 'levels', lambda v: 1 <= v <= MAX_LEVELS, f'an integer 1 to {MAX_LEVELS}')
   _check_number(fv, 'min_face', lambda v: v > 0, 'a positive number of pixels')
   _check_number(fv, 'threshold', lambda v: 0 <= v <= 1, 'a number from 0 to 1')
+  _check_number(fv, 'scale_step', lambda v: 1 < v <= 2, 'a number above 1 and at most 2')
   _check_number(fv, 'min_score', lambda v: v >= 0, 'a number >= 0')
   _check_number(fv, 'key_interval', lambda v: v >= 0, 'an integer >= 0')
 
@@ -224,8 +226,9 @@ class _Runner:
     self.args = args
     depth = {'levels': args.levels} if args.levels else {'min_face': args.min_face}
     self.scanner = Scanner.load(
-      args.checkpoint, refine=not args.backbone_only, threshold=args.threshold, **depth
-    )
+      args.checkpoint, refine=not args.backbone_only, threshold=args.threshold,
+      scale_step=args.scale_step, **depth,
+    )  # fmt: skip
     self.classifier = None
     if args.face_classifier:
       from lmjax.facecls.classifier import FaceClassifier

@@ -54,6 +54,8 @@ class ScanParams:
     face_iou: IoU of face proposal NMS and of assigning detections to a face.
     max_faces: face slots of the output.
     refine: run the branches (False: the backbone-only ablation).
+    scale_step: smaller-side ratio between pyramid levels (`lmjax.scan.pyramid`).
+    tile: tile side in pixels of the packed pyramid (0: `tiling.TILE`; a multiple of 4).
   """
 
   levels: int = 12
@@ -64,6 +66,8 @@ class ScanParams:
   face_iou: float = 0.5
   max_faces: int = 16
   refine: bool = True
+  scale_step: float = pyramid.SCALE_STEP
+  tile: int = 0
 
 
 def tile_candidates(
@@ -138,7 +142,7 @@ def detect(
     cand: the image's best M = `candidates` candidates per type, merged over its chunks:
       'value' [K, M], 'valid' [K, M], 'xy' [K, M, 2] and 'origin' [K, M, 2] in level pixels,
       'scale' [K, M, 2] (sx, sy) level pixels per image pixel, 'iso_scale' [K, M] the level's
-      nominal scale 32 · 1.16^l / min(h, w), 'level' [K, M], 'patches' [K, M, 12, 12, 4].
+      nominal scale 32 · step^l / min(h, w), 'level' [K, M], 'patches' [K, M, 12, 12, 4].
     template: [K, 2] mean landmark positions in the training window ([0, 1] units).
     crop_scale: training window side / face box side.
     params: static `ScanParams`.
@@ -194,6 +198,7 @@ def merge_candidates(
   layout: tiling.Layout,
   smaller_side: int,
   count: int,
+  step: float = pyramid.SCALE_STEP,
 ) -> dict[str, np.ndarray]:
   """The best `count` candidates per type over an image's chunks, in level pixels (numpy).
 
@@ -203,6 +208,7 @@ def merge_candidates(
     layout: the image's packed pyramid.
     smaller_side: min(h, w) of the image.
     count: M, candidates per type kept (padded with invalid slots).
+    step: the pyramid's scale step between levels.
 
   Returns:
     the `cand` dict of `detect`.
@@ -230,7 +236,7 @@ def merge_candidates(
   cand['valid'] = np.isfinite(cand['value'])
   cand['value'] = np.where(cand['valid'], cand['value'], 0.0).astype(np.float32)
   cand['scale'] = layout.level_scale[cand['level']].astype(np.float32)  # [K, M, 2]
-  cand['iso_scale'] = (pyramid.level_side(cand['level']) / smaller_side).astype(np.float32)
+  cand['iso_scale'] = (pyramid.level_side(cand['level'], step) / smaller_side).astype(np.float32)
   cand['xy'], cand['origin'] = cand['xy'].astype(np.float32), cand['origin'].astype(np.float32)
   return cand
 
@@ -261,13 +267,15 @@ class Programs:
 
   def scan(self, variables, image: np.ndarray, levels: int) -> dict[str, np.ndarray]:
     """One uint8 [H, W, 3] image -> the `detect` outputs (numpy)."""
-    layout = tiling.pack(image, levels)
+    params = self.params
+    layout = tiling.pack(image, levels, params.scale_step, params.tile)
     parts = tiling.chunks(layout, self.chunk)
     found = [
       jax.device_get(self.candidates(variables, part.tiles, part.owner, part.rects))
       for part in parts
     ]
-    cand = merge_candidates(found, parts, layout, min(image.shape[:2]), self.params.candidates)
+    smaller = min(image.shape[:2])
+    cand = merge_candidates(found, parts, layout, smaller, params.candidates, params.scale_step)
     return jax.device_get(self.detect(variables, cand))
 
   def compiled(self) -> int:
@@ -288,7 +296,8 @@ class Scanner:
     min_face: the smallest face box side (pixels) to find: L is chosen per image from its
       smaller side (`pyramid.levels_for_min_face`). Default: levels = 12.
     refine: run the branches (False: backbone-only ablation of the same model).
-    **params: other `ScanParams` fields (threshold, candidates, detections, ...).
+    **params: other `ScanParams` fields (threshold, candidates, detections, scale_step, tile,
+      ...).
   """
 
   def __init__(
@@ -312,6 +321,9 @@ class Scanner:
     self.model, self.variables, self.spec = registry.build(spec), variables, spec
     self.min_face = min_face
     refine = refine and spec['variant'] == 'bbfcn'
+    pyramid.check_step(params.get('scale_step', pyramid.SCALE_STEP))
+    if params.get('tile', 0) % 4 or params.get('tile', 0) < 0:
+      raise ValueError(f'tile is {params["tile"]}; expected 0 (default) or a multiple of 4')
     self.params = ScanParams(levels=levels or ScanParams.levels, refine=refine, **params)
     self.schema = landmarks.get_schema(spec['num_points'])
     model = self.model
@@ -327,6 +339,7 @@ class Scanner:
   @classmethod
   def load(cls, directory: str, **kwargs) -> Scanner:
     """Scanner of a BB-FCN model folder (`variant` bbfcn or backbone_only)."""
+    pyramid.check_step(kwargs.get('scale_step', pyramid.SCALE_STEP))  # not the folder's fault
     _, variables, spec = checkpoint.load_model(directory, 'bbfcn')
     try:
       return cls(spec, variables, **kwargs)
@@ -338,7 +351,7 @@ class Scanner:
     if self.min_face is None:
       return self.params.levels
     face_px = pyramid.BASE_SIDE / self.spec['crop_scale']  # face box side in the window
-    return pyramid.levels_for_min_face(self.min_face, smaller_side, face_px)
+    return pyramid.levels_for_min_face(self.min_face, smaller_side, face_px, self.params.scale_step)
 
   def regroup(self, out: dict[str, np.ndarray], points: np.ndarray, image_shape) -> dict:
     """The proposal and face keys of `out` (one image's scan) recomputed for other `points`.
@@ -356,7 +369,8 @@ class Scanner:
       self._regroup = jax.jit(
         lambda p, s, v, ok: proposals.group_detections(p, s, v, ok, template, crop_scale, params)
       )
-    scale = pyramid.level_side(out['level'].astype(np.float32)) / float(min(image_shape[:2]))
+    side = pyramid.level_side(out['level'].astype(np.float32), self.params.scale_step)
+    scale = side / float(min(image_shape[:2]))
     faces = self._regroup(points[None], scale[None], out['score'][None], out['valid'][None])
     return {k: v[0] for k, v in jax.device_get(faces).items()}
 

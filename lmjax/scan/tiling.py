@@ -1,7 +1,7 @@
 """The scanner's pyramid packed into fixed-size tiles, so that every photo runs the same programs.
 
 The pyramid of an h × w image has L levels; level l is the image resized so that its smaller
-side is 32 · 1.16^l pixels (`pyramid.level_side`). Instead of one canvas per level (whose shape
+side is 32 · step^l pixels (`pyramid.level_side`). Instead of one canvas per level (whose shape
 would depend on the photo's size and aspect ratio, one compiled program per photo size), the
 levels are cut into pieces and packed into square tiles of `TILE` pixels:
 
@@ -81,24 +81,26 @@ class Layout:
   level_scale: np.ndarray
 
 
-def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
-  """(rows, cols) of each level of an image: smaller side 32 · 1.16^l, aspect kept."""
+def level_sizes(
+  height: int, width: int, levels: int, step: float = pyramid.SCALE_STEP
+) -> list[tuple[int, int]]:
+  """(rows, cols) of each level of an image: smaller side 32 · step^l, aspect kept."""
   smaller = min(height, width)
   out = []
   for lv in range(levels):
-    s = pyramid.level_side(lv) / smaller
+    s = pyramid.level_side(lv, step) / smaller
     out.append((max(1, round(height * s)), max(1, round(width * s))))
   return out
 
 
-def cuts(length: int) -> list[tuple[int, int, int, int]]:
+def cuts(length: int, tile: int | None = None) -> list[tuple[int, int, int, int]]:
   """Pieces (start, size, own_start, own_end) along one axis of `length` level pixels.
 
-  One piece when the axis fits in a tile; else the fewest equal pieces of at most `TILE`
-  pixels whose neighbours overlap by at least 2 · `MARGIN`, each owning up to the middle of
-  its overlaps.
+  One piece when the axis fits in a tile (of `tile` pixels, default `TILE`); else the fewest
+  equal pieces of at most `tile` pixels whose neighbours overlap by at least 2 · `MARGIN`, each
+  owning up to the middle of its overlaps.
   """
-  tile, margin = TILE, MARGIN
+  tile, margin = tile or TILE, MARGIN
   if length <= tile:
     return [(0, length, 0, length)]
   count = math.ceil((length - 2 * margin) / (tile - 2 * margin))
@@ -108,8 +110,8 @@ def cuts(length: int) -> list[tuple[int, int, int, int]]:
   return [(start, size, bounds[i], bounds[i + 1]) for i, start in enumerate(starts)]
 
 
-def _place(sizes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-  """First-fit decreasing shelf packing of (height, width) rectangles (each ≤ TILE) into tiles.
+def _place(sizes: list[tuple[int, int]], tile: int) -> list[tuple[int, int, int]]:
+  """First-fit decreasing shelf packing of (height, width) rectangles (each ≤ tile) into tiles.
 
   Tallest first; each goes on the first shelf (of any tile) with room, else on a new shelf in
   the first tile with room, else in a new tile. Returns (tile, x0, y0) per rectangle.
@@ -119,14 +121,14 @@ def _place(sizes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
   spots: list[tuple[int, int, int]] = [(0, 0, 0)] * len(sizes)
   for i in sorted(range(len(sizes)), key=lambda i: -sizes[i][0]):
     h, w = sizes[i]
-    shelf = next((s for s in shelves if s[2] >= h and s[3] + w <= TILE), None)
+    shelf = next((s for s in shelves if s[2] >= h and s[3] + w <= tile), None)
     if shelf is None:
-      tile = next((t for t, y in enumerate(tile_bottom) if y + h <= TILE), None)
-      if tile is None:
-        tile = len(tile_bottom)
+      index = next((t for t, y in enumerate(tile_bottom) if y + h <= tile), None)
+      if index is None:
+        index = len(tile_bottom)
         tile_bottom.append(0)
-      shelf = [tile, tile_bottom[tile], h, 0]
-      tile_bottom[tile] += h + GAP
+      shelf = [index, tile_bottom[index], h, 0]
+      tile_bottom[index] += h + GAP
       shelves.append(shelf)
     spots[i] = (shelf[0], shelf[3], shelf[1])
     shelf[3] += w + GAP
@@ -139,19 +141,29 @@ def _resize(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
   return cv2.resize(image, (cols, rows), interpolation=method)
 
 
-def pack(image: np.ndarray, levels: int) -> Layout:
-  """The L-level pyramid of a uint8 [H, W, 3] image packed into tiles (see the module doc)."""
+def pack(
+  image: np.ndarray, levels: int, step: float = pyramid.SCALE_STEP, tile: int | None = None
+) -> Layout:
+  """The L-level pyramid of a uint8 [H, W, 3] image packed into tiles (see the module doc).
+
+  Args:
+    image: uint8 [H, W, 3].
+    levels: L.
+    step: scale step between levels (`pyramid.level_side`).
+    tile: tile side in pixels (default `TILE`; a multiple of 4 for the backbone).
+  """
+  tile = tile or TILE
   height, width = image.shape[:2]
-  sizes = level_sizes(height, width, levels)
+  sizes = level_sizes(height, width, levels, step)
   rects = []  # (level, ly0, lx0, rows, cols, own y0, own y1, own x0, own x1) in level pixels
   for lv, (rows, cols) in enumerate(sizes):
-    for ys, h, oy0, oy1 in cuts(rows):
-      for xs, w, ox0, ox1 in cuts(cols):
+    for ys, h, oy0, oy1 in cuts(rows, tile):
+      for xs, w, ox0, ox1 in cuts(cols, tile):
         rects.append((lv, ys, xs, h, w, oy0, oy1, ox0, ox1))
-  spots = _place([(r[3], r[4]) for r in rects])
+  spots = _place([(r[3], r[4]) for r in rects], tile)
   num_tiles = max(t for t, _, _ in spots) + 1
-  tiles = np.full((num_tiles, TILE, TILE, 3), GREY, np.uint8)
-  owner = np.full((num_tiles, TILE, TILE), -1, np.int32)
+  tiles = np.full((num_tiles, tile, tile, 3), GREY, np.uint8)
+  owner = np.full((num_tiles, tile, tile), -1, np.int32)
   top = _resize(image, *sizes[-1])
   level_images = {levels - 1: top}
   pieces = []
@@ -198,8 +210,8 @@ def chunks(layout: Layout, size: int) -> list[Chunk]:
     members = [i for i, p in enumerate(layout.pieces) if p.tile in ids]
     if len(members) > MAX_PIECES:
       raise ValueError(f'{len(members)} pieces in one chunk; the table holds {MAX_PIECES}')
-    tiles = np.full((size, TILE, TILE, 3), GREY, np.uint8)
-    owner = np.full((size, TILE, TILE), -1, np.int32)
+    tiles = np.full((size, *layout.tiles.shape[1:]), GREY, np.uint8)
+    owner = np.full((size, *layout.owner.shape[1:]), -1, np.int32)
     tiles[: len(ids)] = layout.tiles[first : first + len(ids)]
     local = np.full(len(layout.pieces), -1, np.int32)
     local[members] = np.arange(len(members), dtype=np.int32)

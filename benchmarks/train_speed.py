@@ -21,6 +21,10 @@ opt-in `--config.cpu_devices=0`: one CPU device per core with the batch split ov
 `batching.cpu_device_count`; experimental, see there), `gpu` (when there is one). The baseline
 has no `cpu_split` (its code could not split the batch on a CPU).
 
+Each child of the current code applies the XLA:CPU settings `lmjax.main` applies before JAX
+starts (`lmjax.train.xla_cpu.prefer_eigen_convolutions`), so the forward column is the forward
+under the trainer's settings; the baseline runs XLA's defaults, as it did.
+
 `--baseline=COMMIT` (default a584d7c, the commit before the speed work) also measures MCL68
 pre-training as that commit's code runs it (its own module names, its default single CPU
 device), unpacked from git into a temporary folder, in the same run: the speed-ups are
@@ -303,6 +307,10 @@ def child(setting: str, rows: list[str], seconds: float, code_dir: str) -> dict:
   baseline = bool(code_dir)
   if baseline:
     sys.path.insert(0, code_dir)
+  else:  # as `lmjax.main` does before JAX starts (the baseline ran XLA's defaults)
+    from lmjax.train import xla_cpu
+
+    xla_cpu.prefer_eigen_convolutions()
   import jax
 
   if setting == 'cpu_split' and not baseline:  # --config.cpu_devices=0

@@ -60,7 +60,7 @@ def _main(workdir_lib):
 
   from lmjax.core import paths
   from lmjax.data import batching
-  from lmjax.train import distributed, loop, writer
+  from lmjax.train import distributed, loop, writer, xla_cpu
 
   config, workdir = _CONFIG.value, _WORKDIR.value
   workdir_lib.check_settings(config, workdir)
@@ -68,6 +68,7 @@ def _main(workdir_lib):
     layout = distributed.detect(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:
     raise workdir_lib.UserError(str(e)) from None
+  xla_cpu.prefer_eigen_convolutions()  # multi-threaded convolutions on CPU (see there)
   batching.use_cpu_devices(
     batching.cpu_device_count(config.get('cpu_devices', 1), _train_batch_sizes(config))
   )

@@ -1,4 +1,4 @@
-"""lmjax.models.layers: the reshape max pool equals flax's reduce_window pool."""
+"""lmjax.models.layers: the max pool equals flax's reduce_window pool, its gradient too."""
 
 import flax.linen as nn
 import jax
@@ -26,3 +26,13 @@ def test_odd_sides_round_up_like_caffe():
   out = max_pool_2x2(x)
   assert out.shape == (2, 3, 2, 1)
   assert float(out[0, 2, 1, 0]) == float(x[0, 4, 2, 0])  # the lone corner cell is its own max
+
+
+def test_bfloat16_and_jit_keep_the_dtype_and_values():
+  x = jax.random.normal(jax.random.key(1), (2, 7, 6, 3)).astype(jnp.bfloat16)
+  out = jax.jit(max_pool_2x2)(x)
+  assert out.dtype == jnp.bfloat16 and out.shape == (2, 4, 3, 3)
+  reference = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
+  np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(reference, np.float32))
+  grad = jax.grad(lambda x: jnp.sum(max_pool_2x2(jax.nn.relu(x)).astype(jnp.float32)))(x)
+  assert grad.dtype == jnp.bfloat16 and grad.shape == x.shape

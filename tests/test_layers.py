@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.models.layers import max_pool_2x2
+from lmjax.models.layers import max_pool_2x2, max_pool_2x2_reshaped
 
 
 @pytest.mark.parametrize('height,width', [(8, 8), (25, 25), (13, 6), (7, 9)])
@@ -36,3 +36,8 @@ def test_bfloat16_and_jit_keep_the_dtype_and_values():
   np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(reference, np.float32))
   grad = jax.grad(lambda x: jnp.sum(max_pool_2x2(jax.nn.relu(x)).astype(jnp.float32)))(x)
   assert grad.dtype == jnp.bfloat16 and grad.shape == x.shape
+
+
+def test_the_reshaped_pool_for_converters_gives_the_same_values():
+  x = jax.random.normal(jax.random.key(2), (2, 9, 8, 3))
+  np.testing.assert_array_equal(max_pool_2x2_reshaped(x), max_pool_2x2(x))

@@ -11,6 +11,8 @@ the branch patches), so while tracing they are swapped (`traceable`) for equival
 the same numbers: the bilinear resize as two constant matrices (the resize of an identity),
 `index % w` as `index - (index / w) w` on non-negative indices, the P × P patches as one-hot
 row and column matrices. `tests/test_onnx_whole.py` checks the three against the originals.
+The backbone's max pools are traced as a reshape + max (`layers.max_pool_2x2_reshaped`, the
+same values): jax2onnx's MaxPool of the reduce_window fails in onnxruntime.
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ def extract_patches(images: jax.Array, maps: jax.Array, origins: jax.Array) -> j
 
 @contextlib.contextmanager
 def traceable():
-  """Swaps the three steps jax2onnx cannot convert for their equivalents (module docstring)."""
+  """Swaps the steps jax2onnx cannot convert for their equivalents (module docstring)."""
   from lmjax.bbfcn import inference
   from lmjax.core import heatmaps
+  from lmjax.models import bbfcn, layers
 
   with (
+    mock.patch.object(bbfcn, 'max_pool_2x2', layers.max_pool_2x2_reshaped),
     mock.patch.object(inference, 'resize_to', resize_to),
     mock.patch.object(inference, 'extract_patches', extract_patches),
     mock.patch.object(heatmaps, 'top_mean', lambda maps, n=heatmaps.TOP_N: top_mean(maps, n)),

@@ -61,3 +61,10 @@ def _pool_backward(residuals, grad: jax.Array) -> tuple[jax.Array]:
 
 
 max_pool_2x2.defvjp(_pool_forward, _pool_backward)
+
+
+def max_pool_2x2_reshaped(x: jax.Array) -> jax.Array:
+  """`max_pool_2x2`'s values as a reshape + max over the 2×2 cells ([B, H, W, C] ->
+  [B, ceil(H / 2), ceil(W / 2), C]), for converters that cannot take reduce_window (jax2onnx
+  0.17's ONNX MaxPool of it fails in onnxruntime: "Unsupported pooling size")."""
+  return _cells(x).max(axis=(2, 4))

@@ -149,20 +149,27 @@ def test_wflw_protocol_by_hand():
   assert 'pose' in protocols.protocol_table(out)
 
 
-def test_evaluate_on_wflw_fixture(tree, tmp_path, capsys, monkeypatch):
-  """`lmjax.evaluate.run` (the command line's body, in process: the subprocess run is
-  tests/test_aflw2000_3d.py's) with a random-weight 98-point MCL folder."""
-  from lmjax import evaluate
+def _random_mcl98(tmp_path) -> str:
+  """A random-weight 98-point MCL model folder (width 16) under `tmp_path`."""
   from lmjax.models import registry
   from lmjax.train import checkpoint
 
-  root, _ = tree
   spec = registry.make_spec(
     'mcl', num_points=98, width=16, num_heads=1, variant='gap', size=50, crop_scale=1.1,
     grayscale=True, dataset='wflw',
   )  # fmt: skip
   model = str(tmp_path / 'mcl98')
   checkpoint.export_model(model, registry.init(spec), spec)
+  return model
+
+
+def test_evaluate_on_wflw_fixture(tree, tmp_path, capsys, monkeypatch):
+  """`lmjax.evaluate.run` (the command line's body, in process: the subprocess run is
+  tests/test_aflw2000_3d.py's) with a random-weight 98-point MCL folder."""
+  from lmjax import evaluate
+
+  root, _ = tree
+  model = _random_mcl98(tmp_path)
   monkeypatch.setenv('LMJAX_DATA_DIR', str(tmp_path / 'tfds'))
   out = tmp_path / 'eval' / 'm.json'
   evaluate.run(model, 'wflw', 'test', str(out), manual_dir=str(root), batch_size=4, backend='xla')
@@ -226,16 +233,9 @@ def test_a_predictor_that_crops_inside_keeps_the_protocol_subsets(tree, tmp_path
   same WFLW attribute subsets as a folder: the per-face extras travel on that path too."""
   from lmjax.eval import face_crop
   from lmjax.mcl.predictor import FacePredictor
-  from lmjax.models import registry
-  from lmjax.train import checkpoint
 
   root, _ = tree
-  spec = registry.make_spec(
-    'mcl', num_points=98, width=16, num_heads=1, variant='gap', size=50, crop_scale=1.1,
-    grayscale=True, dataset='wflw',
-  )  # fmt: skip
-  model = str(tmp_path / 'mcl98')
-  checkpoint.export_model(model, registry.init(spec), spec)
+  model = _random_mcl98(tmp_path)
   folder = FacePredictor(model, backend='xla')
 
   class CropsInside:  # what the evaluator sees of `hlo_export.runner.ExportedPredictor`

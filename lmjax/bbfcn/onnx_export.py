@@ -106,16 +106,13 @@ def _faces(predictor, dataset, manual_dir, data_dir, count):
   if config is None:
     raise ValueError(f'--dataset: {dataset} has no {predictor.spec["num_points"]}-point faces')
   kwargs = dict(manual_dir=manual_dir, data_dir=data_dir, config=config or None)
-  train = datasets.load(dataset, 'train', **kwargs)
-  index = np.arange(len(train))
-  if not entry.val_split:  # `lmjax.main` holds these validation faces out of 'train'
-    ids = [str(datasets.decode(train[i])['image_id']) for i in index]
-    index = table.held_out_split(ids, entry.num_validation)[0]
-  pick = index[
-    np.unique(np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int))
-  ]
+  if entry.val_split:
+    train = datasets.load(dataset, 'train', **kwargs)
+    validation = datasets.load(dataset, entry.val_split, **kwargs)
+  else:  # the faces `lmjax.main` trains on and the ones it holds out
+    train, validation = datasets.held_out(dataset, **kwargs)
+  pick = np.unique(np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int))
   sample = [train[i] for i in pick]
-  validation = datasets.load_split(dataset, datasets.VALIDATION, **kwargs)
   calibration = np.concatenate(
     [b.crops for b in face_crop.source_batches(predictor, sample, BATCH)]
   )

@@ -184,9 +184,24 @@ def load_split(name: str, split: str, **kwargs) -> Sequence[Mapping[str, Any]]:
           f"{e} (or '{VALIDATION}': the faces lmjax.main holds out of 'train')"
         ) from None
       raise
+  return held_out(name, **kwargs)[1]
+
+
+def held_out(
+  name: str, **kwargs
+) -> tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]:
+  """(the training faces `lmjax.main` trains on, the validation faces it holds out) of a dataset
+  whose validation faces are carved out of `train` (`table.held_out_split`, seed 0, the table's
+  `num_validation`), as data sources. Keyword arguments are `load`'s."""
+  from lmjax.data.datasets import table
+
+  entry = table.TABLE.get(name) or table.TABLE.get(canonical_name(name))
+  if entry is None or entry.val_split:
+    raise ValueError(f'{name}: its validation faces are not carved out of train')
   source = load(name, 'train', **kwargs)
   ids = [str(decode(source[i])['image_id']) for i in range(len(source))]
-  return _Subset(source, table.held_out_split(ids, entry.num_validation)[1])
+  train, validation = table.held_out_split(ids, entry.num_validation)
+  return _Subset(source, train), _Subset(source, validation)
 
 
 class _Subset:

@@ -28,6 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 MCL_CROP_SCALE = 1.1
+# Pixels: the narrowest face box a predictor takes (a narrower one has no face in it and would
+# blow up the crop); `lmjax.models.interface.check_face` and the video tracker use it.
+MIN_BOX_SIDE = 1.0
 
 
 MCL_CROP_SIZE = 50

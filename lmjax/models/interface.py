@@ -27,7 +27,7 @@ import numpy as np
 from lmjax.core import confidence as confidence_lib
 from lmjax.core import geometry, head_pose, image_ops, landmarks
 
-MIN_BOX_SIDE = 1.0  # pixels: a narrower box has no face in it (and would blow up the crop)
+MIN_BOX_SIDE = geometry.MIN_BOX_SIDE  # pixels: a narrower box has no face in it
 
 
 def check_face(

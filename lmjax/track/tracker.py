@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lmjax.core import head_pose
-from lmjax.core.geometry import box_iou
+from lmjax.core.geometry import MIN_BOX_SIDE, box_iou
 from lmjax.track.one_euro import OneEuroConfig, OneEuroFilter
 
 DEFAULT_SMOOTHING = OneEuroConfig()
@@ -136,12 +136,14 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 def _on_image(box: np.ndarray, shape: Sequence[int]) -> bool:
   """Whether a box is one the predictor takes (`lmjax.models.interface.check_face`): finite,
-  sides of at least a pixel, overlapping the pixel centres of an image of `shape`."""
+  sides of at least `MIN_BOX_SIDE`, overlapping the pixel centres of an image of `shape` (the
+  track package may not import `models`, so the rule is restated here on the shared constant)."""
   h, w = shape[:2]
   x0, y0, x1, y1 = (float(v) for v in box)
   if not np.isfinite([x0, y0, x1, y1]).all():
     return False
-  return x1 - x0 >= 1 and y1 - y0 >= 1 and x1 >= 0 and y1 >= 0 and x0 <= w - 1 and y0 <= h - 1
+  sides = x1 - x0 >= MIN_BOX_SIDE and y1 - y0 >= MIN_BOX_SIDE
+  return sides and x1 >= 0 and y1 >= 0 and x0 <= w - 1 and y0 <= h - 1
 
 
 def _side(box: np.ndarray) -> float:

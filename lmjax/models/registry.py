@@ -18,6 +18,7 @@ Families (`experiment` key) and their fields (`FIELDS`):
            baseline (regression); `face_template` [K, 2] is the mean landmark position inside
            the backbone's training window, in [0, 1] units (the scanner's face proposals).
   facecls  FaceNet face / non-face classifier on S × S crops.
+  proposer ProposalNet, the scanner's cascade proposer (12 × 12 windows, dense at stride 2).
 
 Format history (`format` key): 1 = no key, the folders written before the registry (read as
 they are; a BB-FCN one lacks `face_template`, see `lmjax.train.checkpoint.upgrade_model_folder`);
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from lmjax.models import bbfcn, facenet, mcl
+from lmjax.models import bbfcn, facenet, mcl, proposal_net
 
 FORMAT = 3  # the `model.json` format this code writes
 SPEC_FILE = 'model.json'
@@ -142,6 +143,12 @@ FIELDS: dict[str, dict[str, Field]] = {
     'supersample': POSITIVE_INT,
     'widths': Field(_int_list, 'a non-empty list of positive integers'),
     'hidden': POSITIVE_INT,
+    'crop': TEXT,
+    'dataset': TEXT,
+  },
+  'proposer': {
+    'size': POSITIVE_INT,
+    'widths': Field(_int_list, 'a list of 3 positive integers'),
     'crop': TEXT,
     'dataset': TEXT,
   },
@@ -313,6 +320,8 @@ def build(spec: Mapping[str, Any], *, batch_norm: bool = True) -> nn.Module:
     return bbfcn.BBFCN(num_points=spec['num_points'], map_features=spec['map_features'])
   if family == 'facecls':
     return facenet.FaceNet(widths=tuple(spec['widths']), hidden=spec['hidden'])
+  if family == 'proposer':
+    return proposal_net.ProposalNet(widths=tuple(spec['widths']))
   raise SpecError(f"field 'experiment' is {family!r}; expected one of {FAMILIES}")
 
 
@@ -320,7 +329,7 @@ def example_inputs(spec: Mapping[str, Any]) -> tuple[jax.Array, ...]:
   """Zero inputs (batch 1) that `model.init` needs to create every parameter.
 
   mcl: crops [1, S, S, C] (C = 1 grey, 3 RGB); bbfcn: crops [1, S, S, 3] and, with branches,
-  branch inputs [1, K, P, P, 4]; regression and facecls: crops [1, S, S, 3].
+  branch inputs [1, K, P, P, 4]; regression, facecls and proposer: crops [1, S, S, 3].
   """
   s = spec['size']
   channels = 1 if spec['experiment'] == 'mcl' and spec['grayscale'] else 3

@@ -54,6 +54,8 @@ def proposer_config(data: str, runlocal: bool):
     gray_prob=0.2,
     blur_prob=0.3,
   )
+  # Every MTFL photo with room gives up to 4 face-free windows (~19k), plus 4000 synthetic.
+  c.negatives.update(from_photos=20_000, per_photo=4, synthetic=4000)
   c.negatives.size = 48
   c.negatives.min_crop = 0.25  # 12-48 px of the 48-pixel cuts: textures at many scales
   c.batch_size = 128
@@ -67,7 +69,7 @@ def proposer_config(data: str, runlocal: bool):
     decay_factor=0.1,
     clip_norm=0.0,
   )
-  c.stages = dict(proposer=dict(steps=15_000, lr=3e-3, decay_every=15_000, warmup_steps=300))
+  c.stages = dict(proposer=dict(steps=40_000, lr=3e-3, decay_every=40_000, warmup_steps=300))
   c.eval_batch_size = 1024
   if runlocal:
     c.batch_size = 64

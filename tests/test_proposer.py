@@ -143,7 +143,7 @@ def test_tiny_run_lowers_the_loss_and_exports(tmp_path):
   config = load_config()
   config.data.data_dir = str(tmp_path / 'tfds')
   config.data.synthetic_train, config.data.synthetic_validation = 40, 16
-  config.negatives.update(from_photos=16, synthetic=16, num_validation=6)
+  config.negatives.update(from_photos=0, synthetic=32, num_validation=6)
   config.update(batch_size=48, eval_batch_size=64, log_every=10, validate_every=40)
   config.batch.update(positives=16, part=8, partial=8)
   config.stages.proposer.update(steps=80, warmup_steps=0, lr=0.01)

@@ -150,9 +150,15 @@ def crop_batch(key: jax.Array, images: jax.Array, windows: jax.Array, p: SampleP
 
 
 def crop_batch_with_geometry(
-  key: jax.Array, images: jax.Array, windows: jax.Array, p: SampleParams
+  key: jax.Array,
+  images: jax.Array,
+  windows: jax.Array,
+  p: SampleParams,
+  angle: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """`crop_batch`, also returning the drawn rotation and flip of each crop.
+  """`crop_batch`, also returning the rotation and flip of each crop.
+
+  `angle` [B] (radians) replaces the drawn rotations (`p.rotation_deg` is then unused).
 
   Returns:
     crops float32 [B, S, S, 3] (x / 128 - 1), angle [B] (radians, about the window centre;
@@ -162,7 +168,8 @@ def crop_batch_with_geometry(
   b = images.shape[0]
   k_rot, k_flip, k_bright, k_contrast, k_gray = jax.random.split(key, 5)
   max_rad = math.radians(p.rotation_deg)
-  angle = jax.random.uniform(k_rot, (b,), minval=-max_rad, maxval=max_rad)
+  if angle is None:
+    angle = jax.random.uniform(k_rot, (b,), minval=-max_rad, maxval=max_rad)
   flip = jax.random.bernoulli(k_flip, p.flip_prob, (b,))
   centre, side = geometry.box_centre_side(windows)
 

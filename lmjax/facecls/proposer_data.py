@@ -141,25 +141,26 @@ def face_windows(
   """[N, 4] windows of `boxes` [N, 4], window i of kind `kinds[i]` (static: POSITIVE, PART,
   PARTIAL or ROLLED, a positive window)."""
   k_pos, k_part, k_partial = jax.random.split(key, 3)
-  p = pp.windows
-  candidates = {
-    POSITIVE: facecls_data.positive_windows(k_pos, boxes, p),
-    PART: part_windows(k_part, boxes, pp),
-    PARTIAL: facecls_data.partial_windows(k_partial, boxes, region_size, p),
+  p, kinds = pp.windows, np.asarray(kinds)
+  samplers = {
+    POSITIVE: lambda: facecls_data.positive_windows(k_pos, boxes, p),
+    ROLLED: lambda: facecls_data.positive_windows(k_pos, boxes, p),
+    PART: lambda: part_windows(k_part, boxes, pp),
+    PARTIAL: lambda: facecls_data.partial_windows(k_partial, boxes, region_size, p),
   }
-  candidates[ROLLED] = candidates[POSITIVE]
-  kinds = np.asarray(kinds)
-  out = candidates[POSITIVE]
-  for kind in np.unique(kinds):
-    out = jnp.where(jnp.asarray(kinds == kind)[:, None], candidates[int(kind)], out)
+  present = [int(k) for k in np.unique(kinds)]  # static: only these samplers are traced
+  out = samplers[present[0]]()
+  for kind in present[1:]:
+    out = jnp.where(jnp.asarray(kinds == kind)[:, None], samplers[kind](), out)
   return out
 
 
-def _face_batch(key, regions, boxes, kinds, pp: ProposerParams, p: SampleParams):
-  """Crops, box targets and has-target mask of face windows of static `kinds`."""
+def _face_batch(key, regions, boxes, kinds, pp: ProposerParams, p: SampleParams, angle=None):
+  """Crops, box targets and has-target mask of face windows of static `kinds` (`angle`:
+  optional rotations [N] instead of drawn ones)."""
   k_win, k_crop = jax.random.split(key)
   windows = face_windows(k_win, boxes, kinds, regions.shape[1], pp)
-  crops, angle, flip = facecls_data.crop_batch_with_geometry(k_crop, regions, windows, p)
+  crops, angle, flip = facecls_data.crop_batch_with_geometry(k_crop, regions, windows, p, angle)
   targets = crop_offsets(windows, boxes, angle, flip)
   has_target = iou(windows, boxes) >= pp.part_min_iou
   return crops, targets, has_target
@@ -227,18 +228,19 @@ def validation_set(
   ROLLED), 'targets' float32 [V, 4], 'has_target' bool [V]}.
   """
   still = pp.windows.without_jitter()
-  rolled = dataclasses.replace(still, rotation_deg=pp.windows.rotation_deg)
+  max_rad = np.radians(pp.windows.rotation_deg)
   key = jax.random.key(1)
   upright = np.array([POSITIVE, PART, PARTIAL])
 
   @jax.jit
   def faces(k, reg, box):
     n = reg.shape[0]
-    k_up, k_roll = jax.random.split(k)
-    kinds = np.repeat(upright, n)
-    up = _face_batch(k_up, jnp.tile(reg, (3, 1, 1, 1)), jnp.tile(box, (3, 1)), kinds, pp, still)
-    roll = _face_batch(k_roll, reg, box, np.full(n, ROLLED), pp, rolled)
-    return tuple(jnp.concatenate([a, b]) for a, b in zip(up, roll, strict=True))
+    k_batch, k_roll = jax.random.split(k)
+    kinds = np.repeat([*upright, ROLLED], n)
+    roll = jax.random.uniform(k_roll, (n,), minval=-max_rad, maxval=max_rad)
+    angle = jnp.concatenate([jnp.zeros(3 * n), roll])
+    reg, box = jnp.tile(reg, (4, 1, 1, 1)), jnp.tile(box, (4, 1))  # one copy per kind
+    return _face_batch(k_batch, reg, box, kinds, pp, still, angle)
 
   parts = {'crops': [], 'kinds': [], 'targets': [], 'has_target': []}
   for start in range(0, len(regions), chunk):

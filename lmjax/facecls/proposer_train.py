@@ -163,7 +163,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   def start(previous, records) -> loop.Training:
     del previous, records
-    init = registry.init(spec, config.seed)['params']
+    init = jax.jit(lambda: registry.init(spec, config.seed)['params'])()  # one compile
     if config.init_from:
       init = warm_start.apply({'params': init}, config.init_from)['params']
     tx = optim.from_config(init, stage_cfg, config.optim)

@@ -15,6 +15,7 @@ from lmjax.eval.proposals import proposal_metrics
 from lmjax.facecls import proposer_data, proposer_train
 from lmjax.models import proposal_net
 from lmjax.train import checkpoint
+from lmjax.train.workdir import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,11 @@ def test_config_args():
   assert config.data.name == '300w' and config.stages.proposer.steps < 1000
   assert load_config('').data.name == 'mtfl'
   config.batch.part = config.batch_size  # positives + part > batch_size
-  with pytest.raises(ValueError, match='must not exceed batch_size'):
+  with pytest.raises(UserError, match='must not exceed batch_size'):
     proposer_data.batch_counts(config)
+  config.windows.part_min_iou = 0.7  # above pos_min_iou
+  with pytest.raises(UserError, match='part_min_iou'):
+    proposer_data.proposer_params(config)
 
 
 def test_box_targets_of_equal_and_shifted_windows():

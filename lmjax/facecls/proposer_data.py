@@ -29,6 +29,7 @@ from lmjax.data.windows import first_ok
 from lmjax.eval.proposals import BACKGROUND, PART, PARTIAL, POSITIVE, ROLLED  # window kinds
 from lmjax.facecls import data as facecls_data
 from lmjax.facecls.data import SampleParams
+from lmjax.train.workdir import UserError
 
 PART_FALLBACK_SCALE = 1.4  # the centred square of 1.4 × the box side: IoU ≈ 0.51 (square box)
 
@@ -62,12 +63,19 @@ class BatchCounts:
 
 
 def proposer_params(config: ml_collections.ConfigDict) -> ProposerParams:
-  """`ProposerParams` of a proposer config (`configs/proposer.py`)."""
+  """`ProposerParams` of a proposer config (`configs/proposer.py`); `UserError` (one line at
+  the command line) for inconsistent window settings."""
   w = config.windows
   if not w.neg_max_iou <= w.part_min_iou < w.pos_min_iou:
-    raise ValueError('windows: need neg_max_iou <= part_min_iou < pos_min_iou')
+    raise UserError(
+      f'config.windows: need neg_max_iou ({w.neg_max_iou}) <= part_min_iou ({w.part_min_iou}) '
+      f'< pos_min_iou ({w.pos_min_iou})'
+    )
   if w.part_max_scale < 1 or w.part_max_shift < 0:
-    raise ValueError('windows: need part_max_scale ≥ 1 and part_max_shift ≥ 0')
+    raise UserError(
+      f'config.windows: need part_max_scale ≥ 1 (got {w.part_max_scale}) and part_max_shift ≥ 0 '
+      f'(got {w.part_max_shift})'
+    )
   return ProposerParams(
     windows=facecls_data.sample_params(config),
     part_min_iou=w.part_min_iou,
@@ -81,9 +89,9 @@ def batch_counts(config: ml_collections.ConfigDict) -> BatchCounts:
   b = config.batch
   background = config.batch_size - b.positives - b.part - b.partial
   if min(b.positives, b.part, b.partial, background) < 0 or b.positives == 0:
-    raise ValueError(
-      f'batch: positives ({b.positives}, > 0) + part ({b.part}) + partial ({b.partial}) must '
-      f'not exceed batch_size ({config.batch_size})'
+    raise UserError(
+      f'config.batch: positives ({b.positives}, > 0) + part ({b.part}) + partial '
+      f'({b.partial}) must not exceed batch_size ({config.batch_size})'
     )
   return BatchCounts(b.positives, b.part, b.partial, background)
 

@@ -108,10 +108,16 @@ def _main(workdir_lib):
     paths.append_text(epath.Path(workdir) / 'commands.txt', line)  # read by model cards
   from lmjax.bbfcn import train as bbfcn_train
   from lmjax.data import datasets
+  from lmjax.facecls import proposer_train
   from lmjax.facecls import train as facecls_train
   from lmjax.mcl import train as mcl_train
 
-  runners = {'mcl': mcl_train.run, 'bbfcn': bbfcn_train.run, 'facecls': facecls_train.run}
+  runners = {
+    'mcl': mcl_train.run,
+    'bbfcn': bbfcn_train.run,
+    'facecls': facecls_train.run,
+    'proposer': proposer_train.run,
+  }
   if config.experiment not in runners:
     raise app.UsageError(f'unknown experiment {config.experiment!r}; known: {sorted(runners)}')
   signal.signal(signal.SIGTERM, loop.request_stop)

@@ -67,7 +67,44 @@ def render_card(
   keys = ['num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_10_ipd']
   held_out = f'{stages[next(iter(stages))].get("num_faces")} faces'
   input_line = f'* input: {{crop}} of {config["input"].get("crop_scale")} × the face box'
-  if config.get('experiment') == 'facecls':
+  precision, points = 2, f', {config["model"]["num_points"]} points'
+  if config.get('experiment') == 'proposer':
+    order, title, points, precision = ['proposer'], 'face-window proposer', '', 3
+    paper, module = 'P-Net-style first stage of the cascade scanner', 'facecls/proposer_train'
+    w = config['windows']
+    crop = f'{config["model"]["size"]}×{config["model"]["size"]} RGB window'
+    input_line = (
+      f'* input: {crop}; positives IoU ≥ {w["pos_min_iou"]} with the face box (face, box '
+      f'target), part windows IoU {w["part_min_iou"]}–{w["pos_min_iou"]} (box target only), '
+      f'negatives IoU {w["neg_min_iou"]}–{w["neg_max_iou"]} and background; turned by up to '
+      f'± {config["aug"]["rotation_deg"]:g}°'
+    )
+    use = [
+      'from lmjax.train import checkpoint',
+      '',
+      f"model, variables, spec = checkpoint.load_model('pretrained/{name}', 'proposer')",
+      "# image [1, H, W, 3] as x / 128 - 1 -> logits [1, H', W'], box offsets [1, H', W', 4]",
+      'logits, offsets = model.apply(variables, image)',
+    ]
+    b = config['batch']
+    batch = (
+      f'{config["batch_size"]} ({b["positives"]} positive, {b["part"]} part, '
+      f'{b["partial"]} partial-face, the rest background windows)'
+    )
+    keys = [
+      'recall_0.3',
+      'recall_0.5',
+      'recall_0.7',
+      'rolled_recall_0.5',
+      'fpr_background_0.5',
+      'fpr_partial_0.5',
+      'auc',
+      'offset_mae',
+      'part_offset_mae',
+    ]
+    f = stages['proposer']
+    held_out = f'{f["num_positive"]} faces and {f["num_negative"]} non-face windows'
+  elif config.get('experiment') == 'facecls':
     order, title = ['facecls'], 'face/non-face CNN'
     paper, module = 'Net-12/24-style classifier re-scoring BB-FCN face proposals', 'facecls/train'
     crop = f'{config["model"]["size"]}×{config["model"]["size"]} RGB window'
@@ -116,10 +153,10 @@ def render_card(
       f"points = FacePredictor('pretrained/{name}').predict(image_rgb_uint8, box_x0y0x1y1)",
     ]
     batch = str(config['batch_size'])
-  table = reports.format_table({s: stages[s] for s in order}, keys)
+  table = reports.format_table({s: stages[s] for s in order}, keys, precision)
   schedule = ', '.join(f'{k} {v}' for k, v in steps.items())
   lines = [
-    f'# {name}: {title}, {config["model"]["num_points"]} points',
+    f'# {name}: {title}{points}',
     '',
     f'The `{stage}` model of an `lmjax.main` run ({paper};',
     f'`lmjax/{module}.py`), exported by `python -m lmjax.model_card`. Size {size_bytes / 1e6:.2f}'
@@ -147,12 +184,7 @@ def render_card(
     _time_line(training_seconds(stages)),
     f'* hardware: {hardware}',
     '',
-    '## Validation metrics ('
-    + (
-      'accuracies in percent, AUC and loss as ratios)'
-      if keys[0] == 'accuracy'
-      else 'percent; normaliser in the name)'
-    ),
+    '## Validation metrics (' + _metrics_units(keys[0]) + ')',
     '',
     '```',
     table,
@@ -169,6 +201,19 @@ def render_card(
   if notes:
     lines += ['', '## Notes', '', notes]
   return '\n'.join(lines) + '\n'
+
+
+def _metrics_units(first_key: str) -> str:
+  """The units line of the card's metrics table, by its first column."""
+  if first_key == 'accuracy':
+    return 'accuracies in percent, AUC and loss as ratios'
+  if first_key.startswith('recall'):
+    return (
+      'ratios; recall_t / fpr_*_t: share of face / non-face windows with face probability ≥ t; '
+      'rolled: faces turned by up to the training rotation; offsets: mean absolute error in '
+      'window sides'
+    )
+  return 'percent; normaliser in the name'
 
 
 def _previous_chain(init_from: str) -> list[dict]:
@@ -232,7 +277,8 @@ def publish(
   """
   config = json.loads((epath.Path(workdir) / 'config.json').read_text(encoding='utf-8'))
   if stage is None:
-    stage = {'bbfcn': 'bbfcn', 'facecls': 'facecls'}.get(config.get('experiment'), 'am')
+    experiment = config.get('experiment')
+    stage = experiment if experiment in ('bbfcn', 'facecls', 'proposer') else 'am'
   source = epath.Path(workdir) / 'models' / stage
   if not (source / 'model.json').is_file():
     raise SystemExit(f'{source}: no model folder (has the run finished stage {stage!r}?)')
@@ -277,7 +323,9 @@ def _define_flags() -> None:
   flags.DEFINE_string('out', None, 'destination, e.g. pretrained/mcl68')
   flags.DEFINE_string('hardware', None, 'what the run ran on')
   flags.DEFINE_string(
-    'stage', None, 'model folder to publish (default: am / bbfcn / facecls by experiment)'
+    'stage',
+    None,
+    'model folder to publish (default by experiment: am, bbfcn, facecls or proposer)',
   )
   flags.DEFINE_string('command', None, 'the training command (default: commands.txt)')
   flags.DEFINE_string('notes', '', 'free text appended to the card')

@@ -32,7 +32,7 @@ def resolved(config: ml_collections.ConfigDict) -> dict:
 @pytest.mark.parametrize('arg', [None, 'runlocal'])
 def test_every_config_loads(path, arg):
   config = load_config(path.stem, arg)
-  assert config.experiment in ('mcl', 'bbfcn', 'facecls') and config.batch_size > 0
+  assert config.experiment in ('mcl', 'bbfcn', 'facecls', 'proposer') and config.batch_size > 0
   assert f'--config=configs/{path.stem}.py' in runpy.run_path(str(path))['__doc__']
 
 
@@ -111,6 +111,11 @@ BEFORE = [
   ('facecls5', 'runlocal,data=synthetic', 'batch.positives', 24),
   ('facecls5', 'data=300w', 'model.num_points', 68),
   ('facecls5', 'data=cofw', 'data.num_validation', 100),
+  ('proposer5', None, 'model.size', 12),
+  ('proposer5', None, 'negatives.from_photos', 20_000),
+  ('proposer5', None, 'stages.proposer.steps', 40_000),
+  ('proposer5', None, 'batch.positives', 40),
+  ('proposer5', 'runlocal,data=synthetic', 'data.builder_config', 'face5'),
 ]
 
 
@@ -136,6 +141,7 @@ def test_settings_are_those_the_experiments_ran_with(name, arg, field, value):
     ('regfcn5', 'points=5,variant=regression'),
     ('regfcn68', 'points=68,variant=regression'),
     ('facecls5', ''),
+    ('proposer5', ''),
   ],
 )
 def test_experiment_files_are_their_family_with_arguments(name, family_arg):

@@ -9,9 +9,10 @@ else a fallback that always qualifies):
               0.3-1 × their side, too small (an eye, a mouth), too large (the face a small
               part of the window)
   background  a random square of a negative-cache image (label 0)
-Every window is rotated (± rotation_deg), flipped, colour-jittered and sometimes turned grey,
-and cut with `lmjax.core.mipmap.crop_windows` (the inference crop), inside the jitted step from
-the device-resident regions and negative cache. Crops are float32 [S, S, 3], x / 128 - 1.
+Every window is rotated (± rotation_deg), flipped, colour-jittered, sometimes turned grey (and
+blurred, `blur_prob`: off for the classifier) and cut with `lmjax.core.mipmap.crop_windows` (the
+inference crop), inside the jitted step from the device-resident regions and negative cache.
+Crops are float32 [S, S, 3], x / 128 - 1.
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ class SampleParams:
   brightness: float
   contrast_range: tuple[float, float]
   gray_prob: float
+  blur_prob: float = 0.0
 
   def without_jitter(self) -> SampleParams:
-    """The validation setting: random windows, but no rotation, flip or colour change."""
-    still = dict(rotation_deg=0.0, flip_prob=0.0, brightness=0.0, gray_prob=0.0)
+    """The validation setting: random windows, but no rotation, flip, colour change or blur."""
+    still = dict(rotation_deg=0.0, flip_prob=0.0, brightness=0.0, gray_prob=0.0, blur_prob=0.0)
     return dataclasses.replace(self, **still, contrast_range=(1.0, 1.0))
 
 
@@ -86,6 +88,7 @@ def sample_params(config: ml_collections.ConfigDict) -> SampleParams:
     brightness=a.brightness,
     contrast_range=(a.contrast_min, a.contrast_max),
     gray_prob=a.gray_prob,
+    blur_prob=a.get('blur_prob', 0.0),
   )
 
 
@@ -143,10 +146,30 @@ def crop_batch(key: jax.Array, images: jax.Array, windows: jax.Array, p: SampleP
 
   Returns float32 crops scaled as x / 128 - 1.
   """
+  return crop_batch_with_geometry(key, images, windows, p)[0]
+
+
+def crop_batch_with_geometry(
+  key: jax.Array,
+  images: jax.Array,
+  windows: jax.Array,
+  p: SampleParams,
+  angle: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`crop_batch`, also returning the rotation and flip of each crop.
+
+  `angle` [B] (radians) replaces the drawn rotations (`p.rotation_deg` is then unused).
+
+  Returns:
+    crops float32 [B, S, S, 3] (x / 128 - 1), angle [B] (radians, about the window centre;
+    positive turns +x towards +y, `lmjax.core.geometry.rotation_about`: a point at d from the
+    window centre appears at R(angle) d in the crop) and flip bool [B] (mirrored after rotating).
+  """
   b = images.shape[0]
   k_rot, k_flip, k_bright, k_contrast, k_gray = jax.random.split(key, 5)
   max_rad = math.radians(p.rotation_deg)
-  angle = jax.random.uniform(k_rot, (b,), minval=-max_rad, maxval=max_rad)
+  if angle is None:
+    angle = jax.random.uniform(k_rot, (b,), minval=-max_rad, maxval=max_rad)
   flip = jax.random.bernoulli(k_flip, p.flip_prob, (b,))
   centre, side = geometry.box_centre_side(windows)
 
@@ -165,7 +188,39 @@ def crop_batch(key: jax.Array, images: jax.Array, windows: jax.Array, p: SampleP
   if p.gray_prob > 0:
     gray = jax.random.bernoulli(k_gray, p.gray_prob, (b, 1, 1, 1))
     crops = jnp.where(gray, image_ops.rgb_to_grey(crops), crops)
-  return image_ops.normalize_pixels(crops)
+  if p.blur_prob > 0:  # a key of its own: the draws above stay those of blur-free settings
+    crops = random_blur(jax.random.fold_in(key, 1), crops, p.blur_prob)
+  return image_ops.normalize_pixels(crops), angle, flip
+
+
+def random_blur(key: jax.Array, crops: jax.Array, prob: float) -> jax.Array:
+  """Crops [B, S, S, C] blurred with probability `prob`, each by a random amount.
+
+  The amount u ~ U(0, 2) blends the crop with its 1 and 2 passes of a [1, 2, 1] / 4 binomial
+  filter (edge pixels repeated): u = 1 is a Gaussian of σ ≈ 0.7 crop pixels, u = 2 of σ = 1.
+  """
+  k_on, k_amount = jax.random.split(key)
+  b = crops.shape[0]
+  on = jax.random.bernoulli(k_on, prob, (b, 1, 1, 1))
+  amount = jnp.where(on, jax.random.uniform(k_amount, (b, 1, 1, 1), maxval=2.0), 0.0)
+
+  def binomial(x):
+    for axis in (1, 2):
+      pad = [(0, 0)] * 4
+      pad[axis] = (1, 1)
+      xp = jnp.pad(x, pad, mode='edge')
+      n = x.shape[axis]
+      x = (
+        jax.lax.slice_in_dim(xp, 0, n, axis=axis)
+        + 2 * jax.lax.slice_in_dim(xp, 1, n + 1, axis=axis)
+        + jax.lax.slice_in_dim(xp, 2, n + 2, axis=axis)
+      ) / 4
+    return x
+
+  once = binomial(crops)
+  twice = binomial(once)
+  low = crops + jnp.clip(amount, 0, 1) * (once - crops)
+  return jnp.where(amount > 1, once + (amount - 1) * (twice - once), low)
 
 
 def train_batch(

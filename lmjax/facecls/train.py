@@ -14,6 +14,7 @@ to `stages.json`; a re-run skips it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -107,17 +108,27 @@ def make_validation_hook(
   return hook
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the face classifier; returns {'facecls': metrics + elapsed_s}."""
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  records = stages.read_records(workdir)
-  if STAGE in records:  # finished: no need to load the data
-    logging.info('[%s] finished earlier; skipping', STAGE)
-    return records
-  num_background = config.batch_size - config.batch.positives - config.batch.partial
-  if min(config.batch.positives, config.batch.partial, num_background) < 0:
-    raise ValueError('batch: positives + partial must not exceed batch_size')
-  params = facecls_data.sample_params(config)
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+  """What the face-window trainers (this one, `lmjax.facecls.proposer_train`) load.
+
+  Attributes:
+    settings: the run settings; `settings.data` holds the device-resident `regions` uint8
+      [N, R, R, 3], `bbox` [N, 4] and `negatives` uint8 [M, Sn, Sn, 3] of the training split.
+    val_regions: uint8 [V, R, R, 3] held-out face regions; val_bbox [V, 4] their boxes.
+    val_negatives: uint8 [Mv, Sn, Sn, 3] held-out negative-cache images.
+    mesh: the data mesh of the jitted step.
+  """
+
+  settings: loop.RunSettings
+  val_regions: np.ndarray
+  val_bbox: np.ndarray
+  val_negatives: np.ndarray
+  mesh: Any
+
+
+def load_training_data(config: ml_collections.ConfigDict, workdir: str) -> TrainingData:
+  """Face regions (BB-FCN's split), the negative cache and the run settings of a window trainer."""
   train_cache, val_cache = load_caches(config)
   windows = facecls_data.negative_cache(config, set(val_cache.image_ids))
   train_neg, val_neg = negatives.split_negatives(
@@ -130,8 +141,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   settings = loop.run_settings(
     config, workdir, batching.replicate(data, mesh), len(train_cache), mesh, weights
   )
+  return TrainingData(settings, val_cache.regions[:, 0], val_cache.bbox, val_neg, mesh)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the face classifier; returns {'facecls': metrics + elapsed_s}."""
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  records = stages.read_records(workdir)
+  if STAGE in records:  # finished: no need to load the data
+    logging.info('[%s] finished earlier; skipping', STAGE)
+    return records
+  num_background = config.batch_size - config.batch.positives - config.batch.partial
+  if min(config.batch.positives, config.batch.partial, num_background) < 0:
+    raise ValueError('batch: positives + partial must not exceed batch_size')
+  params = facecls_data.sample_params(config)
+  loaded = load_training_data(config, workdir)
+  settings, mesh = loaded.settings, loaded.mesh
   crops, kinds = facecls_data.validation_set(
-    val_cache.regions[:, 0], val_cache.bbox, val_neg, params, config.eval_batch_size
+    loaded.val_regions, loaded.val_bbox, loaded.val_negatives, params, config.eval_batch_size
   )
   spec = model_spec(config)
   model = registry.build(spec)

@@ -1,0 +1,353 @@
+"""Landmarks of every face in a photo, fast: the scanner's cascade mode.
+
+    scanner = CascadeScanner.load('pretrained/bbfcn5', min_face=40)   # proposer5 beside it
+    scanner = CascadeScanner.load('pretrained/bbfcn5', min_face=40,
+                                  classifier='pretrained/facecls5')   # re-scored proposals
+    out = scanner.scan(image)   # the keys of `Scanner.scan` (lmjax.scan.scanner.detect)
+
+The pyramid scanner (`lmjax.scan.scanner`, the paper's §III-E-2 method) runs the whole BB-FCN
+backbone over a 1.16-step pyramid; the cascade finds face boxes first and runs BB-FCN only on
+them, in the constrained setting it was trained for:
+
+  1. proposals: `lmjax.scan.proposer` — the ProposalNet (P-Net style, 12 × 12 windows) dense over
+     a pyramid of √2 steps from the scale where a `min_face` face fills a window, packed into
+     fixed tiles; NMS; the best `proposals` squares;
+  2. re-scoring (optional): the face / non-face CNN (`lmjax.facecls.classifier`) scores them,
+     those below `face_threshold` go; NMS (IoU `face_iou`) -> at most `detections` faces;
+  3. landmarks: `BBFCNPredictor` (int8 ONNX on a CPU when the folder has it) on each face box.
+
+The output keeps the pyramid scanner's contract so that `lmjax.eval.multiface`,
+`lmjax.scan.detect.faces_from_scan`, `lmjax-scan` and `lmjax.evaluate` work unchanged, with
+m = `detections` face slots and F = `max_faces`: 'points' [K, m, 2] holds point k of face j at
+[k, j] ('coarse_points' the backbone-only points of the same pass), 'score' [K, m] the face's
+score (proposer probability, or classifier probability with re-scoring) for every type,
+'fine_score' the predictor's per-point response, 'level' the face's proposer level (0: the
+largest); 'proposals' [K · m, 4] is the face box of each detection (row k · m + j = face j,
+so every detection's proposal is its face) with only the first row of copies valid; 'faces'
+[F, 4] are the F best faces with 'face_points' [F, K, 2].
+
+Every stage has a fixed budget with validity masks; the programs (two of the proposer, one
+face selection, the classifier's canvases, the XLA predictor's one batch) do not depend on the
+photo sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from lmjax.bbfcn.predictor import BBFCNPredictor
+from lmjax.core import geometry, image_ops, nms
+from lmjax.core.geometry import MIN_BOX_SIDE
+from lmjax.models import registry
+from lmjax.scan import pyramid
+from lmjax.scan.proposer import DEFAULT_FACTOR, ProposerParams, ProposerStage
+from lmjax.train import checkpoint
+
+PROPOSER_FOLDER = 'proposer5'  # default proposer: this folder beside the BB-FCN model folder
+PRETRAINED = os.path.join(os.path.dirname(__file__), '..', '..', 'pretrained')
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeParams:
+  """Static settings of a cascade scan.
+
+  Attributes:
+    levels: the reach of an L-level pyramid scan (`Scanner(levels=L)`): per photo, min_face is
+      the face side that pyramid reaches (0: `min_face` is given instead).
+    threshold: minimum proposer probability of a window.
+    factor: side ratio between the proposer's pyramid levels.
+    candidates: windows per chunk of tiles and per photo before NMS.
+    proposals: proposals after NMS (P).
+    nms_iou: IoU of the proposer's NMS.
+    face_threshold: minimum classifier probability (with a classifier).
+    face_iou: IoU of the face NMS.
+    detections: face slots that get landmarks (m; the evaluator needs 30).
+    max_faces: face slots of the 'faces' output (F ≤ m).
+    refine: the predictor's branch refinement (False: backbone-only points).
+    scale_step: the pyramid step of `levels`.
+    tile: tile side in pixels of the proposer's packed pyramid (0: `tiling.TILE`).
+  """
+
+  levels: int = 0
+  threshold: float = 0.5
+  factor: float = DEFAULT_FACTOR
+  candidates: int = 512
+  proposals: int = 64
+  nms_iou: float = 0.5
+  face_threshold: float = 0.5
+  face_iou: float = 0.3
+  detections: int = 30
+  max_faces: int = 16
+  refine: bool = True
+  scale_step: float = pyramid.SCALE_STEP
+  tile: int = 0
+
+  def proposer(self) -> ProposerParams:
+    names = [f.name for f in dataclasses.fields(ProposerParams)]
+    return ProposerParams(**{n: getattr(self, n) for n in names})
+
+
+def check_params(params: CascadeParams) -> None:
+  """A one-line ValueError naming the first setting out of range."""
+  p = params
+  checks = [
+    ('threshold', 0 <= p.threshold < 1, 'a number from 0 to below 1'),
+    ('factor', 0 < p.factor < 1, 'a number above 0 and below 1'),
+    ('candidates', p.candidates >= 1, 'an integer >= 1'),
+    ('proposals', 1 <= p.proposals <= p.candidates, f'an integer 1 to candidates={p.candidates}'),
+    ('nms_iou', 0 < p.nms_iou <= 1, 'a number above 0 and at most 1'),
+    ('face_threshold', 0 <= p.face_threshold < 1, 'a number from 0 to below 1'),
+    ('face_iou', 0 < p.face_iou <= 1, 'a number above 0 and at most 1'),
+    ('detections', 1 <= p.detections <= p.proposals, f'an integer 1 to proposals={p.proposals}'),
+    ('max_faces', 1 <= p.max_faces <= p.detections, f'an integer 1 to detections={p.detections}'),
+    ('levels', p.levels >= 0, 'an integer >= 0'),
+    ('tile', p.tile >= 0 and p.tile % 4 == 0, '0 (default) or a multiple of 4'),
+  ]
+  for name, ok, expected in checks:
+    if not ok:
+      raise ValueError(f'{name} is {getattr(p, name)}; expected {expected}')
+  pyramid.check_step(p.scale_step)
+
+
+def select_faces(
+  boxes: jax.Array, score: jax.Array, valid: jax.Array, params: CascadeParams
+) -> tuple[jax.Array, jax.Array]:
+  """(index [m], valid [m]) of the best `detections` boxes [P, 4] after NMS (IoU face_iou)."""
+  keep = nms.nms(boxes, score, valid, params.face_iou)
+  return nms.top_valid(score, keep, params.detections)
+
+
+def default_proposer(bbfcn_folder: str | None) -> str:
+  """The proposer folder beside `bbfcn_folder` if it exists, else the repo's pretrained one."""
+  if bbfcn_folder:
+    beside = os.path.join(os.path.dirname(os.path.abspath(bbfcn_folder)), PROPOSER_FOLDER)
+    if os.path.isdir(beside):
+      return beside
+  return os.path.normpath(os.path.join(PRETRAINED, PROPOSER_FOLDER))
+
+
+def _load_folder(folder: str, family: str, what: str):
+  if not os.path.isfile(os.path.join(folder, 'model.json')):
+    raise ValueError(f'{what} {folder}: no model folder there (expected model.json + variables/)')
+  return checkpoint.load_model(folder, family)
+
+
+class CascadeScanner:
+  """The cascade scanner (see the module doc); `CascadeScanner.load(folder)` for model folders.
+
+  Args:
+    predictor: a `BBFCNPredictor` (the landmarks of each face box).
+    proposer: (spec, variables) of a ProposalNet (`lmjax.models.registry` family `proposer`).
+    classifier: optional `FaceClassifier` re-scoring the proposals.
+    min_face: smallest face box side (pixels) to find; or
+    levels: the reach of an L-level pyramid scan of the same BB-FCN (see `CascadeParams`).
+      Default: min_face 40.
+    **params: other `CascadeParams` fields.
+  """
+
+  def __init__(
+    self,
+    predictor: BBFCNPredictor,
+    proposer: tuple[dict, dict],
+    classifier=None,
+    min_face: float | None = None,
+    levels: int | None = None,
+    **params,
+  ):
+    if levels is not None and min_face is not None:
+      raise ValueError('give either levels or min_face, not both')
+    if min_face is not None and not (math.isfinite(min_face) and min_face > 0):
+      raise ValueError(f'min_face is {min_face}; expected a positive number of pixels')
+    if levels is not None and levels < 1:
+      raise ValueError(f'levels is {levels}; expected an integer >= 1')
+    spec, variables = proposer
+    spec = registry.validate(spec)
+    if spec['experiment'] != 'proposer':
+      raise ValueError(f"proposer: field 'experiment' is {spec['experiment']!r}; expected proposer")
+    unknown = set(params) - {f.name for f in dataclasses.fields(CascadeParams)}
+    if unknown:
+      raise ValueError(f'unknown cascade setting(s) {sorted(unknown)}')
+    self.params = CascadeParams(levels=levels or 0, **params)
+    check_params(self.params)
+    self.min_face = None if levels else (min_face or 40.0)
+    self.predictor, self.classifier = predictor, classifier
+    self.spec, self.schema = predictor.spec, predictor.schema
+    self.proposer_spec, self.proposer_variables = spec, variables
+    net = registry.build(spec)
+    self.stage = ProposerStage(lambda v, x: net.apply(v, x), self.params.proposer())
+    self._select = jax.jit(lambda b, s, ok: select_faces(b, s, ok, self.params))
+
+  @classmethod
+  def load(
+    cls,
+    directory: str,
+    proposer: str | None = None,
+    classifier: str | None = None,
+    backend: str = 'auto',
+    **kwargs,
+  ) -> CascadeScanner:
+    """The cascade of a BB-FCN model folder (`variant` bbfcn or backbone_only).
+
+    Args:
+      directory: the BB-FCN folder.
+      proposer: the ProposalNet folder (default `default_proposer(directory)`).
+      classifier: optional face/non-face CNN folder (`pretrained/facecls5`).
+      backend: the predictor's ('auto': int8 ONNX on a CPU when the folder has it).
+      **kwargs: `min_face` or `levels`, and `CascadeParams` fields.
+    """
+    folder = proposer or default_proposer(directory)
+    _, variables, spec = _load_folder(folder, 'proposer', 'proposer')
+    if not os.path.isfile(os.path.join(directory, 'model.json')):
+      raise ValueError(f'{directory}: no BB-FCN model folder there (expected model.json)')
+    predictor = BBFCNPredictor(directory, backend=backend)
+    if predictor.spec['variant'] == 'regression':
+      raise ValueError(f'{registry.spec_path(directory)}: the cascade needs response maps')
+    scorer = None
+    if classifier:
+      from lmjax.facecls.classifier import FaceClassifier
+
+      _load_folder(classifier, 'facecls', 'classifier')  # a clear error before loading
+      scorer = FaceClassifier.load(classifier)
+    return cls(predictor, (spec, variables), scorer, **kwargs)
+
+  # ------------------------------------------------------------------------------ stages
+  def min_face_for(self, image_shape: Sequence[int]) -> float:
+    """The smallest face side (pixels) looked for in a photo of `image_shape` (H, W, ...)."""
+    if self.min_face is not None:
+      return self.min_face
+    top = self.spec['crop_scale'] * self.params.scale_step ** (self.params.levels - 1)
+    return min(image_shape[:2]) / top  # the face side that fills the window at the top level
+
+  def levels_for(self, smaller_side: int) -> int:
+    """Proposer pyramid levels of a photo whose smaller side is `smaller_side` (square photo)."""
+    shape = (smaller_side, smaller_side)
+    return self.stage.levels(shape, self.min_face_for(shape))
+
+  def propose(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Stage 1 of a uint8 [H, W, 3] photo: 'boxes' [P, 4], 'score', 'level', 'valid' [P]."""
+    return self.stage.propose(self.proposer_variables, image, self.min_face_for(image.shape))
+
+  def faces(self, image: np.ndarray, found: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stage 2: the best `detections` faces of the proposals `found` ('boxes' [m, 4],
+    'score' [m], 'level' [m], 'valid' [m]), re-scored when there is a classifier."""
+    boxes, score = found['boxes'], found['score']
+    valid = found['valid'] & _on_image(boxes, image.shape)
+    if self.classifier is not None:
+      score = np.asarray(self.classifier.score(image, _usable(boxes, image.shape)), np.float32)
+      valid = valid & (score >= self.params.face_threshold)
+    index, ok = jax.device_get(self._select(boxes, score, valid))
+    return {
+      'boxes': boxes[index],
+      'score': np.where(ok, score[index], 0.0).astype(np.float32),
+      'level': found['level'][index],
+      'valid': ok,
+    }
+
+  def landmarks(self, image: np.ndarray, boxes: np.ndarray, valid: np.ndarray) -> dict:
+    """Stage 3: 'points', 'coarse' [m, K, 2] image pixels and 'score' [m, K] of the valid
+    boxes (zeros elsewhere)."""
+    m, k = len(boxes), self.schema.num_points
+    out = {'points': np.zeros((m, k, 2), np.float32), 'coarse': np.zeros((m, k, 2), np.float32),
+           'score': np.zeros((m, k), np.float32)}  # fmt: skip
+    rows = np.flatnonzero(valid)
+    if not len(rows):
+      return out
+    crops, affines = zip(*(self.predictor.crop(image, boxes[i]) for i in rows), strict=True)
+    crops = np.stack(crops)
+    if self.predictor.backend == 'xla':  # one batch size: one compiled program
+      crops = np.concatenate([crops, np.zeros((m - len(rows), *crops.shape[1:]), crops.dtype)])
+    got = self.predictor.predict_crops(crops, refine=self.params.refine)
+    affines = np.stack(affines)
+    n = len(rows)
+    out['points'][rows] = geometry.to_image_coords(np.asarray(got['points'])[:n], affines)
+    out['coarse'][rows] = geometry.to_image_coords(np.asarray(got['coarse'])[:n], affines)
+    if 'score' in got:
+      out['score'][rows] = np.asarray(got['score'])[:n]
+    return out
+
+  # ------------------------------------------------------------------------------ contract
+  def scan(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    """All faces and their landmarks in one photo [H, W, 3] uint8 (see the module doc)."""
+    image = image_ops.check_image(image)
+    if image.shape[2] == 1:
+      image = np.repeat(image, 3, axis=2)
+    faces = self.faces(image, self.propose(image))
+    marks = self.landmarks(image, faces['boxes'], faces['valid'])
+    k, m = self.schema.num_points, self.params.detections
+    valid = np.broadcast_to(faces['valid'][None], (k, m))
+    out = {
+      'points': marks['points'].transpose(1, 0, 2),
+      'valid': valid.copy(),
+      'score': np.broadcast_to(faces['score'][None], (k, m)).astype(np.float32),
+      'fine_score': np.where(valid, marks['score'].T, 0.0).astype(np.float32),
+      'coarse_points': marks['coarse'].transpose(1, 0, 2),
+      'level': np.broadcast_to(faces['level'][None], (k, m)).astype(np.int32),
+    }
+    first = np.arange(k * m) < m
+    out['proposals'] = np.tile(faces['boxes'], (k, 1)).astype(np.float32)
+    out['proposal_score'] = np.where(first, np.tile(faces['score'], k), 0.0).astype(np.float32)
+    out['proposal_valid'] = first & np.tile(faces['valid'], k)
+    out.update(self._face_keys(faces, marks['points']))
+    return out
+
+  def _face_keys(self, faces: Mapping[str, np.ndarray], points: np.ndarray) -> dict:
+    """'faces', 'face_score', 'face_valid', 'face_points', 'face_point_valid' (F slots)."""
+    f, k = self.params.max_faces, self.schema.num_points
+    ok = faces['valid'][:f]
+    return {
+      'faces': faces['boxes'][:f].astype(np.float32),
+      'face_score': faces['score'][:f].astype(np.float32),
+      'face_valid': ok.copy(),
+      'face_points': points[:f].astype(np.float32),
+      'face_point_valid': np.broadcast_to(ok[:, None], (f, k)).copy(),
+    }
+
+  def regroup(self, out: Mapping[str, np.ndarray], points: np.ndarray, image_shape) -> dict:
+    """The proposal and face keys of `out` for other detection `points` [K, m, 2].
+
+    The cascade's faces come from the proposer, not from the landmarks, so only 'face_points'
+    changes: `regroup(out, out['coarse_points'], shape)` is what a `refine=False` scan returns.
+    """
+    del image_shape  # the faces do not depend on it
+    m = self.params.detections
+    faces = {'boxes': out['proposals'][:m], 'score': out['proposal_score'][:m],
+             'valid': out['proposal_valid'][:m]}  # fmt: skip
+    keys = self._face_keys(faces, np.asarray(points, np.float32).transpose(1, 0, 2))
+    keys.update({key: out[key] for key in ('proposals', 'proposal_score', 'proposal_valid')})
+    return keys
+
+  def scan_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """`scan` of each image (images of any sizes share the same programs)."""
+    return [self.scan(image) for image in images]
+
+  def compiled_programs(self) -> int:
+    """Programs compiled so far: the proposer's two, the face selection, the classifier's
+    (one per canvas size it met) and the XLA predictor's (one batch size)."""
+    count = self.stage.compiled() + self._select._cache_size()
+    if self.classifier is not None:
+      count += self.classifier._score._cache_size()
+    if self.predictor.backend == 'xla':
+      count += sum(f._cache_size() for f in self.predictor._forward.values())
+    return count
+
+
+def _on_image(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+  """[P] bool: the box is finite, at least `MIN_BOX_SIDE` a side and covers a pixel centre."""
+  h, w = image_shape[:2]
+  x0, y0, x1, y1 = boxes.T
+  with np.errstate(invalid='ignore'):
+    big = (x1 - x0 >= MIN_BOX_SIDE) & (y1 - y0 >= MIN_BOX_SIDE)
+    return np.isfinite(boxes).all(1) & big & (x1 >= 0) & (y1 >= 0) & (x0 <= w - 1) & (y0 <= h - 1)
+
+
+def _usable(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+  """`boxes` with the unusable ones (`_on_image` False) replaced by the whole image."""
+  h, w = image_shape[:2]
+  whole = np.float32([0, 0, w - 1, h - 1])
+  return np.where(_on_image(boxes, image_shape)[:, None], boxes, whole).astype(np.float32)

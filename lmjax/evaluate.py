@@ -209,7 +209,7 @@ def _load_scanner(checkpoint: str, depth: tuple, face_classifier: str | None, **
   if mode == 'cascade':
     return modes.load(
       checkpoint, 'cascade', levels=levels, scale_step=step, proposer=proposer,
-      classifier=face_classifier, **kwargs,
+      classifier=face_classifier or 'auto', **kwargs,
     )  # fmt: skip
   if proposer:
     raise ValueError('--proposer: a setting of --scan_mode=cascade')

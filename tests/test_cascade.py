@@ -104,7 +104,9 @@ def test_output_keys_and_shapes_are_the_pyramid_scanners(proposer_dir):
   rng = np.random.default_rng(1)
   image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
   pyramid_out = Scanner.load(BBFCN5, levels=2).scan(image)
-  sc = modes.load(BBFCN5, 'cascade', proposer=proposer_dir, min_face=40, proposal_threshold=0.0)
+  sc = modes.load(
+    BBFCN5, 'cascade', proposer=proposer_dir, classifier=None, min_face=40, proposal_threshold=0.0
+  )
   out = sc.scan(image)
   assert sorted(out) == sorted(pyramid_out)
   for key, value in pyramid_out.items():
@@ -187,6 +189,7 @@ def test_cli_cascade_mode_writes_faces(proposer_dir, tmp_path):
   out = tmp_path / 'faces.json'
   argv = [str(tmp_path / 'one.png'), f'--checkpoint={BBFCN5}', '--scan_mode=cascade',
           f'--proposer={proposer_dir}', '--proposal_threshold=0', '--min_score=0',
+          '--face_classifier=none',
           f'--json={out}']  # fmt: skip
   assert cli.main(argv) == 0
   faces = json.loads(out.read_text())[0]['faces']

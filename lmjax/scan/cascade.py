@@ -1,8 +1,7 @@
 """Landmarks of every face in a photo, fast: the scanner's cascade mode.
 
-    scanner = CascadeScanner.load('pretrained/bbfcn5', min_face=40)   # proposer5 beside it
-    scanner = CascadeScanner.load('pretrained/bbfcn5', min_face=40,
-                                  classifier='pretrained/facecls5')   # re-scored proposals
+    scanner = CascadeScanner.load('pretrained/bbfcn5', min_face=40)  # proposer5, facecls5 beside
+    scanner = CascadeScanner.load('pretrained/bbfcn5', classifier=None)  # no re-scoring
     out = scanner.scan(image)   # the keys of `Scanner.scan` (lmjax.scan.scanner.detect)
 
 The pyramid scanner (`lmjax.scan.scanner`, the paper's §III-E-2 method) runs the whole BB-FCN
@@ -50,6 +49,8 @@ from lmjax.scan.proposer import DEFAULT_FACTOR, ProposerParams, ProposerStage
 from lmjax.train import checkpoint
 
 PROPOSER_FOLDER = 'proposer5'  # default proposer: this folder beside the BB-FCN model folder
+CLASSIFIER_FOLDER = 'facecls5'  # default re-scoring classifier, found alike
+DUPLICATE_DECAY = 0.5  # score factor of a detection whose box overlaps a better one
 PRETRAINED = os.path.join(os.path.dirname(__file__), '..', '..', 'pretrained')
 
 
@@ -70,6 +71,12 @@ class CascadeParams:
     detections: face slots that get landmarks (m; the evaluator needs 30).
     max_faces: face slots of the 'faces' output (F ≤ m).
     refine: the predictor's branch refinement (False: backbone-only points).
+    box_passes: landmark passes; after each but the last, every face box is re-derived from
+      its landmarks (`box_from_points`) and marked again (1: the proposer's boxes only).
+    hypotheses: landmark sets per face box among the detections (1 to 3), taken in the order:
+      the last pass's, the previous pass's (when box_passes ≥ 2; free), the last pass's on the
+      mirrored crops (one more predictor pass). Like the pyramid scan's several detections per
+      type on one face, they count in the top-m recall (and fill its m slots).
     scale_step: the pyramid step of `levels`.
     tile: tile side in pixels of the proposer's packed pyramid (0: `tiling.TILE`).
   """
@@ -79,12 +86,14 @@ class CascadeParams:
   factor: float = DEFAULT_FACTOR
   candidates: int = 512
   proposals: int = 64
-  nms_iou: float = 0.5
-  face_threshold: float = 0.5
+  nms_iou: float = 0.7
+  face_threshold: float = 0.2
   face_iou: float = 0.3
   detections: int = 30
   max_faces: int = 16
   refine: bool = True
+  box_passes: int = 1
+  hypotheses: int = 2
   scale_step: float = pyramid.SCALE_STEP
   tile: int = 0
 
@@ -107,6 +116,12 @@ def check_params(params: CascadeParams) -> None:
     ('detections', 1 <= p.detections <= p.proposals, f'an integer 1 to proposals={p.proposals}'),
     ('max_faces', 1 <= p.max_faces <= p.detections, f'an integer 1 to detections={p.detections}'),
     ('levels', p.levels >= 0, 'an integer >= 0'),
+    ('box_passes', p.box_passes >= 1, 'an integer >= 1'),
+    (
+      'hypotheses',
+      1 <= p.hypotheses <= min(3, p.box_passes + 1),
+      'an integer 1 to 3 (at most box_passes + 1)',
+    ),
     ('tile', p.tile >= 0 and p.tile % 4 == 0, '0 (default) or a multiple of 4'),
   ]
   for name, ok, expected in checks:
@@ -115,21 +130,34 @@ def check_params(params: CascadeParams) -> None:
   pyramid.check_step(p.scale_step)
 
 
-def select_faces(
+def face_nms(
   boxes: jax.Array, score: jax.Array, valid: jax.Array, params: CascadeParams
-) -> tuple[jax.Array, jax.Array]:
-  """(index [m], valid [m]) of the best `detections` boxes [P, 4] after NMS (IoU face_iou)."""
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Faces among the detections [m] (best first): (keep [m], index [F], valid [F]) after NMS
+  at IoU `face_iou`."""
   keep = nms.nms(boxes, score, valid, params.face_iou)
-  return nms.top_valid(score, keep, params.detections)
+  index, ok = nms.top_valid(score, keep, params.max_faces)
+  return keep, index, ok
 
 
-def default_proposer(bbfcn_folder: str | None) -> str:
-  """The proposer folder beside `bbfcn_folder` if it exists, else the repo's pretrained one."""
+def box_from_points(points: np.ndarray, template: np.ndarray, crop_scale: float) -> np.ndarray:
+  """Face boxes [N, 4] fitted to landmarks [N, K, 2]: the training window in which the mean face
+  (`template` [K, 2], window units) best matches the points (least squares over a scale and a
+  shift), shrunk by `crop_scale` to the box of the model's convention."""
+  centred = template - template.mean(0)  # [K, 2]
+  spread = points - points.mean(1, keepdims=True)  # [N, K, 2]
+  side = np.einsum('nkd,kd->n', spread, centred) / np.sum(centred**2)  # window side
+  centre = points.mean(1) + (0.5 - template.mean(0)) * side[:, None]
+  return geometry.centred_boxes(centre, side / crop_scale).astype(np.float32)
+
+
+def default_folder(bbfcn_folder: str | None, name: str) -> str:
+  """The model folder `name` beside `bbfcn_folder` if it exists, else the repo's pretrained one."""
   if bbfcn_folder:
-    beside = os.path.join(os.path.dirname(os.path.abspath(bbfcn_folder)), PROPOSER_FOLDER)
+    beside = os.path.join(os.path.dirname(os.path.abspath(bbfcn_folder)), name)
     if os.path.isdir(beside):
       return beside
-  return os.path.normpath(os.path.join(PRETRAINED, PROPOSER_FOLDER))
+  return os.path.normpath(os.path.join(PRETRAINED, name))
 
 
 def _load_folder(folder: str, family: str, what: str):
@@ -178,17 +206,18 @@ class CascadeScanner:
     self.min_face = None if levels else (min_face or 40.0)
     self.predictor, self.classifier = predictor, classifier
     self.spec, self.schema = predictor.spec, predictor.schema
+    self.template = registry.face_template(self.spec)
     self.proposer_spec, self.proposer_variables = spec, variables
     net = registry.build(spec)
     self.stage = ProposerStage(lambda v, x: net.apply(v, x), self.params.proposer())
-    self._select = jax.jit(lambda b, s, ok: select_faces(b, s, ok, self.params))
+    self._face_nms = jax.jit(lambda b, s, ok: face_nms(b, s, ok, self.params))
 
   @classmethod
   def load(
     cls,
     directory: str,
     proposer: str | None = None,
-    classifier: str | None = None,
+    classifier: str | None = 'auto',
     backend: str = 'auto',
     **kwargs,
   ) -> CascadeScanner:
@@ -196,12 +225,15 @@ class CascadeScanner:
 
     Args:
       directory: the BB-FCN folder.
-      proposer: the ProposalNet folder (default `default_proposer(directory)`).
-      classifier: optional face/non-face CNN folder (`pretrained/facecls5`).
+      proposer: the ProposalNet folder (default `default_folder(directory, PROPOSER_FOLDER)`).
+      classifier: face/non-face CNN folder re-scoring the proposals; 'auto' (default):
+        `facecls5` beside `directory` or in the repo's `pretrained/`; None: no re-scoring.
       backend: the predictor's ('auto': int8 ONNX on a CPU when the folder has it).
       **kwargs: `min_face` or `levels`, and `CascadeParams` fields.
     """
-    folder = proposer or default_proposer(directory)
+    folder = proposer or default_folder(directory, PROPOSER_FOLDER)
+    if classifier == 'auto':
+      classifier = default_folder(directory, CLASSIFIER_FOLDER)
     _, variables, spec = _load_folder(folder, 'proposer', 'proposer')
     if not os.path.isfile(os.path.join(directory, 'model.json')):
       raise ValueError(f'{directory}: no BB-FCN model folder there (expected model.json)')
@@ -233,15 +265,21 @@ class CascadeScanner:
     """Stage 1 of a uint8 [H, W, 3] photo: 'boxes' [P, 4], 'score', 'level', 'valid' [P]."""
     return self.stage.propose(self.proposer_variables, image, self.min_face_for(image.shape))
 
-  def faces(self, image: np.ndarray, found: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Stage 2: the best `detections` faces of the proposals `found` ('boxes' [m, 4],
-    'score' [m], 'level' [m], 'valid' [m]), re-scored when there is a classifier."""
+  def detections(self, image: np.ndarray, found: Mapping[str, np.ndarray]) -> dict:
+    """Stage 2: the best `detections` proposals of `found` ('boxes' [P, 4], 'score', 'level',
+    'valid' [P]), re-scored when there is a classifier: 'boxes' [m, 4], 'score', 'level',
+    'valid' [m]. Distinct faces (the survivors of NMS at `face_iou`) come first, best first,
+    then the boxes they suppressed (other views of the same faces), whose score is halved.
+    """
     boxes, score = found['boxes'], found['score']
     valid = found['valid'] & _on_image(boxes, image.shape)
     if self.classifier is not None:
       score = np.asarray(self.classifier.score(image, _usable(boxes, image.shape)), np.float32)
       valid = valid & (score >= self.params.face_threshold)
-    index, ok = jax.device_get(self._select(boxes, score, valid))
+    distinct = np.asarray(self._face_nms(boxes, score, valid)[0])
+    score = np.where(distinct, score, DUPLICATE_DECAY * score)
+    index = np.lexsort((-score, ~distinct, ~valid))[: self.params.detections]
+    ok = valid[index]
     return {
       'boxes': boxes[index],
       'score': np.where(ok, score[index], 0.0).astype(np.float32),
@@ -249,27 +287,39 @@ class CascadeScanner:
       'valid': ok,
     }
 
-  def landmarks(self, image: np.ndarray, boxes: np.ndarray, valid: np.ndarray) -> dict:
+  def landmarks(
+    self, image: np.ndarray, boxes: np.ndarray, valid: np.ndarray, mirrored: bool = False
+  ) -> list[dict[str, np.ndarray]]:
     """Stage 3: 'points', 'coarse' [m, K, 2] image pixels and 'score' [m, K] of the valid
-    boxes (zeros elsewhere)."""
+    boxes (zeros elsewhere); with `mirrored`, a second set from the mirrored crops (one
+    predictor call for both)."""
     m, k = len(boxes), self.schema.num_points
-    out = {'points': np.zeros((m, k, 2), np.float32), 'coarse': np.zeros((m, k, 2), np.float32),
-           'score': np.zeros((m, k), np.float32)}  # fmt: skip
+    views = 2 if mirrored else 1
+    outs = [{'points': np.zeros((m, k, 2), np.float32), 'coarse': np.zeros((m, k, 2), np.float32),
+             'score': np.zeros((m, k), np.float32)} for _ in range(views)]  # fmt: skip
     rows = np.flatnonzero(valid)
-    if not len(rows):
-      return out
-    crops, affines = zip(*(self.predictor.crop(image, boxes[i]) for i in rows), strict=True)
-    crops = np.stack(crops)
-    if self.predictor.backend == 'xla':  # one batch size: one compiled program
-      crops = np.concatenate([crops, np.zeros((m - len(rows), *crops.shape[1:]), crops.dtype)])
-    got = self.predictor.predict_crops(crops, refine=self.params.refine)
-    affines = np.stack(affines)
     n = len(rows)
-    out['points'][rows] = geometry.to_image_coords(np.asarray(got['points'])[:n], affines)
-    out['coarse'][rows] = geometry.to_image_coords(np.asarray(got['coarse'])[:n], affines)
-    if 'score' in got:
-      out['score'][rows] = np.asarray(got['score'])[:n]
-    return out
+    if not n:
+      return outs
+    crops, affines = zip(*(self.predictor.crop(image, boxes[i]) for i in rows), strict=True)
+    crops, affines = np.stack(crops), np.stack(affines)
+    if self.predictor.backend == 'xla':  # one batch size per `views`: one compiled program
+      crops = np.concatenate([crops, np.zeros((m - n, *crops.shape[1:]), crops.dtype)])
+    batch = np.concatenate([crops, crops[:, :, ::-1]]) if mirrored else crops
+    got = self.predictor.predict_crops(batch, refine=self.params.refine)
+    size, perm = crops.shape[2], np.asarray(self.schema.flip_perm)
+    for view, out in enumerate(outs):
+      part = {key: np.asarray(got[key])[view * len(crops) :][:n] for key in out if key in got}
+      if view:  # back from the mirrored crop: x -> size - 1 - x, left and right swapped
+        for key in ('points', 'coarse'):
+          part[key] = part[key][:, perm] * np.float32([-1, 1]) + np.float32([size - 1, 0])
+        if 'score' in part:
+          part['score'] = part['score'][:, perm]
+      for key in ('points', 'coarse'):
+        out[key][rows] = geometry.to_image_coords(part[key], affines)
+      if 'score' in part:
+        out['score'][rows] = part['score']
+    return outs
 
   # ------------------------------------------------------------------------------ contract
   def scan(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -277,50 +327,62 @@ class CascadeScanner:
     image = image_ops.check_image(image)
     if image.shape[2] == 1:
       image = np.repeat(image, 3, axis=2)
-    faces = self.faces(image, self.propose(image))
-    marks = self.landmarks(image, faces['boxes'], faces['valid'])
+    det = self.detections(image, self.propose(image))
+    passes, count = self.params.box_passes, self.params.hypotheses
+    mirrored = count > min(passes, 2)  # the last pass, the previous one, then the mirror
+    det['valid'][-(-self.params.detections // count) :] = False  # boxes with no slot left
+    marks = previous = None
+    for step in range(passes):
+      if step:
+        boxes = box_from_points(marks['points'], self.template, self.spec['crop_scale'])
+        ok = det['valid'] & _on_image(boxes, image.shape)
+        det['boxes'] = np.where(ok[:, None], boxes, det['boxes'])
+      views = self.landmarks(image, det['boxes'], det['valid'], mirrored and step == passes - 1)
+      marks, previous = views[0], marks
+    sets = [marks, *([previous] if passes > 1 else []), *views[1:]][:count]
+    det, marks = _interleave(det, sets)
     k, m = self.schema.num_points, self.params.detections
-    valid = np.broadcast_to(faces['valid'][None], (k, m))
+    valid = np.broadcast_to(det['valid'][None], (k, m))
     out = {
       'points': marks['points'].transpose(1, 0, 2),
       'valid': valid.copy(),
-      'score': np.broadcast_to(faces['score'][None], (k, m)).astype(np.float32),
+      'score': np.broadcast_to(det['score'][None], (k, m)).astype(np.float32),
       'fine_score': np.where(valid, marks['score'].T, 0.0).astype(np.float32),
       'coarse_points': marks['coarse'].transpose(1, 0, 2),
-      'level': np.broadcast_to(faces['level'][None], (k, m)).astype(np.int32),
+      'level': np.broadcast_to(det['level'][None], (k, m)).astype(np.int32),
     }
-    first = np.arange(k * m) < m
-    out['proposals'] = np.tile(faces['boxes'], (k, 1)).astype(np.float32)
-    out['proposal_score'] = np.where(first, np.tile(faces['score'], k), 0.0).astype(np.float32)
-    out['proposal_valid'] = first & np.tile(faces['valid'], k)
-    out.update(self._face_keys(faces, marks['points']))
-    return out
+    return {**out, **self._proposal_and_face_keys(det, marks['points'])}
 
-  def _face_keys(self, faces: Mapping[str, np.ndarray], points: np.ndarray) -> dict:
-    """'faces', 'face_score', 'face_valid', 'face_points', 'face_point_valid' (F slots)."""
-    f, k = self.params.max_faces, self.schema.num_points
-    ok = faces['valid'][:f]
+  def _proposal_and_face_keys(self, det: Mapping[str, np.ndarray], points: np.ndarray) -> dict:
+    """The proposal and face keys of detections `det` ('boxes' [m, 4], 'score', 'valid') with
+    landmarks `points` [m, K, 2]: each detection's proposal is its box, faces the NMS survivors.
+    """
+    k, m = self.schema.num_points, self.params.detections
+    keep, index, ok = jax.device_get(self._face_nms(det['boxes'], det['score'], det['valid']))
+    first = np.arange(k * m) < m
     return {
-      'faces': faces['boxes'][:f].astype(np.float32),
-      'face_score': faces['score'][:f].astype(np.float32),
-      'face_valid': ok.copy(),
-      'face_points': points[:f].astype(np.float32),
-      'face_point_valid': np.broadcast_to(ok[:, None], (f, k)).copy(),
+      'proposals': np.tile(det['boxes'], (k, 1)).astype(np.float32),
+      'proposal_score': np.where(first, np.tile(det['score'], k), 0.0).astype(np.float32),
+      'proposal_valid': first & np.tile(keep, k),
+      'faces': det['boxes'][index].astype(np.float32),
+      'face_score': np.where(ok, det['score'][index], 0.0).astype(np.float32),
+      'face_valid': ok,
+      'face_points': points[index].astype(np.float32),
+      'face_point_valid': np.broadcast_to(ok[:, None], (len(ok), k)).copy(),
     }
 
   def regroup(self, out: Mapping[str, np.ndarray], points: np.ndarray, image_shape) -> dict:
     """The proposal and face keys of `out` for other detection `points` [K, m, 2].
 
-    The cascade's faces come from the proposer, not from the landmarks, so only 'face_points'
-    changes: `regroup(out, out['coarse_points'], shape)` is what a `refine=False` scan returns.
+    The cascade's boxes come from the proposer (and the scan's own landmark passes), not from
+    `points`, so only 'face_points' changes: `regroup(out, out['coarse_points'], shape)` is
+    what the faces of the scan carry with backbone-only points.
     """
     del image_shape  # the faces do not depend on it
     m = self.params.detections
-    faces = {'boxes': out['proposals'][:m], 'score': out['proposal_score'][:m],
-             'valid': out['proposal_valid'][:m]}  # fmt: skip
-    keys = self._face_keys(faces, np.asarray(points, np.float32).transpose(1, 0, 2))
-    keys.update({key: out[key] for key in ('proposals', 'proposal_score', 'proposal_valid')})
-    return keys
+    det = {'boxes': out['proposals'][:m], 'score': out['proposal_score'][:m],
+           'valid': out['valid'][0]}  # fmt: skip
+    return self._proposal_and_face_keys(det, np.asarray(points, np.float32).transpose(1, 0, 2))
 
   def scan_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """`scan` of each image (images of any sizes share the same programs)."""
@@ -329,12 +391,23 @@ class CascadeScanner:
   def compiled_programs(self) -> int:
     """Programs compiled so far: the proposer's two, the face selection, the classifier's
     (one per canvas size it met) and the XLA predictor's (one batch size)."""
-    count = self.stage.compiled() + self._select._cache_size()
+    count = self.stage.compiled() + self._face_nms._cache_size()
     if self.classifier is not None:
       count += self.classifier._score._cache_size()
     if self.predictor.backend == 'xla':
       count += sum(f._cache_size() for f in self.predictor._forward.values())
     return count
+
+
+def _interleave(det: dict, sets: list[dict]) -> tuple[dict, dict]:
+  """The first m of the detections (box j, landmark set h) in the order (j, h): every box of
+  `det` [m] with each of its landmark `sets`, at the box's score."""
+  m, count = len(det['valid']), len(sets)
+  box = np.repeat(np.arange(m), count)[:m]
+  view = np.tile(np.arange(count), m)[:m]
+  det = {key: val[box] for key, val in det.items()}
+  marks = {key: np.stack([s[key] for s in sets])[view, box] for key in sets[0]}
+  return det, marks
 
 
 def _on_image(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:

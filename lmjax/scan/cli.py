@@ -21,7 +21,8 @@ per frame every face's `track_id`, box, points, confidence (calibrated models) a
 
 `--scan_mode=cascade` finds the faces with the cascade (`lmjax.scan.cascade`: a ProposalNet's
 boxes, `--proposer` folder, default `proposer5` beside the checkpoint or in `pretrained/`;
-`--face_classifier` then re-scores the boxes inside the cascade; BB-FCN marks each box),
+`--face_classifier` (default `facecls5` beside the checkpoint or in `pretrained/`; `none`: no
+re-scoring) re-scores the boxes inside the cascade; BB-FCN marks each box),
 much faster than the paper's pyramid scan (`--scan_mode=pyramid`, the default).
 
 Every flag and output path is checked before the model loads (one-line error, exit 2): numbers
@@ -242,14 +243,15 @@ class _Runner:
     self.classifier, self.min_score = None, args.min_score
     if args.scan_mode == 'cascade':  # the classifier re-scores inside the cascade
       self.scanner = modes.load(
-        args.checkpoint, 'cascade', proposer=args.proposer, classifier=args.face_classifier,
+        args.checkpoint, 'cascade', proposer=args.proposer,
+        classifier=None if args.face_classifier == 'none' else args.face_classifier or 'auto',
         proposal_threshold=args.proposal_threshold, **common,
       )  # fmt: skip
-      if args.face_classifier and self.min_score is None:
+      if self.min_score is None:
         self.min_score = detect.DEFAULT_MIN_SCORE['classifier']
       return
     self.scanner = modes.load(args.checkpoint, 'pyramid', threshold=args.threshold, **common)
-    if args.face_classifier:
+    if args.face_classifier and args.face_classifier != 'none':
       from lmjax.facecls.classifier import FaceClassifier
 
       self.classifier = FaceClassifier.load(args.face_classifier)

@@ -36,7 +36,8 @@ def load(folder: str, mode: str = DEFAULT_MODE, **kwargs):
     mode: 'pyramid' or 'cascade'.
     **kwargs: the mode's settings: `min_face` or `levels`, `refine`, `scale_step`, `detections`;
       pyramid: `threshold` (coarse response), `candidates`, ... (`ScanParams`); cascade:
-      `proposer` / `classifier` folders, `proposal_threshold` (the proposer's probability
+      `proposer` / `classifier` folders (classifier None: no re-scoring; default 'auto'),
+      `proposal_threshold` (the proposer's probability
       threshold), `backend`, ... (`CascadeParams`). Settings of the other mode are an error.
   """
   check_mode(mode)
@@ -50,7 +51,7 @@ def load(folder: str, mode: str = DEFAULT_MODE, **kwargs):
     return Scanner.load(folder, **kwargs)
   from lmjax.scan.cascade import CascadeScanner
 
-  kwargs = {k: v for k, v in kwargs.items() if v is not None}
+  kwargs = {k: v for k, v in kwargs.items() if v is not None or k == 'classifier'}
   if 'proposal_threshold' in kwargs:
     kwargs['threshold'] = kwargs.pop('proposal_threshold')
   return CascadeScanner.load(folder, **kwargs)

@@ -11,23 +11,27 @@ them, in the constrained setting it was trained for:
   1. proposals: `lmjax.scan.proposer` — the ProposalNet (P-Net style, 12 × 12 windows) dense over
      a pyramid of √2 steps from the scale where a `min_face` face fills a window, packed into
      fixed tiles; NMS; the best `proposals` squares;
-  2. re-scoring (optional): the face / non-face CNN (`lmjax.facecls.classifier`) scores them,
-     those below `face_threshold` go; NMS (IoU `face_iou`) -> at most `detections` faces;
-  3. landmarks: `BBFCNPredictor` (int8 ONNX on a CPU when the folder has it) on each face box.
+  2. re-scoring (default on): the face / non-face CNN (`lmjax.facecls.classifier`'s network,
+     crops cut on the host: `lmjax.scan.rescore`) scores them, those below `face_threshold`
+     go; the best `detections`, distinct faces (NMS at `face_iou`) first;
+  3. landmarks: `BBFCNPredictor` (int8 ONNX on a CPU when the folder has it) on each box, and
+     (`hypotheses` = 2, the default) on its mirrored crop in the same call: two landmark sets
+     per box, as the pyramid scan has several detections per type on a face.
 
 The output keeps the pyramid scanner's contract so that `lmjax.eval.multiface`,
 `lmjax.scan.detect.faces_from_scan`, `lmjax-scan` and `lmjax.evaluate` work unchanged, with
-m = `detections` face slots and F = `max_faces`: 'points' [K, m, 2] holds point k of face j at
-[k, j] ('coarse_points' the backbone-only points of the same pass), 'score' [K, m] the face's
-score (proposer probability, or classifier probability with re-scoring) for every type,
-'fine_score' the predictor's per-point response, 'level' the face's proposer level (0: the
-largest); 'proposals' [K · m, 4] is the face box of each detection (row k · m + j = face j,
-so every detection's proposal is its face) with only the first row of copies valid; 'faces'
-[F, 4] are the F best faces with 'face_points' [F, K, 2].
+m = `detections` slots and F = `max_faces`: a detection j is one box with one landmark set;
+'points' [K, m, 2] holds its point k at [k, j] ('coarse_points' the backbone-only points of the
+same pass), 'score' [K, m] its box's score (classifier probability, or proposer probability
+without re-scoring; halved for a box that overlaps a better one) for every type, 'fine_score'
+the predictor's per-point response, 'level' the box's proposer level (0: the largest);
+'proposals' [K · m, 4] is the box of each detection (row k · m + j = detection j) with only
+the first row of copies valid, and there only the distinct faces (NMS at `face_iou`); 'faces'
+[F, 4] are the F best of those with 'face_points' [F, K, 2].
 
 Every stage has a fixed budget with validity masks; the programs (two of the proposer, one
-face selection, the classifier's canvases, the XLA predictor's one batch) do not depend on the
-photo sizes.
+face selection (two sizes), the classifier's one batch, the XLA predictor's one or two
+batches) do not depend on the photo sizes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from lmjax.core.geometry import MIN_BOX_SIDE
 from lmjax.models import registry
 from lmjax.scan import pyramid
 from lmjax.scan.proposer import DEFAULT_FACTOR, ProposerParams, ProposerStage
+from lmjax.scan.rescore import HostRescorer
 from lmjax.train import checkpoint
 
 PROPOSER_FOLDER = 'proposer5'  # default proposer: this folder beside the BB-FCN model folder
@@ -205,6 +210,7 @@ class CascadeScanner:
     check_params(self.params)
     self.min_face = None if levels else (min_face or 40.0)
     self.predictor, self.classifier = predictor, classifier
+    self.rescorer = None if classifier is None else HostRescorer(classifier, self.params.proposals)
     self.spec, self.schema = predictor.spec, predictor.schema
     self.template = registry.face_template(self.spec)
     self.proposer_spec, self.proposer_variables = spec, variables
@@ -274,7 +280,8 @@ class CascadeScanner:
     boxes, score = found['boxes'], found['score']
     valid = found['valid'] & _on_image(boxes, image.shape)
     if self.classifier is not None:
-      score = np.asarray(self.classifier.score(image, _usable(boxes, image.shape)), np.float32)
+      score = np.zeros_like(score)
+      score[valid] = self.rescorer.score(image, boxes[valid])
       valid = valid & (score >= self.params.face_threshold)
     distinct = np.asarray(self._face_nms(boxes, score, valid)[0])
     score = np.where(distinct, score, DUPLICATE_DECAY * score)
@@ -392,8 +399,8 @@ class CascadeScanner:
     """Programs compiled so far: the proposer's two, the face selection, the classifier's
     (one per canvas size it met) and the XLA predictor's (one batch size)."""
     count = self.stage.compiled() + self._face_nms._cache_size()
-    if self.classifier is not None:
-      count += self.classifier._score._cache_size()
+    if self.rescorer is not None:
+      count += self.rescorer.compiled()
     if self.predictor.backend == 'xla':
       count += sum(f._cache_size() for f in self.predictor._forward.values())
     return count
@@ -417,10 +424,3 @@ def _on_image(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
   with np.errstate(invalid='ignore'):
     big = (x1 - x0 >= MIN_BOX_SIDE) & (y1 - y0 >= MIN_BOX_SIDE)
     return np.isfinite(boxes).all(1) & big & (x1 >= 0) & (y1 >= 0) & (x0 <= w - 1) & (y0 <= h - 1)
-
-
-def _usable(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-  """`boxes` with the unusable ones (`_on_image` False) replaced by the whole image."""
-  h, w = image_shape[:2]
-  whole = np.float32([0, 0, w - 1, h - 1])
-  return np.where(_on_image(boxes, image_shape)[:, None], boxes, whole).astype(np.float32)

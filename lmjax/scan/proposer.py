@@ -33,6 +33,7 @@ from lmjax.models.proposal_net import STRIDE, WINDOW
 from lmjax.scan import tiling
 
 DEFAULT_FACTOR = 0.709  # side ratio between levels (1 / √2 in area), as MTCNN
+MARGIN = WINDOW // 2  # a window whose centre a piece owns lies inside the piece
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class ProposerParams:
   candidates: int = 512
   proposals: int = 64
   nms_iou: float = 0.5
-  tile: int = 0
+  tile: int = 128
 
 
 def window_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
@@ -196,7 +197,7 @@ class ProposerStage:
       level, valid = np.zeros(count, np.int32), np.zeros(count, bool)
     else:
       sizes = tiling.scaled_sizes(height, width, scales[::-1])  # smallest level first
-      layout = tiling.pack_sizes(image, sizes, params.tile or None)
+      layout = tiling.pack_sizes(image, sizes, params.tile or None, MARGIN)
       parts = tiling.chunks(layout, self.chunk)
       found = [
         jax.device_get(self.windows(variables, part.tiles, part.owner, part.rects))

@@ -254,9 +254,33 @@ def measure(setting: str, repeats: int, checkpoint: str | None, variants: list) 
 
 
 # ------------------------------------------------------------------------- MTCNN (the peer)
+def _mtcnn_scales(width, height, min_face_size, scale_factor, min_size=12):
+  """MTCNN's P-Net pyramid, every level at least `min_size` pixels a side: scales
+  (min_size / min_face_size) · scale_factor^l. (mtcnn 1.0.0's `build_scale_pyramid` counts the
+  levels as if the first scale were 1, so with min_face_size > min_size its last levels fall
+  under 12 px and P-Net fails on them: `detect_faces` then returns no face at all — on every
+  VGA scene at min_face_size 40 or 80.)"""
+  import numpy as np
+
+  first = min_size / min_face_size
+  top = min(width, height) * first
+  count = (
+    0 if top < min_size else int(np.floor(np.log(min_size / top) / np.log(scale_factor) + 1e-9)) + 1
+  )
+  return first * scale_factor ** np.arange(count)
+
+
 def _mtcnn(min_face: int):
-  """An MTCNN detector looking for faces of at least `min_face` pixels: `fn(image) -> faces`."""
+  """An MTCNN detector looking for faces of at least `min_face` pixels: `fn(image) -> faces`
+  (with mtcnn ≥ 1.0, its P-Net pyramid is `_mtcnn_scales`)."""
   from mtcnn import MTCNN
+
+  try:
+    from mtcnn.stages import stage_pnet
+
+    stage_pnet.build_scale_pyramid = _mtcnn_scales
+  except (ImportError, AttributeError):  # mtcnn < 1.0
+    pass
 
   try:  # mtcnn < 1.0: a constructor argument
     detector = MTCNN(min_face_size=min_face)

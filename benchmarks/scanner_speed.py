@@ -1,4 +1,4 @@
-"""Speed of the BB-FCN pyramid scanner against MTCNN at equal reach, on VGA and on photos.
+"""Speed of the BB-FCN scanner (both modes) against MTCNN at equal reach, on VGA and on photos.
 
 Each setting runs in its own subprocess (see `_settings.py`): cpu_1thread, cpu_all, gpu (when
 the default backend is a GPU). Both detectors look for faces down to `min_face` = 20, 40 and
@@ -12,6 +12,11 @@ scenes resized to the sizes of a real photo collection). Rows:
                       detection program (NMS per type, branches, face grouping) and the copies
                       to and from the device;
   * backbone only:    `scan` without the branch refinement;
+  * cascade min_face=m: images/s of the cascade mode (`lmjax.scan.cascade`: ProposalNet
+                      proposals, face-classifier re-scoring, BB-FCN int8 per box) of
+                      `--checkpoint` (default `pretrained/bbfcn5`) with its default proposer
+                      and classifier folders (skipped, with a message, when they are missing);
+                      on the folder too, timed interleaved with the pyramid scan;
   * folder min_face=40: seconds per image over one pass of the folder (after one warm-up;
                       cpu_all and gpu only);
   * stablehlo scan min_face=40: the same scan exported at the VGA canvas (`python -m
@@ -33,7 +38,18 @@ interpreter) can import it; otherwise the benchmark says so and prints the scann
 With `--recall_images N` MTCNN (min_face 20) and the scanner (L = 20) also detect the first N
 scenes of a multi-face set (default the embedded synthetic `scene5` test split; `--dataset
 composite_multiface --manual_dir DIR` for real faces), scored with the same recall@e% (top 30
-per type); each variant at the depth whose top level reaches at least L = 20's.
+per type); each variant at the depth whose top level reaches at least L = 20's. Then a table
+puts, for the pyramid, the cascade and MTCNN at every `min_face`, the landmark recall @10 / @5 %
+and the face proposal recall @3 / @20 on those scenes next to their cpu_all speed
+(`benchmarks/_scan_recall.py`; MTCNN's boxes in its own convention against the MTFL rule's).
+`--real_photos N --real_dir DIR/300w` adds the same for the first N held-out 300-W photos (the
+validation faces `lmjax.main` holds out of train, at their stored size, 68 points reduced to 5;
+only the annotated face of a photo counts) at `min_face` 20.
+
+MTCNN (mtcnn 1.0.0) is run with its P-Net pyramid corrected (`_mtcnn_scales`): the package
+counts its levels as if the first scale were 1, so with a `min_face_size` well above 12 its
+smallest levels fall under 12 px, P-Net fails on them and `detect_faces` returns no face at all
+(every VGA scene at 40 and 80); its figures at 40 / 80 before this fix timed that failure.
 
   python benchmarks/scanner_speed.py [--checkpoint pretrained/bbfcn5] [--repeats 5]
       [--settings cpu_1thread,cpu_all,gpu] [--recall_images 50] [--variants 1.41:0,1.41:512]
@@ -41,7 +57,10 @@ per type); each variant at the depth whose top level reaches at least L = 20's.
 The last line printed is one JSON object: `scan_vga_min40_img_per_s_cpu_all`,
 `mtcnn_vga_min40_img_per_s_cpu_all` (and min20 / min80), `stablehlo_scan_vga_min40_img_per_s_..`
 (and `_first_s_..`), `scan_folder_min40_s_per_img_cpu_all`,
-`mtcnn_folder_min40_s_per_img_cpu_all`, ...
+`mtcnn_folder_min40_s_per_img_cpu_all`, the same speed keys with `pyramid_` and `cascade_` in
+place of `scan_` (the `scan_` keys are the mode of `--scan_mode`, default
+`lmjax.scan.modes.DEFAULT_MODE`), and with the recall sets `scenes_{mode}_min{m}_recall10`
+(and `_recall5`, `_proposals3`, `_proposals20`), `real300w_{mode}_min20_...`, ...
 """
 
 from __future__ import annotations

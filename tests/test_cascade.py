@@ -141,6 +141,11 @@ def test_a_face_on_a_synthetic_photo_is_found():
   assert box_iou(out['faces'][:1], box[None])[0, 0] > 0.4, (out['faces'][0], box)
   inside = (out['face_points'][0] >= box[:2]) & (out['face_points'][0] <= box[2:])
   assert inside.all()
+  # detections 0 and 1: the best box's landmarks from its crop and from the mirrored crop
+  # (mapped back, left and right swapped): the same face, so the same points within a few px
+  np.testing.assert_array_equal(out['proposals'][0], out['proposals'][1])
+  side = box[2] - box[0]
+  assert np.abs(out['points'][:, 0] - out['points'][:, 1]).max() < 0.05 * side
 
 
 def test_bad_arguments_are_one_line_errors(proposer_dir, tmp_path, xla_predictor):

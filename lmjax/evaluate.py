@@ -7,14 +7,15 @@
 
 The dataset's declared kind picks the evaluator: a dataset whose features hold a list of faces
 per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is scanned whole by
-the BB-FCN pyramid scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
-`--max_images`); a dataset of face ellipses (fddb; `--split=test` or `fold_01` .. `fold_10`)
-gets the FDDB discrete ROC of `lmjax-scan`'s faces (`lmjax.eval.face_detection`); every
-other dataset has one face box per example and goes to the face-crop
-evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points mapped back to
-image pixels; an exported `.stablehlo`, whole-predictor `.onnx` or `.tflite` file as checkpoint
-crops inside its graph and is
-scored on the same faces through `face_crop.predict_images`); benchmarks with their own
+the BB-FCN scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
+`--max_images`; `--scan_mode=cascade` for the cascade of `lmjax.scan.cascade` with the reach
+of `--levels`, `--proposer` its ProposalNet folder); a dataset of face ellipses (fddb;
+`--split=test` or `fold_01` .. `fold_10`) gets the FDDB discrete ROC of `lmjax-scan`'s faces
+(`lmjax.eval.face_detection`); every other dataset has one face box per example and goes to
+the face-crop evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points
+mapped back to image pixels; an exported `.stablehlo`, whole-predictor `.onnx` or `.tflite`
+file as checkpoint crops inside its graph and is scored on the same faces through
+`face_crop.predict_images`); benchmarks with their own
 protocol (WFLW subsets, AFLW2000-3D yaw bins and head-pose error, AFLW-19 frontal) add its
 numbers (`lmjax.eval.protocols`). A video dataset (300vw: one example per frame, grouped by
 video) is scored by tracking: a `lmjax.track.VideoTracker` over the model folder and the
@@ -47,6 +48,7 @@ from etils import epath
 from lmjax.cli_errors import one_line_errors, quiet_logs
 from lmjax.core import paths
 from lmjax.eval import face_crop, pose_bins, protocols, reports
+from lmjax.scan.modes import DEFAULT_MODE as DEFAULT_SCAN_MODE
 
 FACE_CROP, MULTI_FACE, FACE_DETECTION = 'face_crop', 'multi_face', 'face_detection'
 FACE_KEYS = ('num_faces', 'nme_ioc', 'nme_ipd', 'nme_box', 'fr_8_ioc', 'fr_10_ipd', 'auc_8_ioc')
@@ -84,6 +86,8 @@ def run(
   backend: str = 'auto',
   detector: str | None = None,
   max_videos: int | None = None,
+  scan_mode: str = DEFAULT_SCAN_MODE,
+  proposer: str | None = None,
 ) -> dict[str, Any]:
   """Runs the evaluator of the dataset's kind, prints its table; returns what `output` holds."""
   from lmjax.data import datasets
@@ -131,12 +135,14 @@ def run(
     if kind == FACE_DETECTION:
       from lmjax.eval import face_detection
 
-      report = _evaluate_detection(checkpoint, source, output, name, (levels, scale_step),
+      depth = (levels, scale_step, scan_mode, proposer)
+      report = _evaluate_detection(checkpoint, source, output, name, depth,
                                    face_classifier, max_images)  # fmt: skip
       print(face_detection.summary_table(report))
       return report
+    depth = (levels, scale_step, scan_mode, proposer)
     report = _evaluate_multiface(
-      checkpoint, source, output, name, (levels, scale_step), face_classifier, max_images
+      checkpoint, source, output, name, depth, face_classifier, max_images
     )
     print(reports.multiface_summary_table(report, spec['num_points']))
     return report
@@ -172,17 +178,12 @@ def run(
 def _evaluate_multiface(checkpoint, source, output, name, depth, face_classifier, max_images):
   """`multiface.evaluate_scanner` with the scanner (and face classifier) of the folders.
 
-  `depth` is (levels, scale_step) of the scanner's pyramid."""
+  `depth` is (levels, scale_step, scan mode, proposer folder): see `_load_scanner`."""
   from lmjax.eval import multiface
-  from lmjax.scan.scanner import Scanner
 
-  levels, step = depth
-  scanner = Scanner.load(
-    checkpoint, levels=levels, scale_step=step, threshold=SCAN_THRESHOLD,
-    detections=max(multiface.MS),
-  )  # fmt: skip
+  scanner = _load_scanner(checkpoint, depth, face_classifier, detections=max(multiface.MS))
   rescore = None
-  if face_classifier:
+  if face_classifier and depth[2] == 'pyramid':
     from lmjax.facecls.classifier import FaceClassifier
     from lmjax.scan import detect
 
@@ -198,16 +199,33 @@ def _evaluate_multiface(checkpoint, source, output, name, depth, face_classifier
   )  # fmt: skip
 
 
+def _load_scanner(checkpoint: str, depth: tuple, face_classifier: str | None, **kwargs):
+  """The scanner of `depth` = (levels, scale_step, scan mode, proposer folder): the pyramid
+  scan of L levels, or the cascade with the same reach (`CascadeParams.levels`), which re-scores
+  its proposals with `face_classifier` itself (the pyramid's faces are re-scored afterwards)."""
+  from lmjax.scan import modes
+
+  levels, step, mode, proposer = depth
+  if mode == 'cascade':
+    return modes.load(
+      checkpoint, 'cascade', levels=levels, scale_step=step, proposer=proposer,
+      classifier=face_classifier or 'auto', **kwargs,
+    )  # fmt: skip
+  if proposer:
+    raise ValueError('--proposer: a setting of --scan_mode=cascade')
+  return modes.load(
+    checkpoint, 'pyramid', levels=levels, scale_step=step, threshold=SCAN_THRESHOLD, **kwargs
+  )
+
+
 def _scan_faces(checkpoint: str, depth: tuple[int, float], face_classifier: str | None):
   """`lmjax-scan`'s face detection as a detector: image -> (boxes [D, 4], scores [D]), every face
   down to score 0 (landmark consensus, or the face/non-face CNN of `face_classifier`)."""
   from lmjax.scan import detect
-  from lmjax.scan.scanner import Scanner
 
-  levels, step = depth
-  scanner = Scanner.load(checkpoint, levels=levels, scale_step=step, threshold=SCAN_THRESHOLD)
+  scanner = _load_scanner(checkpoint, depth, face_classifier)
   classifier = None
-  if face_classifier:
+  if face_classifier and depth[2] == 'pyramid':
     from lmjax.facecls.classifier import FaceClassifier
 
     classifier = FaceClassifier.load(face_classifier)
@@ -228,6 +246,7 @@ def _evaluate_detection(checkpoint, source, output, name, depth, face_classifier
     'checkpoint': str(paths.absolute(checkpoint)),
     'levels': scanner.params.levels,
     'threshold': scanner.params.threshold,
+    'scan_mode': depth[2],
     'faces_scored_by': 'face classifier' if face_classifier else 'landmark consensus',
   }
   return face_detection.evaluate_detector(
@@ -328,6 +347,8 @@ def main(argv: Sequence[str]) -> None:
       backend=f.backend,
       detector=f.detector,
       max_videos=f.max_videos,
+      scan_mode=f.scan_mode,
+      proposer=f.proposer,
     )
 
 
@@ -365,6 +386,12 @@ def _define_flags() -> None:
   flags.DEFINE_integer('levels', 20, 'Multi-face datasets: pyramid levels of the scanner.')
   flags.DEFINE_float('scale_step', 1.16, 'Multi-face datasets: smaller-side ratio of levels.')
   flags.DEFINE_string('face_classifier', None, 'Multi-face: face/non-face CNN folder.')
+  flags.DEFINE_enum(
+    'scan_mode', DEFAULT_SCAN_MODE, ['pyramid', 'cascade'],
+    'Multi-face: pyramid (the paper scan) or cascade (proposer boxes, BB-FCN per face; with '
+    'the reach of --levels).',
+  )  # fmt: skip
+  flags.DEFINE_string('proposer', None, 'Multi-face, cascade: ProposalNet folder.')
   flags.DEFINE_integer('max_images', None, 'Multi-face: scan only the first N images.')
   flags.DEFINE_string(
     'detector',

@@ -70,6 +70,9 @@ BAD_COMMAND_LINES = [
   (['--folder', '{folder}'], 2, "unknown flag '--folder {folder}': the input is positional"),
   (['--image={img}'], 2, "e.g. 'lmjax-scan {img} --checkpoint=DIR'"),
   (['{img}', '--levls=3'], 2, "Unknown command line flag 'levls'. Did you mean: levels"),
+  (['{img}', '--scan_mode=fast'], 2, 'flag --scan_mode=fast: value should be one of'),
+  (['{img}', '--proposer={tmp}'], 2, '--proposer, --proposal_threshold: settings of --scan_mode'),
+  (['{img}', '--scan_mode=cascade', '--proposal_threshold=1'], 2, 'from 0 to below 1'),
   (['{tmp}/missing.png'], 1, '{tmp}/missing.png does not exist'),
   (['{tmp}/a_file'], 1, "INPUT: cannot read '{tmp}/a_file' as an image"),
 ]

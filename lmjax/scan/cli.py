@@ -19,6 +19,12 @@ its previous landmarks, smoothed by a One Euro filter (`--nosmooth`: raw). Their
 per frame every face's `track_id`, box, points, confidence (calibrated models) and pose.
 `--notrack` scans every frame instead (needed for `--face_classifier`).
 
+`--scan_mode=cascade` finds the faces with the cascade (`lmjax.scan.cascade`: a ProposalNet's
+boxes, `--proposer` folder, default `proposer5` beside the checkpoint or in `pretrained/`;
+`--face_classifier` (default `facecls5` beside the checkpoint or in `pretrained/`; `none`: no
+re-scoring) re-scores the boxes inside the cascade; BB-FCN marks each box),
+much faster than the paper's pyramid scan (`--scan_mode=pyramid`, the default).
+
 Every flag and output path is checked before the model loads (one-line error, exit 2): numbers
 in range, `--out` / `--json` below folders that exist or can be created and are writable,
 `--out` with an extension cv2 can write (an image for an image, a video for a video, a folder
@@ -43,7 +49,7 @@ import numpy as np
 from absl import flags
 
 from lmjax.core import head_pose, image_ops
-from lmjax.scan import detect
+from lmjax.scan import detect, modes
 from lmjax.viz import draw
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
@@ -65,13 +71,20 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string('json', None, 'write the faces of every input here', **kw)
   flags.DEFINE_integer('levels', None, 'pyramid levels L (not with --min_face)', **kw)
   flags.DEFINE_float('min_face', None, 'smallest face side, pixels (default 40)', **kw)
-  flags.DEFINE_float('threshold', 0.2, 'candidate response threshold', **kw)
+  flags.DEFINE_float('threshold', 0.2, 'pyramid: candidate response threshold', **kw)
   flags.DEFINE_float('scale_step', 1.16, 'smaller-side ratio between pyramid levels', **kw)
   flags.DEFINE_float('min_score', None, 'face score threshold (see scan.detect)', **kw)
   flags.DEFINE_string(
     'face_classifier', None, 'face/non-face CNN folder (re-scores proposals)', **kw
   )
   flags.DEFINE_bool('backbone_only', False, 'skip the branch refinement', **kw)
+  flags.DEFINE_enum(
+    'scan_mode', modes.DEFAULT_MODE, list(modes.SCAN_MODES),
+    'pyramid: the paper BB-FCN pyramid scan; cascade: proposer boxes, then BB-FCN per face',
+    **kw,
+  )  # fmt: skip
+  flags.DEFINE_string('proposer', None, 'cascade: ProposalNet folder (default: proposer5)', **kw)
+  flags.DEFINE_float('proposal_threshold', None, 'cascade: proposer probability threshold', **kw)
   flags.DEFINE_bool('track', True, 'videos: track faces (--notrack: scan every frame)', **kw)
   flags.DEFINE_string('landmarks', None, 'videos: landmark model (default: checkpoint)', **kw)
   flags.DEFINE_integer('key_interval', 30, 'videos: scan every this many frames (0: on loss)', **kw)
@@ -82,6 +95,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   _check_number(fv, 'threshold', lambda v: 0 <= v <= 1, 'a number from 0 to 1')
   _check_number(fv, 'scale_step', lambda v: 1 < v <= 2, 'a number above 1 and at most 2')
   _check_number(fv, 'min_score', lambda v: v >= 0, 'a number >= 0')
+  _check_number(fv, 'proposal_threshold', lambda v: 0 <= v < 1, 'a number from 0 to below 1')
   _check_number(fv, 'key_interval', lambda v: v >= 0, 'an integer >= 0')
 
 
@@ -122,6 +136,8 @@ def parse_flags(argv: Sequence[str] | None) -> types.SimpleNamespace:
   args = types.SimpleNamespace(**fv.flag_values_dict(), input=rest[0])
   if args.min_face is None:
     args.min_face = 40.0
+  if args.scan_mode != 'cascade' and (args.proposer or args.proposal_threshold is not None):
+    _usage_error('--proposer, --proposal_threshold: settings of --scan_mode=cascade')
   return args
 
 
@@ -221,23 +237,28 @@ class _Runner:
   """The scanner (its programs are cached per image size and depth), faces and drawing."""
 
   def __init__(self, args):
-    from lmjax.scan.scanner import Scanner
-
     self.args = args
     depth = {'levels': args.levels} if args.levels else {'min_face': args.min_face}
-    self.scanner = Scanner.load(
-      args.checkpoint, refine=not args.backbone_only, threshold=args.threshold,
-      scale_step=args.scale_step, **depth,
-    )  # fmt: skip
-    self.classifier = None
-    if args.face_classifier:
+    common = dict(refine=not args.backbone_only, scale_step=args.scale_step, **depth)
+    self.classifier, self.min_score = None, args.min_score
+    if args.scan_mode == 'cascade':  # the classifier re-scores inside the cascade
+      self.scanner = modes.load(
+        args.checkpoint, 'cascade', proposer=args.proposer,
+        classifier=None if args.face_classifier == 'none' else args.face_classifier or 'auto',
+        proposal_threshold=args.proposal_threshold, **common,
+      )  # fmt: skip
+      if self.min_score is None:
+        self.min_score = detect.DEFAULT_MIN_SCORE['classifier']
+      return
+    self.scanner = modes.load(args.checkpoint, 'pyramid', threshold=args.threshold, **common)
+    if args.face_classifier and args.face_classifier != 'none':
       from lmjax.facecls.classifier import FaceClassifier
 
       self.classifier = FaceClassifier.load(args.face_classifier)
 
   def faces(self, image: np.ndarray) -> list[detect.Face]:
     out = self.scanner.scan(image)
-    return detect.faces_from_scan(out, image, self.classifier, self.args.min_score)
+    return detect.faces_from_scan(out, image, self.classifier, self.min_score)
 
   def drawn(self, image: np.ndarray, faces: Sequence, schema=None) -> np.ndarray:
     """`image` with the faces' landmarks, boxes and poses (of `schema`, default the scanner's)."""
@@ -269,7 +290,7 @@ def _video_tracker(runner: _Runner, args, fps: float):
   from lmjax.track.tracker import TrackerConfig, VideoTracker
 
   predictor = load_predictor(args.landmarks or args.checkpoint)
-  landmarker = Landmarker(predictor, runner.scanner, args.min_score)
+  landmarker = Landmarker(predictor, runner.scanner, runner.min_score)
   smoothing = OneEuroConfig() if args.smooth else None
   config = TrackerConfig(fps=fps, key_interval=args.key_interval, smoothing=smoothing)
   return VideoTracker(landmarker, config)

@@ -86,21 +86,25 @@ def level_sizes(
 ) -> list[tuple[int, int]]:
   """(rows, cols) of each level of an image: smaller side 32 · step^l, aspect kept."""
   smaller = min(height, width)
-  out = []
-  for lv in range(levels):
-    s = pyramid.level_side(lv, step) / smaller
-    out.append((max(1, round(height * s)), max(1, round(width * s))))
-  return out
+  scales = [pyramid.level_side(lv, step) / smaller for lv in range(levels)]
+  return scaled_sizes(height, width, scales)
 
 
-def cuts(length: int, tile: int | None = None) -> list[tuple[int, int, int, int]]:
+def scaled_sizes(height: int, width: int, scales) -> list[tuple[int, int]]:
+  """(rows, cols) of an image scaled by each of `scales` (level pixels per image pixel)."""
+  return [(max(1, round(height * s)), max(1, round(width * s))) for s in scales]
+
+
+def cuts(
+  length: int, tile: int | None = None, margin: int = MARGIN
+) -> list[tuple[int, int, int, int]]:
   """Pieces (start, size, own_start, own_end) along one axis of `length` level pixels.
 
   One piece when the axis fits in a tile (of `tile` pixels, default `TILE`); else the fewest
-  equal pieces of at most `tile` pixels whose neighbours overlap by at least 2 · `MARGIN`, each
-  owning up to the middle of its overlaps.
+  equal pieces of at most `tile` pixels whose neighbours overlap by at least 2 · `margin`
+  (default `MARGIN`), each owning up to the middle of its overlaps.
   """
-  tile, margin = tile or TILE, MARGIN
+  tile = tile or TILE
   if length <= tile:
     return [(0, length, 0, length)]
   count = math.ceil((length - 2 * margin) / (tile - 2 * margin))
@@ -152,13 +156,24 @@ def pack(
     step: scale step between levels (`pyramid.level_side`).
     tile: tile side in pixels (default `TILE`; a multiple of 4 for the backbone).
   """
+  return pack_sizes(image, level_sizes(*image.shape[:2], levels, step), tile)
+
+
+def pack_sizes(
+  image: np.ndarray, sizes: list[tuple[int, int]], tile: int | None = None, margin: int = MARGIN
+) -> Layout:
+  """Any pyramid of a uint8 [H, W, 3] image packed into tiles: level l is `sizes[l]` (rows,
+  cols), sizes growing with l; the last (largest) level is resized from the image, the others
+  from it. `margin`: owned pixels lie at least this far inside cut edges (the context a network
+  needs around a pixel it owns; `MARGIN` for the backbone).
+  """
   tile = tile or TILE
   height, width = image.shape[:2]
-  sizes = level_sizes(height, width, levels, step)
+  levels = len(sizes)
   rects = []  # (level, ly0, lx0, rows, cols, own y0, own y1, own x0, own x1) in level pixels
   for lv, (rows, cols) in enumerate(sizes):
-    for ys, h, oy0, oy1 in cuts(rows, tile):
-      for xs, w, ox0, ox1 in cuts(cols, tile):
+    for ys, h, oy0, oy1 in cuts(rows, tile, margin):
+      for xs, w, ox0, ox1 in cuts(cols, tile, margin):
         rects.append((lv, ys, xs, h, w, oy0, oy1, ox0, ox1))
   spots = _place([(r[3], r[4]) for r in rects], tile)
   num_tiles = max(t for t, _, _ in spots) + 1

@@ -8,8 +8,9 @@
 The dataset's declared kind picks the evaluator: a dataset whose features hold a list of faces
 per image (afw_multiface, composite_multiface, synthetic scene5 / scene68) is scanned whole by
 the BB-FCN scanner (`lmjax.eval.multiface`, with `--levels`, `--face_classifier`,
-`--max_images`; `--scan_mode=cascade` for the cascade of `lmjax.scan.cascade` with the reach
-of `--levels`, `--proposer` its ProposalNet folder); a dataset of face ellipses (fddb;
+`--max_images`; by default the cascade of `lmjax.scan.cascade` with the reach of `--levels`,
+`--proposer` its ProposalNet folder; `--scan_mode=pyramid` the paper's pyramid scan); a
+dataset of face ellipses (fddb;
 `--split=test` or `fold_01` .. `fold_10`) gets the FDDB discrete ROC of `lmjax-scan`'s faces
 (`lmjax.eval.face_detection`); every other dataset has one face box per example and goes to
 the face-crop evaluator (`lmjax.eval.face_crop`: the model's own crop of each box, points

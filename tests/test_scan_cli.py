@@ -71,8 +71,13 @@ BAD_COMMAND_LINES = [
   (['--image={img}'], 2, "e.g. 'lmjax-scan {img} --checkpoint=DIR'"),
   (['{img}', '--levls=3'], 2, "Unknown command line flag 'levls'. Did you mean: levels"),
   (['{img}', '--scan_mode=fast'], 2, 'flag --scan_mode=fast: value should be one of'),
-  (['{img}', '--proposer={tmp}'], 2, '--proposer, --proposal_threshold: settings of --scan_mode'),
+  (
+    ['{img}', '--scan_mode=pyramid', '--proposer={tmp}'],
+    2,
+    '--proposer, --proposal_threshold: settings of --scan_mode',
+  ),
   (['{img}', '--scan_mode=cascade', '--proposal_threshold=1'], 2, 'from 0 to below 1'),
+  (['{img}', '--threshold=0.3'], 2, '--threshold: a setting of --scan_mode=pyramid'),
   (['{tmp}/missing.png'], 1, '{tmp}/missing.png does not exist'),
   (['{tmp}/a_file'], 1, "INPUT: cannot read '{tmp}/a_file' as an image"),
 ]

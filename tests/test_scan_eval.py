@@ -69,7 +69,7 @@ def test_evaluate_cli_on_an_afw_style_folder(model_dir, classifier_dir, tmp_path
   cmd = [
     sys.executable, '-m', 'lmjax.evaluate', f'--checkpoint={model_dir}', '--dataset=afw_multiface',
     f'--manual_dir={folder}', f'--output={out}', f'--data_dir={tmp_path / "tfds"}', '--levels=4',
-    f'--face_classifier={classifier_dir}',
+    f'--face_classifier={classifier_dir}', '--scan_mode=pyramid',
   ]  # fmt: skip
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]

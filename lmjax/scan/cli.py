@@ -5,11 +5,17 @@
     lmjax-scan clip.mp4 --checkpoint=pretrained/bbfcn5 --out=clip_faces.mp4 --min_face=60
     lmjax-scan clip.mp4 --checkpoint=pretrained/bbfcn5 --landmarks=pretrained/mcl68 --json=t.json
 
-The pyramid depth is `--levels`, or the smallest that finds faces of `--min_face` pixels
-(box side) in each image (`pyramid.levels_for_min_face`). Faces come from the scanner's
-grouping of landmark detections (`--min_score` on the landmark response), or, with
-`--face_classifier`, from proposals re-scored by the face/non-face CNN. `--json` writes
-every face (box, score, landmarks; null where a landmark type was not found) per input.
+Faces are found by the cascade (`--scan_mode=cascade`, the default; `lmjax.scan.cascade`): a
+ProposalNet (`--proposer` folder, default `proposer5` beside the checkpoint or in `pretrained/`)
+proposes face boxes down to `--min_face` pixels (box side; or the reach of a `--levels`-level
+pyramid), the face/non-face CNN (`--face_classifier`, default `facecls5` found alike; `none`: no
+re-scoring) re-scores them, and BB-FCN marks each box. `--scan_mode=pyramid` is the paper's
+scan (§III-E-2), ~28× slower on a CPU: the BB-FCN backbone over the whole pyramid, `--levels`
+deep or the smallest that finds faces of `--min_face` pixels (`pyramid.levels_for_min_face`);
+its faces come from the grouping of landmark detections (`--min_score` on the landmark
+response, `--threshold` on the coarse maps), or, with `--face_classifier`, from proposals
+re-scored by the face/non-face CNN. `--json` writes every face (box, score, landmarks; null
+where a landmark type was not found) per input.
 Folders and videos show a progress bar.
 
 Videos are tracked (`lmjax.track.VideoTracker`): the whole frame is scanned every
@@ -18,12 +24,6 @@ come from the box-given predictor of `--landmarks` (default: the checkpoint) in 
 its previous landmarks, smoothed by a One Euro filter (`--nosmooth`: raw). Their `--json` holds
 per frame every face's `track_id`, box, points, confidence (calibrated models) and pose.
 `--notrack` scans every frame instead (needed for `--face_classifier`).
-
-`--scan_mode=cascade` finds the faces with the cascade (`lmjax.scan.cascade`: a ProposalNet's
-boxes, `--proposer` folder, default `proposer5` beside the checkpoint or in `pretrained/`;
-`--face_classifier` (default `facecls5` beside the checkpoint or in `pretrained/`; `none`: no
-re-scoring) re-scores the boxes inside the cascade; BB-FCN marks each box),
-much faster than the paper's pyramid scan (`--scan_mode=pyramid`, the default).
 
 Every flag and output path is checked before the model loads (one-line error, exit 2): numbers
 in range, `--out` / `--json` below folders that exist or can be created and are writable,
@@ -138,6 +138,10 @@ def parse_flags(argv: Sequence[str] | None) -> types.SimpleNamespace:
     args.min_face = 40.0
   if args.scan_mode != 'cascade' and (args.proposer or args.proposal_threshold is not None):
     _usage_error('--proposer, --proposal_threshold: settings of --scan_mode=cascade')
+  if args.scan_mode == 'cascade' and fv['threshold'].present:
+    _usage_error(
+      '--threshold: a setting of --scan_mode=pyramid (the cascade has --proposal_threshold)'
+    )
   return args
 
 

@@ -15,7 +15,7 @@ no `--scan_mode` is given.
 from __future__ import annotations
 
 SCAN_MODES = ('pyramid', 'cascade')
-DEFAULT_MODE = 'pyramid'
+DEFAULT_MODE = 'cascade'  # 28x the pyramid's VGA speed at min_face 40, same recall (README)
 # Settings that only one mode has (the others are shared: min_face, levels, refine, ...).
 PYRAMID_ONLY = ('threshold',)  # the cascade's is `proposal_threshold`
 CASCADE_ONLY = ('proposer', 'classifier', 'proposal_threshold', 'backend')

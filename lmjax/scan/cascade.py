@@ -166,10 +166,10 @@ def default_folder(bbfcn_folder: str | None, name: str) -> str:
   return os.path.normpath(os.path.join(PRETRAINED, name))
 
 
-def _load_folder(folder: str, family: str, what: str):
+def _check_folder(folder: str, what: str) -> None:
+  """A one-line ValueError naming the role `what` when `folder` has no model.json."""
   if not os.path.isfile(os.path.join(folder, 'model.json')):
     raise ValueError(f'{what} {folder}: no model folder there (expected model.json + variables/)')
-  return checkpoint.load_model(folder, family)
 
 
 class CascadeScanner:
@@ -241,9 +241,11 @@ class CascadeScanner:
     folder = proposer or default_folder(directory, PROPOSER_FOLDER)
     if classifier == 'auto':
       classifier = default_folder(directory, CLASSIFIER_FOLDER)
-    _, variables, spec = _load_folder(folder, 'proposer', 'proposer')
-    if not os.path.isfile(os.path.join(directory, 'model.json')):
-      raise ValueError(f'{directory}: no BB-FCN model folder there (expected model.json)')
+    _check_folder(folder, 'proposer')
+    _check_folder(directory, 'BB-FCN model')
+    if classifier:
+      _check_folder(classifier, 'classifier')  # every folder checked before any loads
+    _, variables, spec = checkpoint.load_model(folder, 'proposer')
     predictor = BBFCNPredictor(directory, backend=backend)
     if predictor.spec['variant'] == 'regression':
       raise ValueError(f'{registry.spec_path(directory)}: the cascade needs response maps')
@@ -251,7 +253,6 @@ class CascadeScanner:
     if classifier:
       from lmjax.facecls.classifier import FaceClassifier
 
-      _load_folder(classifier, 'facecls', 'classifier')  # a clear error before loading
       scorer = FaceClassifier.load(classifier)
     return cls(predictor, (spec, variables), scorer, **kwargs)
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from lmjax.core import geometry, image_ops
+from lmjax.data.batching import run_bucketed
 
 
 def crop_squares(image: np.ndarray, boxes: np.ndarray, size: int, supersample: int) -> np.ndarray:
@@ -59,14 +60,11 @@ class HostRescorer:
 
   def score(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """float32 [P] face probabilities of `boxes` [P, 4] in a uint8 [H, W, 3] photo."""
+    if not len(boxes):
+      return np.zeros(0, np.float32)
     crops = crop_squares(image, boxes, self.size, self.supersample)
-    probs = []
-    for first in range(0, max(len(crops), 1), self.batch):
-      part = crops[first : first + self.batch]
-      padded = np.zeros((self.batch, *crops.shape[1:]), np.float32)
-      padded[: len(part)] = part
-      probs.append(np.asarray(self._forward(self.classifier.variables, padded))[: len(part)])
-    return np.concatenate(probs)[: len(boxes)].astype(np.float32)
+    forward = lambda x: self._forward(self.classifier.variables, x)
+    return run_bucketed(forward, crops, buckets=(self.batch,)).astype(np.float32)
 
   def compiled(self) -> int:
     """Programs compiled so far (1 once a photo was scored)."""

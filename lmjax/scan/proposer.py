@@ -142,12 +142,11 @@ def merge_windows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(boxes [count, 4] photo pixels, score, level (0: the largest), valid [count]): the best
   windows of all chunks, their tile boxes mapped through their piece and level to the photo."""
-  shift = np.array([(p.lx0 - p.x0, p.ly0 - p.y0) for p in layout.pieces], np.float32)
-  level = np.array([p.level for p in layout.pieces], np.int32)
+  shift, level = tiling.piece_table(layout)
   boxes, scores, levels = [], [], []
   for out, part in zip(found, parts, strict=True):
     ok = out['piece'] >= 0
-    glob = np.asarray([*part.pieces, 0], np.int32)[np.where(ok, out['piece'], len(part.pieces))]
+    glob = tiling.global_pieces(part, out['piece'])
     scale = layout.level_scale[level[glob]]  # [N, 2] (sx, sy)
     edges = out['box'] + np.tile(shift[glob], 2)  # level pixels
     boxes.append((edges + 0.5) / np.tile(scale, 2) - 0.5)

@@ -213,12 +213,10 @@ def merge_candidates(
   Returns:
     the `cand` dict of `detect`.
   """
-  shift = np.array([(p.lx0 - p.x0, p.ly0 - p.y0) for p in layout.pieces] or [(0, 0)], np.float32)
-  piece_level = np.array([p.level for p in layout.pieces] or [0], np.int32)
+  shift, piece_level = tiling.piece_table(layout)
   fields = {key: [] for key in ('value', 'xy', 'origin', 'level', 'patches')}
   for out, part in zip(found, parts, strict=True):
-    local = np.maximum(out['piece'], 0)
-    glob = np.asarray([*part.pieces, 0], np.int32)[np.minimum(local, len(part.pieces))]
+    glob = tiling.global_pieces(part, out['piece'])
     fields['value'].append(np.where(out['piece'] >= 0, out['value'], -np.inf))
     fields['xy'].append(out['xy'] + shift[glob])
     fields['origin'].append(out['origin'] + shift[glob])

@@ -238,3 +238,18 @@ def chunks(layout: Layout, size: int) -> list[Chunk]:
       rects[j] = (p.x0, p.y0, p.x0 + p.width, p.y0 + p.height)
     out.append(Chunk(tiles, owner, rects, members))
   return out
+
+
+def piece_table(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+  """(shift float32 [P, 2], level int32 [P]) of the layout's pieces: level pixels minus tile
+  pixels (x, y), and pyramid level (one zero row for a layout without pieces)."""
+  pieces = layout.pieces
+  shift = np.array([(p.lx0 - p.x0, p.ly0 - p.y0) for p in pieces] or [(0, 0)], np.float32)
+  level = np.array([p.level for p in pieces] or [0], np.int32)
+  return shift, level
+
+
+def global_pieces(part: Chunk, local: np.ndarray) -> np.ndarray:
+  """int32 layout piece index of the chunk-local piece indices `local` (0 where `local` < 0)."""
+  table = np.asarray([*part.pieces, 0], np.int32)
+  return table[np.where(local >= 0, local, len(part.pieces))]

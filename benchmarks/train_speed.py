@@ -28,9 +28,14 @@ under the trainer's settings; the baseline runs XLA's defaults, as it did.
 `--baseline=COMMIT` (default a584d7c, the commit before the speed work) also measures MCL68
 pre-training as that commit's code runs it (its own module names, its default single CPU
 device), unpacked from git into a temporary folder, in the same run: the speed-ups are
-`mcl68_train_speedup_vs_baseline_cpu_all` and `..._cpu_split`. Run:
+`mcl68_train_speedup_vs_baseline_cpu_all` and `..._cpu_split`. The current code's children and
+the baseline's run in turn, `--rounds` times (default 3): every number printed is the median
+over the rounds, and a speed-up is the median of the per-round ratios (on the shared 2-core
+machines a run's speed drifts by 10-20 % within minutes, so one back-to-back pair read 1.30x
+and the next 1.56x). Run:
 
   python benchmarks/train_speed.py [--settings cpu_1thread,cpu_all,cpu_split] [--seconds 6]
+      [--rounds 3]
 
 The last line printed is one JSON object (keys `<row>_train_img_per_s_<setting>`,
 `<row>_forward_img_per_s_<setting>`, `<row>_train_to_forward_ratio_<setting>`, and for MCL68 on
@@ -44,6 +49,7 @@ import json
 import os
 import pathlib
 import runpy
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -349,12 +355,37 @@ def _baseline_tree(commit: str, folder: str) -> str:
   return folder
 
 
+def _median_rounds(rounds: list[dict]) -> dict:
+  """{setting: {row: {train, forward}, devices}}: each number the median over `rounds`."""
+  merged = {}
+  for setting in dict.fromkeys(k for r in rounds for k in r):
+    outs = [r[setting] for r in rounds if setting in r]
+    merged[setting] = {'devices': outs[0]['devices']}
+    for row in (k for k in outs[0] if k != 'devices'):
+      values = [o[row] for o in outs if row in o]
+      columns = ('train', 'forward')
+      merged[setting][row] = {c: statistics.median(v[c] for v in values) for c in columns}
+  return merged
+
+
+def _paired_speedups(rounds: list[dict], baseline_rounds: list[dict], setting: str) -> list[float]:
+  """Per round: MCL68 train img/s in `setting` over the baseline's on all cores that round."""
+  ratios = []
+  for new, old in zip(rounds, baseline_rounds, strict=False):  # the baseline may be off
+    if 'mcl68' in new.get(setting, {}) and 'mcl68' in old.get('cpu_all', {}):
+      ratios.append(new[setting]['mcl68']['train'] / old['cpu_all']['mcl68']['train'])
+  return ratios
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--settings', default=','.join(SETTINGS))
   parser.add_argument('--rows', default=','.join(ROWS), help=f'subset of {",".join(ROWS)}')
   parser.add_argument('--seconds', type=float, default=6.0, help='timing budget per number')
   parser.add_argument('--baseline', default='a584d7c', help="commit to compare; '' = none")
+  parser.add_argument(
+    '--rounds', type=int, default=3, help='rounds of (current, baseline) in turn; medians'
+  )
   parser.add_argument('--child', default='')
   parser.add_argument('--code_dir', default='')
   args = parser.parse_args()
@@ -364,13 +395,18 @@ def main():
     return
   script = os.path.abspath(__file__)
   common = ['--seconds', str(args.seconds)]
-  results = run_children(script, args.settings, ['--rows', ','.join(rows), *common])
-  baseline = {}
-  if args.baseline:
-    with tempfile.TemporaryDirectory() as folder:
-      tree = _baseline_tree(args.baseline, folder)
-      cpu = ','.join(s for s in args.settings.split(',') if s in ('cpu_1thread', 'cpu_all'))
-      baseline = run_children(script, cpu, ['--rows', 'mcl68', '--code_dir', tree, *common])
+  cpu = ','.join(s for s in args.settings.split(',') if s in ('cpu_1thread', 'cpu_all'))
+  rounds, baseline_rounds = [], []
+  with tempfile.TemporaryDirectory() as folder:
+    tree = _baseline_tree(args.baseline, folder) if args.baseline else ''
+    for r in range(args.rounds):  # current, then baseline, in turn: drift hits both alike
+      print(f'round {r + 1}/{args.rounds}', file=sys.stderr, flush=True)
+      rounds.append(run_children(script, args.settings, ['--rows', ','.join(rows), *common]))
+      if tree:
+        baseline_rounds.append(
+          run_children(script, cpu, ['--rows', 'mcl68', '--code_dir', tree, *common])
+        )
+  results, baseline = _median_rounds(rounds), _median_rounds(baseline_rounds)
   summary = {}
   header = f'{"row":<18}{"setting":<13}{"devices":>8}{"train img/s":>13}{"forward img/s":>15}'
   print(header + f'{"ratio":>8}  what')
@@ -392,12 +428,16 @@ def main():
         summary[f'{key}_train_to_forward_ratio_{setting}'] = round(train / forward, 4)
   if 'mcl68_train_img_per_s_cpu_all' in summary:
     summary['mcl68_train_to_forward_ratio'] = summary['mcl68_train_to_forward_ratio_cpu_all']
-    old = summary.get(f'mcl68_baseline_{args.baseline}_train_img_per_s_cpu_all')
-    for setting in ('cpu_all', 'cpu_split'):
-      new = summary.get(f'mcl68_train_img_per_s_{setting}')
-      if old and new:
-        summary[f'mcl68_train_speedup_vs_baseline_{setting}'] = round(new / old, 3)
-        print(f'MCL68 pre-training, {setting}: {new / old:.2f}x the images/s of {args.baseline}')
+  for setting in ('cpu_all', 'cpu_split'):
+    ratios = _paired_speedups(rounds, baseline_rounds, setting)
+    if ratios:
+      speedup = statistics.median(ratios)
+      summary[f'mcl68_train_speedup_vs_baseline_{setting}'] = round(speedup, 3)
+      each = ', '.join(f'{r:.2f}' for r in ratios)
+      print(
+        f'MCL68 pre-training, {setting}: {speedup:.2f}x the images/s of {args.baseline} '
+        f'(median of {len(ratios)} paired rounds: {each})'
+      )
   print(json.dumps(summary))
 
 

@@ -128,3 +128,8 @@ class BBFCNPredictor(CropPredictor):
         out = {**out, 'points': out['coarse'], 'score': out['coarse_score']}
       return out
     return run_bucketed(lambda x: self._forward[refine](self.variables, x), crops)
+
+  def compiled(self) -> int:
+    """XLA programs compiled so far (one per bucket size met, with and without the branches);
+    0 when an ONNX backend runs the network."""
+    return sum(forward._cache_size() for forward in self._forward.values())

@@ -403,9 +403,7 @@ class CascadeScanner:
     count = self.stage.compiled() + self._face_nms._cache_size()
     if self.rescorer is not None:
       count += self.rescorer.compiled()
-    if self.predictor.backend == 'xla':
-      count += sum(f._cache_size() for f in self.predictor._forward.values())
-    return count
+    return count + self.predictor.compiled()
 
 
 def _interleave(det: dict, sets: list[dict]) -> tuple[dict, dict]:

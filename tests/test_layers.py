@@ -59,13 +59,12 @@ def _models():
   plain = lambda model, variables, x: model.apply(variables, x)
   return {
     'mcl68': (mcl, mcl.MCL(num_points=68, width=1024), (8, 50, 50, 1), mcl_apply),
-    'mcl5': (mcl, mcl.MCL(num_points=5, width=512), (8, 50, 50, 1), mcl_apply),
-    'bbfcn_backbone': (bbfcn, bbfcn.Backbone(num_points=5), (4, 64, 64, 3), plain),
+    'bbfcn_backbone': (bbfcn, bbfcn.Backbone(num_points=5), (4, 32, 32, 3), plain),
     'facenet': (facenet, facenet.FaceNet(), (8, 36, 36, 3), plain),
   }
 
 
-@pytest.mark.parametrize('name', ['mcl68', 'mcl5', 'bbfcn_backbone', 'facenet'])
+@pytest.mark.parametrize('name', ['mcl68', 'bbfcn_backbone', 'facenet'])
 def test_whole_model_gradients_under_jit_equal_select_and_scatter(name, monkeypatch):
   # The pool's gradient in context: XLA fuses it with the BatchNorm + ReLU it follows. A
   # backward that compared the input with the pooled maximum lost windows there (MCL68: the

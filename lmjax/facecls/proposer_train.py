@@ -23,15 +23,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
-from etils import epath
 
 from lmjax.data import batching
 from lmjax.eval.proposals import proposal_metrics
 from lmjax.facecls import proposer_data
-from lmjax.facecls.train import load_training_data
+from lmjax.facecls.train import load_training_data, window_training
 from lmjax.models import registry
-from lmjax.train import loop, optim, stages, warm_start
+from lmjax.train import loop, stages
 
 STAGE = 'proposer'  # the stage, its checkpoint folder, its model folder and stages.json key
 SUMMARY_KEYS = (
@@ -133,22 +131,17 @@ def summary(metrics: dict[str, float]) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the proposer; returns {'proposer': metrics + elapsed_s}."""
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  records = stages.read_records(workdir)
-  if STAGE in records:  # finished: no need to load the data
-    logging.info('[%s] finished earlier; skipping', STAGE)
-    return records
+  if (records := stages.finished_records(workdir, STAGE)) is not None:
+    return records  # no need to load the data
   pp = proposer_data.proposer_params(config)
   proposer_data.batch_counts(config)  # a wrong batch split fails before the data loads
   loaded = load_training_data(config, workdir)
-  settings = loaded.settings
   val = proposer_data.validation_set(
     loaded.val_regions, loaded.val_bbox, loaded.val_negatives, pp, config.eval_batch_size
   )
   spec = model_spec(config)
   model = registry.build(spec)
   predict = make_predict_fn(model, config.eval_batch_size)
-  stage_cfg = config.stages[STAGE]
 
   def validate(variables) -> dict[str, float]:
     logits, offsets = predict(variables['params'], val['crops'])
@@ -158,26 +151,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     metrics = validate(state)
     record = {f'val_{k}': v for k, v in metrics.items()}
     message = f'validation: {summary(metrics)}'
-    settings.writer.eval_metrics(STAGE, int(state['step']), record, message)
+    loaded.settings.writer.eval_metrics(STAGE, int(state['step']), record, message)
     return state
 
   def start(previous, records) -> loop.Training:
     del previous, records
-    init = jax.jit(lambda: registry.init(spec, config.seed)['params'])()  # one compile
-    if config.init_from:
-      init = warm_start.apply({'params': init}, config.init_from)['params']
-    tx = optim.from_config(init, stage_cfg, config.optim)
-    return loop.Training(
-      initial_state=lambda: loop.init_state({'params': init}, tx),
-      update_fn=make_update_fn(model, tx, config, pp, loaded.mesh),
-      num_steps=stage_cfg.steps,
-      batch_size=config.batch.positives,
-      hook=hook,
-      hook_every=config.validate_every,
+    return window_training(
+      STAGE, spec, config, lambda tx: make_update_fn(model, tx, config, pp, loaded.mesh), hook
     )
 
-  stage = stages.Stage(STAGE, start, validate, spec)
-  plan = stages.Plan(
-    stages=[stage], summary=summary, table=lambda r: f'{STAGE} validation: {summary(r[STAGE])}'
-  )
-  return stages.run(plan, settings)
+  return stages.run_one(stages.Stage(STAGE, start, validate, spec), summary, loaded.settings)

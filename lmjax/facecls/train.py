@@ -23,8 +23,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
-from etils import epath
 
 from lmjax.core import landmarks
 from lmjax.data import balance, batching, negatives
@@ -144,46 +142,56 @@ def load_training_data(config: ml_collections.ConfigDict, workdir: str) -> Train
   return TrainingData(settings, val_cache.regions[:, 0], val_cache.bbox, val_neg, mesh)
 
 
+def window_training(
+  stage: str,
+  spec: dict[str, Any],
+  config: ml_collections.ConfigDict,
+  make_update: Callable[[optax.GradientTransformation], Callable],
+  hook: Callable,
+) -> loop.Training:
+  """Stage `stage` of a window trainer (this one, `lmjax.facecls.proposer_train`): parameters
+  from `registry.init` or warm-started from `config.init_from`, `config.stages[stage]`'s
+  optimizer and steps, and `make_update(tx)` as the jitted step."""
+  stage_cfg = config.stages[stage]
+  init = jax.jit(lambda: registry.init(spec, config.seed)['params'])()  # one compile
+  if config.init_from:
+    init = warm_start.apply({'params': init}, config.init_from)['params']
+  tx = optim.from_config(init, stage_cfg, config.optim)
+  return loop.Training(
+    initial_state=lambda: loop.init_state({'params': init}, tx),
+    update_fn=make_update(tx),
+    num_steps=stage_cfg.steps,
+    batch_size=config.batch.positives,
+    hook=hook,
+    hook_every=config.validate_every,
+  )
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the face classifier; returns {'facecls': metrics + elapsed_s}."""
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  records = stages.read_records(workdir)
-  if STAGE in records:  # finished: no need to load the data
-    logging.info('[%s] finished earlier; skipping', STAGE)
-    return records
+  if (records := stages.finished_records(workdir, STAGE)) is not None:
+    return records  # no need to load the data
   num_background = config.batch_size - config.batch.positives - config.batch.partial
   if min(config.batch.positives, config.batch.partial, num_background) < 0:
     raise ValueError('batch: positives + partial must not exceed batch_size')
   params = facecls_data.sample_params(config)
   loaded = load_training_data(config, workdir)
-  settings, mesh = loaded.settings, loaded.mesh
   crops, kinds = facecls_data.validation_set(
     loaded.val_regions, loaded.val_bbox, loaded.val_negatives, params, config.eval_batch_size
   )
   spec = model_spec(config)
   model = registry.build(spec)
   logits_fn = make_logits_fn(model, config.eval_batch_size)
-  stage_cfg = config.stages[STAGE]
 
   def start(previous, records) -> loop.Training:
     del previous, records
-    init = registry.init(spec, config.seed)['params']
-    if config.init_from:
-      init = warm_start.apply({'params': init}, config.init_from)['params']
-    tx = optim.from_config(init, stage_cfg, config.optim)
-    return loop.Training(
-      initial_state=lambda: loop.init_state({'params': init}, tx),
-      update_fn=make_update_fn(model, tx, config, params, mesh),
-      num_steps=stage_cfg.steps,
-      batch_size=config.batch.positives,
-      hook=make_validation_hook(logits_fn, crops, kinds, settings.writer),
-      hook_every=config.validate_every,
+    return window_training(
+      STAGE,
+      spec,
+      config,
+      lambda tx: make_update_fn(model, tx, config, params, loaded.mesh),
+      make_validation_hook(logits_fn, crops, kinds, loaded.settings.writer),
     )
 
-  stage = stages.Stage(
-    STAGE, start, lambda v: classification_metrics(logits_fn(v['params'], crops), kinds), spec
-  )
-  plan = stages.Plan(
-    stages=[stage], summary=_format, table=lambda r: f'{STAGE} validation: {_format(r[STAGE])}'
-  )
-  return stages.run(plan, settings)
+  validate = lambda v: classification_metrics(logits_fn(v['params'], crops), kinds)
+  return stages.run_one(stages.Stage(STAGE, start, validate, spec), _format, loaded.settings)

@@ -176,6 +176,24 @@ def restore_model(workdir: str, stage: Stage) -> Variables:
   return variables
 
 
+def run_one(
+  stage: Stage, summary: Callable[[dict[str, Any]], str], settings: loop.RunSettings
+) -> Records:
+  """`run` of a one-stage plan whose final table is that stage's validation summary."""
+  table = lambda records: f'{stage.name} validation: {summary(records[stage.model_name])}'
+  return run(Plan(stages=[stage], summary=summary, table=table), settings)
+
+
+def finished_records(workdir: str, name: str) -> Records | None:
+  """The records when stage `name` finished earlier (a re-run then skips loading its data)."""
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  records = read_records(workdir)
+  if name not in records:
+    return None
+  logging.info('[%s] finished earlier; skipping', name)
+  return records
+
+
 def read_records(workdir: str) -> Records:
   """The run's `stages.json` ({model: metrics + elapsed_s}); {} before the first stage ends."""
   path = epath.Path(workdir) / STAGES_FILE
